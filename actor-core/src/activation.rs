@@ -1,0 +1,723 @@
+//! One activation of a grain: its mailbox, its turn scheduler and its
+//! lifecycle (activate, run turns, deactivate, drop after a panic).
+//!
+//! An idle activation is a small struct in the silo's table: no task, no
+//! channel. The first message to an idle activation spawns a drain task that
+//! owns the grain while it runs turns and exits when the mailbox is empty.
+//! All scheduling decisions are taken under the activation's one mutex, so a
+//! sender sees a consistent picture of what runs (which is what deadlock
+//! detection needs).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Weak};
+use std::task::{Poll, Waker};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::{FutureExt, future::BoxFuture};
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use tokio::task::AbortHandle;
+use tokio::time::{Duration, Instant};
+use tracing::Instrument;
+
+use crate::context::{CallId, CallScope, GrainContext, SCOPE, TurnInfo};
+use crate::error::Error;
+use crate::filter::CallInfo;
+use crate::grain::{DeactivationReason, Grain};
+use crate::id::GrainId;
+use crate::invoke::{Access, Invoke, TurnEnd, panic_message};
+use crate::message::Interleave;
+use crate::registry::TypeEntry;
+use crate::silo::Silo;
+
+pub(crate) type Req<G> = Box<dyn Invoke<G>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Created in the table, not yet activated.
+    Fresh,
+    Active,
+    /// Deactivated, failed or dropped: accepts nothing; senders re-resolve.
+    Dead,
+}
+
+#[derive(Clone, Copy)]
+struct Running {
+    call: CallId,
+    access: Access,
+}
+
+/// FIFO with the first element inline, so that an activation called one
+/// message at a time never allocates a queue buffer.
+struct Mailbox<T> {
+    head: Option<T>,
+    rest: VecDeque<T>,
+}
+
+impl<T> Mailbox<T> {
+    const fn new() -> Self {
+        Mailbox {
+            head: None,
+            rest: VecDeque::new(),
+        }
+    }
+    fn push(&mut self, t: T) {
+        if self.head.is_none() && self.rest.is_empty() {
+            self.head = Some(t);
+        } else {
+            self.rest.push_back(t);
+        }
+    }
+    fn front(&self) -> Option<&T> {
+        self.head.as_ref().or_else(|| self.rest.front())
+    }
+    fn pop(&mut self) -> Option<T> {
+        self.head.take().or_else(|| self.rest.pop_front())
+    }
+    fn len(&self) -> usize {
+        self.head.is_some() as usize + self.rest.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.head.is_none() && self.rest.is_empty()
+    }
+    fn release(&mut self) {
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            self.rest = VecDeque::new();
+        }
+    }
+}
+
+struct Inner<G: Grain> {
+    status: Status,
+    /// A drain task exists and owns the grain.
+    scheduled: bool,
+    grain: Option<G>,
+    queue: Mailbox<Req<G>>,
+    /// Calls admitted ahead of the queue: always-interleave methods and
+    /// callbacks on a chain already inside this activation.
+    urgent: Mailbox<Req<G>>,
+    running: SmallVec<[Running; 1]>,
+    /// Wakes the drain task while it interleaves shared turns.
+    waker: Option<Waker>,
+    last_active: Instant,
+    keep_alive_until: Option<Instant>,
+    deactivate: Option<DeactivationReason>,
+    timers: Vec<AbortHandle>,
+}
+
+/// Where an activation is registered, for removal when it dies.
+pub(crate) enum Home<G: Grain> {
+    Table,
+    Pool(Weak<crate::worker::WorkerPool<G>>),
+}
+
+pub(crate) struct Activation<G: Grain> {
+    pub(crate) id: GrainId,
+    pub(crate) entry: Arc<TypeEntry<G>>,
+    home: Home<G>,
+    inner: Mutex<Inner<G>>,
+}
+
+/// What a sender must do after enqueueing.
+pub(crate) enum Enqueued {
+    /// A drain task is running and will see the call.
+    Queued,
+    /// The activation was idle: spawn its drain task.
+    Spawn,
+}
+
+impl<G: Grain> Activation<G> {
+    pub(crate) fn new(id: GrainId, entry: Arc<TypeEntry<G>>, home: Home<G>) -> Self {
+        Activation {
+            id,
+            entry,
+            home,
+            inner: Mutex::new(Inner {
+                status: Status::Fresh,
+                scheduled: false,
+                grain: None,
+                queue: Mailbox::new(),
+                urgent: Mailbox::new(),
+                running: SmallVec::new(),
+                waker: None,
+                last_active: Instant::now(),
+                keep_alive_until: None,
+                deactivate: None,
+                timers: Vec::new(),
+            }),
+        }
+    }
+
+    /// Queues a call. Gives the call back if the activation is dead (the
+    /// sender then resolves the grain again).
+    pub(crate) fn enqueue(&self, req: Req<G>) -> Result<Enqueued, Req<G>> {
+        let mut inner = self.inner.lock();
+        if inner.status == Status::Dead {
+            return Err(req);
+        }
+        let access = req.access();
+        let mut urgent = matches!(access, Access::Shared(Interleave::Always));
+        if self.entry.options.stateless_worker.is_none()
+            && let Some(chain) = &req.header().chain
+            && let Some(cycle) = chain.cycle_through(&self.id, |c| {
+                inner.running.iter().any(|r| r.call == c)
+            })
+        {
+            // The call comes back on a chain whose turn here waits on it:
+            // queueing it would wait forever.
+            if admissible(access, &inner.running, &self.entry.options, true) {
+                urgent = true;
+            } else {
+                drop(inner);
+                let method = req.header().method.to_owned();
+                self.entry.metrics.method(req.header().method).record_error();
+                req.fail(Error::Deadlock { cycle, method });
+                return Ok(Enqueued::Queued);
+            }
+        }
+        if urgent {
+            inner.urgent.push(req);
+        } else {
+            inner.queue.push(req);
+        }
+        self.entry.metrics.queued(1);
+        if !inner.scheduled {
+            inner.scheduled = true;
+            Ok(Enqueued::Spawn)
+        } else {
+            let waker = inner.waker.take();
+            drop(inner);
+            if let Some(w) = waker {
+                w.wake();
+            }
+            Ok(Enqueued::Queued)
+        }
+    }
+
+    pub(crate) fn request_deactivation(&self) {
+        let mut inner = self.inner.lock();
+        inner.deactivate.get_or_insert(DeactivationReason::Requested);
+    }
+
+    pub(crate) fn keep_alive_for(&self, period: Duration) {
+        let until = Instant::now() + period;
+        let mut inner = self.inner.lock();
+        if inner.keep_alive_until.is_none_or(|t| t < until) {
+            inner.keep_alive_until = Some(until);
+        }
+    }
+
+    pub(crate) fn add_timer(&self, handle: AbortHandle) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.status == Status::Dead {
+            return false;
+        }
+        inner.timers.retain(|t| !t.is_finished());
+        inner.timers.push(handle);
+        true
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.inner.lock().status == Status::Dead
+    }
+
+    /// Whether the activation has nothing queued or running (for stateless
+    /// worker placement).
+    pub(crate) fn load(&self) -> usize {
+        let inner = self.inner.lock();
+        inner.queue.len() + inner.urgent.len() + inner.running.len()
+    }
+
+    /// Starts deactivation if the activation is idle and old enough (or
+    /// `force` is given). Returns `true` if a drain task must be spawned.
+    pub(crate) fn try_deactivate(
+        &self,
+        now: Instant,
+        age: Duration,
+        force: Option<DeactivationReason>,
+    ) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.status == Status::Dead {
+            return false;
+        }
+        if let Some(reason) = force {
+            inner.deactivate = Some(reason);
+            if inner.scheduled {
+                // The running drain task sees the request after its turn.
+                if let Some(w) = inner.waker.take() {
+                    w.wake();
+                }
+                return false;
+            }
+            inner.scheduled = true;
+            return true;
+        }
+        if inner.scheduled
+            || self.entry.options.keep_alive
+            || !inner.queue.is_empty()
+            || inner.keep_alive_until.is_some_and(|t| t > now)
+            || now.saturating_duration_since(inner.last_active) < age
+        {
+            return false;
+        }
+        inner.deactivate = Some(DeactivationReason::Idle);
+        inner.scheduled = true;
+        true
+    }
+
+    /// The next thing the drain task does. On `Idle` the grain has been
+    /// put back and the task must exit.
+    fn next_step(&self, grain: &mut Option<G>) -> Step<G> {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        loop {
+            if inner.running.is_empty() {
+                if let Some(reason) = inner.deactivate {
+                    return Step::Deactivate(reason);
+                }
+            }
+            let req = match inner.urgent.pop().or_else(|| inner.queue.pop()) {
+                Some(r) => r,
+                None => {
+                    inner.grain = grain.take();
+                    inner.scheduled = false;
+                    inner.queue.release();
+                    inner.urgent.release();
+                    return Step::Idle;
+                }
+            };
+            self.entry.metrics.queued(-1);
+            if req.header().deadline <= now {
+                // Its caller has given up: do not run stale work.
+                let h = req.header();
+                let err = Error::Timeout {
+                    grain: self.id.clone(),
+                    method: h.method.to_owned(),
+                    timeout: h.timeout,
+                };
+                self.entry.metrics.method(h.method).record_error();
+                req.fail(err);
+                continue;
+            }
+            if !req.header().timer {
+                inner.last_active = now;
+            }
+            let access = req.access();
+            inner.running.push(Running {
+                call: req.header().call_id,
+                access,
+            });
+            return match access {
+                Access::Exclusive => Step::Exclusive(req),
+                Access::Shared(_) => Step::Shared(req),
+            };
+        }
+    }
+
+    /// Admits every queued call that may interleave with the running
+    /// shared turns. Registers `waker` when nothing more can start.
+    fn admit_shared(&self, out: &mut Vec<Req<G>>, waker: &Waker) {
+        let mut inner = self.inner.lock();
+        if inner.deactivate.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        loop {
+            let from_urgent = inner.urgent.front().is_some();
+            let front = match inner.urgent.front().or_else(|| inner.queue.front()) {
+                Some(f) => f,
+                None => break,
+            };
+            let expired = front.header().deadline <= now;
+            if !expired
+                && !(from_urgent || admissible(front.access(), &inner.running, &self.entry.options, false))
+            {
+                break;
+            }
+            let req = if from_urgent {
+                inner.urgent.pop()
+            } else {
+                inner.queue.pop()
+            }
+            .expect("front exists");
+            self.entry.metrics.queued(-1);
+            if expired {
+                let h = req.header();
+                let err = Error::Timeout {
+                    grain: self.id.clone(),
+                    method: h.method.to_owned(),
+                    timeout: h.timeout,
+                };
+                req.fail(err);
+                continue;
+            }
+            if !req.header().timer {
+                inner.last_active = now;
+            }
+            inner.running.push(Running {
+                call: req.header().call_id,
+                access: req.access(),
+            });
+            out.push(req);
+        }
+        match &inner.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => inner.waker = Some(waker.clone()),
+        }
+    }
+
+    fn turn_done(&self, call: CallId) {
+        let mut inner = self.inner.lock();
+        if let Some(at) = inner.running.iter().position(|r| r.call == call) {
+            inner.running.swap_remove(at);
+        }
+    }
+
+    /// Marks the activation dead and takes what was queued.
+    fn bury(&self) -> Vec<Req<G>> {
+        let mut inner = self.inner.lock();
+        inner.status = Status::Dead;
+        inner.scheduled = false;
+        inner.waker = None;
+        inner.grain = None;
+        for t in inner.timers.drain(..) {
+            t.abort();
+        }
+        let mut out = Vec::with_capacity(inner.urgent.len() + inner.queue.len());
+        while let Some(r) = inner.urgent.pop().or_else(|| inner.queue.pop()) {
+            out.push(r);
+        }
+        self.entry.metrics.queued(-(out.len() as i64));
+        out
+    }
+}
+
+/// Whether a shared or exclusive call may start next to `running`.
+fn admissible(
+    access: Access,
+    running: &[Running],
+    opts: &crate::grain::GrainOptions,
+    chain_callback: bool,
+) -> bool {
+    match access {
+        // `&mut self` excludes every other borrow, always-interleave ones too.
+        Access::Exclusive => running.is_empty(),
+        Access::Shared(il) => {
+            if running.iter().any(|r| r.access == Access::Exclusive) {
+                return false;
+            }
+            // Always-interleave turns block nobody.
+            let mut others = running
+                .iter()
+                .filter(|r| r.access != Access::Shared(Interleave::Always))
+                .peekable();
+            if others.peek().is_none() {
+                return true;
+            }
+            opts.reentrant
+                || il == Interleave::Always
+                || (chain_callback && opts.call_chain_reentrancy)
+                || (il == Interleave::ReadOnly
+                    && others.all(|r| r.access == Access::Shared(Interleave::ReadOnly)))
+        }
+    }
+}
+
+enum Step<G: Grain> {
+    Idle,
+    Exclusive(Req<G>),
+    Shared(Req<G>),
+    Deactivate(DeactivationReason),
+}
+
+/// Spawns the drain task of an activation that `enqueue` or
+/// `try_deactivate` found idle.
+pub(crate) fn spawn<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
+    tokio::spawn(drain(act, silo));
+}
+
+async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
+    let ctx = GrainContext {
+        activation: act.clone(),
+        silo,
+    };
+    let mut grain = {
+        let mut inner = act.inner.lock();
+        match inner.status {
+            Status::Active => inner.grain.take(),
+            Status::Fresh => None,
+            Status::Dead => return,
+        }
+    };
+    if grain.is_none() {
+        match activate(&ctx).await {
+            Ok(g) => {
+                act.inner.lock().status = Status::Active;
+                grain = Some(g);
+            }
+            Err(reason) => {
+                let err = Error::ActivationFailed {
+                    grain: act.id.clone(),
+                    reason,
+                };
+                tracing::warn!(grain = %act.id, error = %err, "activation failed");
+                act.entry.metrics.activation_failed();
+                let queued = act.bury();
+                unregister(&act, &ctx.silo);
+                for r in queued {
+                    act.entry.metrics.method(r.header().method).record_error();
+                    r.fail(err.clone());
+                }
+                return;
+            }
+        }
+    }
+    loop {
+        match act.next_step(&mut grain) {
+            Step::Idle => return,
+            Step::Exclusive(req) => {
+                let g = grain.as_mut().expect("the drain task owns the grain");
+                let call = req.header().call_id;
+                let end = run_turn(&ctx, req, |req| req.run_exclusive(g, &ctx)).await;
+                act.turn_done(call);
+                if let Some(msg) = end.and_then(|e| e.panic) {
+                    return drop_after_panic(&ctx, grain, msg);
+                }
+            }
+            Step::Shared(first) => {
+                let g = grain.as_ref().expect("the drain task owns the grain");
+                if let Some(msg) = interleave(&ctx, g, first).await {
+                    return drop_after_panic(&ctx, grain, msg);
+                }
+            }
+            Step::Deactivate(reason) => {
+                let g = grain.as_mut().expect("the drain task owns the grain");
+                let ended = AssertUnwindSafe(g.on_deactivate(&ctx, reason))
+                    .catch_unwind()
+                    .await;
+                if let Err(p) = ended {
+                    tracing::error!(grain = %act.id, panic = %panic_message(&*p), "on_deactivate panicked");
+                }
+                drop(grain);
+                act.entry.metrics.deactivated();
+                let queued = act.bury();
+                unregister(&act, &ctx.silo);
+                // Calls that arrived meanwhile go to a fresh activation.
+                for r in queued {
+                    ctx.silo.redeliver(&act.id, r);
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn activate<G: Grain>(ctx: &GrainContext<G>) -> Result<G, String> {
+    let act = &ctx.activation;
+    let built = std::panic::catch_unwind(AssertUnwindSafe(|| (act.entry.factory)(&act.id)));
+    let mut g = match built {
+        Ok(g) => g,
+        Err(p) => return Err(format!("the grain factory panicked: {}", panic_message(&*p))),
+    };
+    let span = tracing::info_span!("grain_activate", grain.type = %act.id.grain_type, grain.key = %act.id.key);
+    let turn = TurnInfo::new(act.id.clone(), CallId::next(), None);
+    let scope = CallScope {
+        context: Default::default(),
+        turn: Some(turn),
+    };
+    let res = SCOPE
+        .scope(scope, AssertUnwindSafe(g.on_activate(ctx)).catch_unwind())
+        .instrument(span)
+        .await;
+    match res {
+        Ok(Ok(())) => {
+            act.entry.metrics.activated();
+            Ok(g)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(format!("on_activate panicked: {}", panic_message(&*p))),
+    }
+}
+
+/// Runs one turn: filters, span, request context scope, metrics.
+/// Returns `None` if a filter rejected the call.
+async fn run_turn<'a, G: Grain>(
+    ctx: &'a GrainContext<G>,
+    mut req: Req<G>,
+    run: impl FnOnce(Req<G>) -> BoxFuture<'a, TurnEnd>,
+) -> Option<TurnEnd> {
+    let act = &ctx.activation;
+    let silo = &ctx.silo;
+    let h = req.header_mut();
+    let method = h.method;
+    let context = std::mem::take(&mut h.context);
+    let chain = h.chain.take();
+    let sender = h.sender.take();
+    let call_id = h.call_id;
+    let parent = std::mem::replace(&mut h.span, tracing::Span::none());
+    let metrics = act.entry.metrics.method(method);
+    let filters = silo.incoming_filters();
+    if !filters.is_empty() {
+        let info = CallInfo {
+            grain: &act.id,
+            method,
+            context: &context,
+            sender: sender.as_ref(),
+        };
+        for f in filters {
+            if let Err(reason) = f.on_request(&info) {
+                metrics.record_error();
+                req.fail(Error::Rejected {
+                    grain: act.id.clone(),
+                    method: method.to_owned(),
+                    reason,
+                });
+                return None;
+            }
+        }
+    }
+    let span = tracing::info_span!(
+        parent: &parent,
+        "grain_call",
+        grain.type = %act.id.grain_type,
+        grain.key = %act.id.key,
+        method,
+    );
+    let scope = CallScope {
+        context: std::cell::RefCell::new(context),
+        turn: Some(TurnInfo::new(act.id.clone(), call_id, chain)),
+    };
+    let started = Instant::now();
+    let end = SCOPE.scope(scope, run(req)).instrument(span).await;
+    let elapsed = started.elapsed();
+    metrics.record(elapsed, end.error);
+    if let Some(p) = &end.panic {
+        tracing::error!(grain = %act.id, method, panic = %p, "grain handler panicked; dropping the activation");
+    }
+    if !filters.is_empty() {
+        let info = CallInfo {
+            grain: &act.id,
+            method,
+            context: &RequestContext::new(),
+            sender: sender.as_ref(),
+        };
+        for f in filters {
+            f.on_response(&info, elapsed, !end.error);
+        }
+    }
+    Some(end)
+}
+
+use crate::context::RequestContext;
+
+/// Runs shared turns side by side on this task, admitting compatible calls
+/// as they arrive, until none is left running. Returns a panic message if
+/// one of them panicked (no more calls are admitted after that).
+async fn interleave<G: Grain>(ctx: &GrainContext<G>, grain: &G, first: Req<G>) -> Option<String> {
+    let act = &ctx.activation;
+    let mut set: FuturesUnordered<BoxFuture<'_, Option<TurnEnd>>> = FuturesUnordered::new();
+    let start = |req: Req<G>| -> BoxFuture<'_, Option<TurnEnd>> {
+        let call = req.header().call_id;
+        Box::pin(async move {
+            let end = run_turn(ctx, req, |req| req.run_shared(grain, ctx)).await;
+            act.turn_done(call);
+            end
+        })
+    };
+    set.push(start(first));
+    let mut panic: Option<String> = None;
+    let mut admitted = Vec::new();
+    poll_fn(|cx| {
+        loop {
+            if panic.is_none() {
+                act.admit_shared(&mut admitted, cx.waker());
+                for req in admitted.drain(..) {
+                    set.push(start(req));
+                }
+            }
+            match set.poll_next_unpin(cx) {
+                Poll::Ready(Some(end)) => {
+                    if let Some(p) = end.and_then(|e| e.panic) {
+                        panic.get_or_insert(p);
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    act.inner.lock().waker = None;
+    panic
+}
+
+fn drop_after_panic<G: Grain>(ctx: &GrainContext<G>, grain: Option<G>, _msg: String) {
+    let act = &ctx.activation;
+    // The grain's state may be half-updated: drop it without on_deactivate.
+    drop(grain);
+    act.entry.metrics.deactivated();
+    let queued = act.bury();
+    unregister(act, &ctx.silo);
+    for r in queued {
+        ctx.silo.redeliver(&act.id, r);
+    }
+}
+
+fn unregister<G: Grain>(act: &Arc<Activation<G>>, silo: &Silo) {
+    match &act.home {
+        Home::Table => silo.remove_activation(&act.id, act),
+        Home::Pool(pool) => {
+            if let Some(pool) = pool.upgrade() {
+                pool.remove(act);
+                if pool.is_empty() {
+                    silo.remove_pool(&act.id, &pool);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grain::GrainOptions;
+
+    fn r(access: Access) -> Running {
+        Running {
+            call: CallId(1),
+            access,
+        }
+    }
+
+    #[test]
+    fn admission_rules() {
+        let plain = GrainOptions::new();
+        let ro = Access::Shared(Interleave::ReadOnly);
+        let never = Access::Shared(Interleave::Never);
+        let always = Access::Shared(Interleave::Always);
+        assert!(admissible(Access::Exclusive, &[], &plain, false));
+        assert!(!admissible(Access::Exclusive, &[r(always)], &plain, false));
+        assert!(!admissible(never, &[r(never)], &plain, false));
+        assert!(admissible(never, &[r(never)], &GrainOptions::new().reentrant(), false));
+        assert!(admissible(ro, &[r(ro)], &plain, false));
+        assert!(!admissible(ro, &[r(never)], &plain, false));
+        assert!(admissible(always, &[r(never)], &plain, false));
+        assert!(admissible(never, &[r(always)], &plain, false));
+        assert!(!admissible(always, &[r(Access::Exclusive)], &plain, false));
+        assert!(!admissible(never, &[r(never)], &plain, true));
+        assert!(admissible(
+            never,
+            &[r(never)],
+            &GrainOptions::new().call_chain_reentrancy(),
+            true
+        ));
+        assert!(!admissible(
+            never,
+            &[r(Access::Exclusive)],
+            &GrainOptions::new().call_chain_reentrancy().reentrant(),
+            true
+        ));
+    }
+}

@@ -1,0 +1,328 @@
+//! What a turn can see: the grain's context, the request context, and the
+//! ambient call scope (a tokio task-local) that outgoing calls read to carry
+//! the call chain and the request context onward.
+//!
+//! Each turn runs inside its own scope, also when several shared turns
+//! interleave on one task, so values never leak between requests; a turn's
+//! changes to its request context reach the calls it makes, never its caller.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::activation::Activation;
+use crate::id::{GrainId, GrainKey};
+use crate::message::{Accepts, Message};
+use crate::reference::GrainRef;
+use crate::silo::Silo;
+use crate::timer::TimerHandle;
+use crate::{Grain, GrainOptions};
+
+/// Identifies one call (one request and its turn) across the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CallId(pub u64);
+
+impl CallId {
+    /// A fresh id, unique in this process.
+    pub(crate) fn next() -> CallId {
+        use std::cell::Cell;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // Each thread takes blocks of 2^20 ids from a global counter: no
+        // shared atomic on the call path.
+        static BLOCKS: AtomicU64 = AtomicU64::new(1);
+        thread_local!(static NEXT: Cell<(u64, u64)> = const { Cell::new((0, 0)) });
+        NEXT.with(|n| {
+            let (mut next, mut end) = n.get();
+            if next == end {
+                next = BLOCKS.fetch_add(1, Ordering::Relaxed) << 20;
+                end = next + (1 << 20);
+            }
+            n.set((next + 1, end));
+            CallId(next)
+        })
+    }
+}
+
+/// One frame of a call chain: the grain whose turn (`call`) is waiting on
+/// the calls it made. Frames link to the frame of the turn's own caller.
+#[derive(Debug)]
+pub(crate) struct ChainFrame {
+    pub(crate) grain: GrainId,
+    pub(crate) call: CallId,
+    pub(crate) parent: Option<Arc<ChainFrame>>,
+}
+
+impl ChainFrame {
+    /// If `running` (the turns in `grain`'s activation) holds a turn of
+    /// this chain, the cycle from that grain down to the newest frame.
+    pub(crate) fn cycle_through(
+        self: &Arc<Self>,
+        grain: &GrainId,
+        running: impl Fn(CallId) -> bool,
+    ) -> Option<Vec<GrainId>> {
+        let mut path = Vec::new();
+        let mut frame = Some(self);
+        while let Some(f) = frame {
+            path.push(f.grain.clone());
+            if &f.grain == grain && running(f.call) {
+                path.reverse();
+                path.push(grain.clone());
+                return Some(path);
+            }
+            frame = f.parent.as_ref();
+        }
+        None
+    }
+}
+
+/// Key/value pairs that travel with a call: set by the caller, visible in
+/// the grain's turn, copied onto every call the turn makes (local or remote),
+/// never flowing back to the caller. Cheap to clone (copy on write).
+///
+/// Inside a turn or a [`RequestContext::scope`], the *current* context is
+/// read with [`RequestContext::get`] and changed with [`RequestContext::set`].
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContext {
+    entries: Option<Arc<Vec<(String, String)>>>,
+}
+
+impl RequestContext {
+    /// An empty context.
+    pub const fn new() -> Self {
+        RequestContext { entries: None }
+    }
+
+    /// This context with `key` set to `value`.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.insert(key, value);
+        self
+    }
+
+    /// Sets `key` to `value` in this context value.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        let key = key.into();
+        let value = value.into();
+        let entries = Arc::make_mut(self.entries.get_or_insert_with(Default::default));
+        match entries.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => entries.push((key, value)),
+        }
+    }
+
+    /// Removes `key` from this context value.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let entries = Arc::make_mut(self.entries.as_mut()?);
+        let at = entries.iter().position(|(k, _)| k == key)?;
+        Some(entries.remove(at).1)
+    }
+
+    /// The value of `key` in this context value.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.entries
+            .as_ref()?
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The pairs, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.entries.as_ref().is_none_or(|e| e.is_empty())
+    }
+
+    /// The current context: the running turn's, or the enclosing
+    /// [`scope`](RequestContext::scope)'s; empty elsewhere.
+    pub fn current() -> RequestContext {
+        SCOPE
+            .try_with(|s| s.context.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// The value of `key` in the current context.
+    pub fn get(key: &str) -> Option<String> {
+        SCOPE
+            .try_with(|s| s.context.borrow().value(key).map(str::to_owned))
+            .ok()
+            .flatten()
+    }
+
+    /// Sets `key` in the current context, for the calls made after this
+    /// point by the same turn or scope. Returns `false` (and does nothing)
+    /// outside a turn or scope.
+    pub fn set(key: impl Into<String>, value: impl Into<String>) -> bool {
+        let (key, value) = (key.into(), value.into());
+        SCOPE
+            .try_with(|s| s.context.borrow_mut().insert(key, value))
+            .is_ok()
+    }
+
+    /// Runs `fut` with this context as the current one: every call it makes
+    /// carries these pairs. Inside a turn, the turn's call chain is kept.
+    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
+        let turn = SCOPE.try_with(|s| s.turn.clone()).ok().flatten();
+        let scope = CallScope {
+            context: RefCell::new(self),
+            turn,
+        };
+        SCOPE.scope(scope, fut).await
+    }
+}
+
+impl fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// The running turn, as outgoing calls see it.
+#[derive(Clone)]
+pub(crate) struct TurnInfo(Arc<TurnInner>);
+
+pub(crate) struct TurnInner {
+    grain: GrainId,
+    call: CallId,
+    parent: Option<Arc<ChainFrame>>,
+    // Built on the first outgoing call of the turn only.
+    frame: std::sync::OnceLock<Arc<ChainFrame>>,
+}
+
+impl TurnInfo {
+    pub(crate) fn new(grain: GrainId, call: CallId, parent: Option<Arc<ChainFrame>>) -> Self {
+        TurnInfo(Arc::new(TurnInner {
+            grain,
+            call,
+            parent,
+            frame: std::sync::OnceLock::new(),
+        }))
+    }
+
+    pub(crate) fn frame(&self) -> Arc<ChainFrame> {
+        self.0
+            .frame
+            .get_or_init(|| {
+                Arc::new(ChainFrame {
+                    grain: self.0.grain.clone(),
+                    call: self.0.call,
+                    parent: self.0.parent.clone(),
+                })
+            })
+            .clone()
+    }
+
+    pub(crate) fn grain(&self) -> &GrainId {
+        &self.0.grain
+    }
+}
+
+pub(crate) struct CallScope {
+    pub(crate) context: RefCell<RequestContext>,
+    pub(crate) turn: Option<TurnInfo>,
+}
+
+tokio::task_local! {
+    pub(crate) static SCOPE: CallScope;
+}
+
+/// What an outgoing call takes from the ambient scope.
+pub(crate) fn ambient(one_way: bool) -> (RequestContext, Option<Arc<ChainFrame>>, Option<GrainId>) {
+    SCOPE
+        .try_with(|s| {
+            let ctx = s.context.borrow().clone();
+            match &s.turn {
+                // A one-way call does not wait, so it does not extend the
+                // chain: its target may call back without deadlocking.
+                Some(t) if !one_way => (ctx, Some(t.frame()), Some(t.grain().clone())),
+                Some(t) => (ctx, None, Some(t.grain().clone())),
+                None => (ctx, None, None),
+            }
+        })
+        .unwrap_or_default()
+}
+
+/// The grain's view of its activation during a turn.
+pub struct GrainContext<G: Grain> {
+    pub(crate) activation: Arc<Activation<G>>,
+    pub(crate) silo: Silo,
+}
+
+impl<G: Grain> GrainContext<G> {
+    /// This grain's id.
+    pub fn id(&self) -> &GrainId {
+        &self.activation.id
+    }
+
+    /// This grain's key.
+    pub fn key(&self) -> &GrainKey {
+        &self.activation.id.key
+    }
+
+    /// The silo hosting this activation.
+    pub fn silo(&self) -> &Silo {
+        &self.silo
+    }
+
+    /// The effective options of this grain type.
+    pub fn options(&self) -> &GrainOptions {
+        &self.activation.entry.options
+    }
+
+    /// A reference to another grain (or this one).
+    pub fn get_grain<T: Grain>(&self, key: impl Into<GrainKey>) -> GrainRef<T> {
+        self.silo.get_grain(key)
+    }
+
+    /// A reference to this grain.
+    pub fn this(&self) -> GrainRef<G> {
+        GrainRef::new(self.activation.id.clone(), self.silo.clone())
+    }
+
+    /// Deactivates this activation once the current turn ends; queued and
+    /// later calls go to a fresh activation.
+    pub fn deactivate_on_idle(&self) {
+        self.activation.request_deactivation();
+    }
+
+    /// Keeps this activation from idle collection for at least `period`.
+    pub fn delay_deactivation(&self, period: Duration) {
+        self.activation.keep_alive_for(period);
+    }
+
+    /// Registers a grain timer: after `due`, then every `period`, `make()`'s
+    /// message is delivered to this activation as an ordinary turn. A tick
+    /// starts only after the previous tick's turn has finished, so ticks
+    /// never overlap. Timers do not keep the activation alive and end with
+    /// it; cancel one earlier with [`TimerHandle::cancel`].
+    pub fn register_timer<M, K>(
+        &self,
+        due: Duration,
+        period: Duration,
+        make: impl Fn() -> M + Send + Sync + 'static,
+    ) -> TimerHandle
+    where
+        G: Accepts<M, K>,
+        M: Message<Reply = ()>,
+        K: 'static,
+    {
+        crate::timer::start::<G, M, K>(&self.activation, &self.silo, due, period, make)
+    }
+}
+
+impl<G: Grain> fmt::Debug for GrainContext<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrainContext")
+            .field("id", &self.activation.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,120 @@
+//! The one error type of actor-core.
+//!
+//! Runtime failures (timeout, deadlock, panic, unknown type, silo stopped)
+//! are kept apart from a grain's own failures, which a grain returns inside
+//! its reply type. Errors are `Clone` (one failed activation fails every
+//! queued caller) and serde types (they travel back to remote callers).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::GrainId;
+
+/// A failure of the runtime to carry out a call or to build a silo.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Error {
+    /// No grain type of this name is registered where the call was routed.
+    #[error(
+        "grain type `{type_name}` is not registered on this silo; register it with SiloBuilder::grain"
+    )]
+    UnknownGrainType {
+        /// The type name that was asked for.
+        type_name: String,
+    },
+    /// A serialized call named a method the grain type does not register.
+    #[error(
+        "grain type `{type_name}` has no registered method `{method}`; list the message in Grain::register"
+    )]
+    UnknownMethod {
+        /// The grain type.
+        type_name: String,
+        /// The method (message) name.
+        method: String,
+    },
+    /// The call's deadline passed before a reply arrived.
+    #[error(
+        "call to {grain} `{method}` timed out after {timeout:?}; the turn may still have run (raise the deadline with GrainRef::with_timeout)"
+    )]
+    Timeout {
+        /// The called grain.
+        grain: GrainId,
+        /// The method (message) name.
+        method: String,
+        /// The deadline the call had.
+        timeout: Duration,
+    },
+    /// The call would wait on a turn that is itself waiting on this call.
+    #[error(
+        "deadlock: {} would wait on itself in `{method}`; make the methods on the cycle shared (&self) and turn on call-chain reentrancy, or break the cycle",
+        display_cycle(cycle)
+    )]
+    Deadlock {
+        /// The grains of the cycle, from the first to the one called again.
+        cycle: Vec<GrainId>,
+        /// The method that closed the cycle.
+        method: String,
+    },
+    /// The handler panicked. The activation was dropped; the next call
+    /// activates the grain afresh.
+    #[error("grain {grain} panicked in `{method}`: {message}; the activation was dropped")]
+    Panicked {
+        /// The grain whose handler panicked.
+        grain: GrainId,
+        /// The method (message) name.
+        method: String,
+        /// The panic message.
+        message: String,
+    },
+    /// Creating or activating the grain failed; every queued call gets this.
+    #[error("activation of {grain} failed: {reason}")]
+    ActivationFailed {
+        /// The grain that could not be activated.
+        grain: GrainId,
+        /// What `on_activate` (or the factory) reported.
+        reason: String,
+    },
+    /// A call filter refused the call.
+    #[error("call to {grain} `{method}` was rejected: {reason}")]
+    Rejected {
+        /// The called grain.
+        grain: GrainId,
+        /// The method (message) name.
+        method: String,
+        /// The filter's reason.
+        reason: String,
+    },
+    /// The silo is shutting down or has stopped and accepts no calls.
+    #[error("the silo has stopped and accepts no calls")]
+    SiloStopped,
+    /// The silo hosting the grain cannot be reached.
+    #[error("silo {silo} is unavailable")]
+    SiloUnavailable {
+        /// The silo's address.
+        silo: String,
+    },
+    /// A message, reply or id could not be encoded or decoded.
+    #[error("serialization failed: {0}")]
+    Serialization(String),
+    /// The silo configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+fn display_cycle(cycle: &[GrainId]) -> String {
+    let mut s = String::new();
+    for (i, g) in cycle.iter().enumerate() {
+        if i > 0 {
+            s.push_str(" -> ");
+        }
+        s.push_str(&g.to_string());
+    }
+    s
+}
+
+/// `Result` with actor-core's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error returned by user code (activation hooks, factories).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,230 @@
+//! A call in flight to an activation: its header and a type-erased body
+//! that knows how to run the handler and deliver the reply.
+//!
+//! One allocation per call holds the header, the message and the reply
+//! channel; the activation's queue holds only a pointer to it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+use tokio::time::{Duration, Instant};
+
+use crate::context::{CallId, ChainFrame, GrainContext, RequestContext};
+use crate::error::{Error, Result};
+use crate::grain::Grain;
+use crate::id::GrainId;
+use crate::message::{Handler, Interleave, Message, SharedHandler};
+
+/// The envelope header of a call: everything but the payload. It carries
+/// what a remote hop needs too (id, deadline, chain, request context), and
+/// the caller's span so the turn's span is its child.
+#[doc(hidden)]
+pub struct CallHeader {
+    pub(crate) call_id: CallId,
+    pub(crate) method: &'static str,
+    pub(crate) deadline: Instant,
+    pub(crate) timeout: Duration,
+    pub(crate) chain: Option<Arc<ChainFrame>>,
+    pub(crate) context: RequestContext,
+    pub(crate) sender: Option<GrainId>,
+    pub(crate) span: tracing::Span,
+    pub(crate) timer: bool,
+}
+
+/// Where a reply goes.
+pub(crate) enum ReplyTo<R> {
+    /// One-way call: nobody waits.
+    None,
+    /// A local caller awaits the typed reply.
+    Local(oneshot::Sender<Result<R>>),
+    /// A serialized caller awaits the encoded reply.
+    Encoded(oneshot::Sender<Result<Vec<u8>>>),
+}
+
+impl<R: serde::Serialize> ReplyTo<R> {
+    fn send(self, reply: Result<R>) {
+        match self {
+            ReplyTo::None => {
+                if let Err(e) = reply {
+                    tracing::warn!(error = %e, "one-way call failed");
+                }
+            }
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(reply);
+            }
+            ReplyTo::Encoded(tx) => {
+                let _ = tx.send(reply.and_then(|r| crate::codec::encode(&r)));
+            }
+        }
+    }
+}
+
+/// A message with its header and reply channel.
+#[doc(hidden)]
+pub struct Call<M: Message> {
+    pub(crate) header: CallHeader,
+    pub(crate) msg: M,
+    pub(crate) reply: ReplyTo<M::Reply>,
+}
+
+/// How a queued call borrows the grain.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `&mut self`.
+    Exclusive,
+    /// `&self`, with its interleaving rule.
+    Shared(Interleave),
+}
+
+/// The outcome of one turn, for metrics and for dropping a panicked
+/// activation.
+#[doc(hidden)]
+pub struct TurnEnd {
+    pub(crate) panic: Option<String>,
+    pub(crate) error: bool,
+}
+
+/// A queued call, type-erased over its message.
+#[doc(hidden)]
+pub trait Invoke<G: Grain>: Send {
+    #[doc(hidden)]
+    fn header(&self) -> &CallHeader;
+    #[doc(hidden)]
+    fn header_mut(&mut self) -> &mut CallHeader;
+    #[doc(hidden)]
+    fn access(&self) -> Access;
+    #[doc(hidden)]
+    fn run_exclusive<'a>(
+        self: Box<Self>,
+        grain: &'a mut G,
+        ctx: &'a GrainContext<G>,
+    ) -> BoxFuture<'a, TurnEnd>;
+    #[doc(hidden)]
+    fn run_shared<'a>(self: Box<Self>, grain: &'a G, ctx: &'a GrainContext<G>)
+    -> BoxFuture<'a, TurnEnd>;
+    #[doc(hidden)]
+    fn fail(self: Box<Self>, error: Error);
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}
+
+async fn finish<M: Message>(
+    fut: impl std::future::Future<Output = M::Reply>,
+    reply: ReplyTo<M::Reply>,
+    grain: &GrainId,
+) -> TurnEnd {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => {
+            let error = M::is_error(&r);
+            reply.send(Ok(r));
+            TurnEnd { panic: None, error }
+        }
+        Err(p) => {
+            let message = panic_message(&*p);
+            reply.send(Err(Error::Panicked {
+                grain: grain.clone(),
+                method: M::NAME.to_owned(),
+                message: message.clone(),
+            }));
+            TurnEnd {
+                panic: Some(message),
+                error: true,
+            }
+        }
+    }
+}
+
+/// A call answered by a [`Handler`].
+#[doc(hidden)]
+pub struct ExclusiveCall<M: Message>(pub(crate) Call<M>);
+/// A call answered by a [`SharedHandler`].
+#[doc(hidden)]
+pub struct SharedCall<M: Message>(pub(crate) Call<M>);
+
+impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
+    fn header(&self) -> &CallHeader {
+        &self.0.header
+    }
+    fn header_mut(&mut self) -> &mut CallHeader {
+        &mut self.0.header
+    }
+    fn access(&self) -> Access {
+        Access::Exclusive
+    }
+    fn run_exclusive<'a>(
+        self: Box<Self>,
+        grain: &'a mut G,
+        ctx: &'a GrainContext<G>,
+    ) -> BoxFuture<'a, TurnEnd> {
+        let Call { msg, reply, .. } = self.0;
+        Box::pin(finish::<M>(
+            Handler::handle(grain, msg, ctx),
+            reply,
+            &ctx.activation.id,
+        ))
+    }
+    fn run_shared<'a>(self: Box<Self>, _: &'a G, ctx: &'a GrainContext<G>) -> BoxFuture<'a, TurnEnd> {
+        // The scheduler never runs an exclusive call as a shared turn.
+        let grain = ctx.activation.id.clone();
+        Invoke::<G>::fail(self, Error::Panicked {
+            grain,
+            method: M::NAME.to_owned(),
+            message: "internal: exclusive call scheduled as shared".to_owned(),
+        });
+        Box::pin(async {
+            TurnEnd {
+                panic: None,
+                error: true,
+            }
+        })
+    }
+    fn fail(self: Box<Self>, error: Error) {
+        self.0.reply.send(Err(error));
+    }
+}
+
+impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
+    fn header(&self) -> &CallHeader {
+        &self.0.header
+    }
+    fn header_mut(&mut self) -> &mut CallHeader {
+        &mut self.0.header
+    }
+    fn access(&self) -> Access {
+        Access::Shared(<G as SharedHandler<M>>::INTERLEAVE)
+    }
+    fn run_exclusive<'a>(
+        self: Box<Self>,
+        grain: &'a mut G,
+        ctx: &'a GrainContext<G>,
+    ) -> BoxFuture<'a, TurnEnd> {
+        self.run_shared(grain, ctx)
+    }
+    fn run_shared<'a>(
+        self: Box<Self>,
+        grain: &'a G,
+        ctx: &'a GrainContext<G>,
+    ) -> BoxFuture<'a, TurnEnd> {
+        let Call { msg, reply, .. } = self.0;
+        Box::pin(finish::<M>(
+            SharedHandler::handle(grain, msg, ctx),
+            reply,
+            &ctx.activation.id,
+        ))
+    }
+    fn fail(self: Box<Self>, error: Error) {
+        self.0.reply.send(Err(error));
+    }
+}

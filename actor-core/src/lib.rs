@@ -1,0 +1,125 @@
+//! # actor-core: virtual actors for Rust
+//!
+//! Grains are actors that always exist virtually: you hold a typed
+//! reference to a grain id, call it, and the silo activates the grain on the
+//! first call, runs its messages one turn at a time, and collects it when
+//! idle. This crate is the local runtime every other crate builds on:
+//! identities, typed references, turns and reentrancy, activation
+//! lifecycle, deadlines, deadlock detection, request context, timers, call
+//! filters, tracing and metrics on one silo. Clustering, persistence,
+//! streams and transactions live in their own crates and plug into the
+//! [`SiloBuilder`].
+//!
+//! ## A tour
+//!
+//! ```
+//! use actor_core::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! // A grain: plain state, a stable type name.
+//! #[derive(Default)]
+//! struct Counter { value: u64 }
+//!
+//! impl Grain for Counter {
+//!     const TYPE_NAME: &'static str = "counter";
+//! }
+//!
+//! // Its messages: serde types with a reply type and a stable name.
+//! #[derive(Serialize, Deserialize)]
+//! struct Add(u64);
+//! impl Message for Add {
+//!     type Reply = u64;
+//!     const NAME: &'static str = "add";
+//! }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Get;
+//! impl Message for Get {
+//!     type Reply = u64;
+//!     const NAME: &'static str = "get";
+//! }
+//!
+//! // An exclusive turn on `&mut self`...
+//! impl Handler<Add> for Counter {
+//!     async fn handle(&mut self, Add(n): Add, _ctx: &GrainContext<Self>) -> u64 {
+//!         self.value += n;
+//!         self.value
+//!     }
+//! }
+//!
+//! // ...and a read-only turn on `&self` that may interleave with others.
+//! impl SharedHandler<Get> for Counter {
+//!     const INTERLEAVE: Interleave = Interleave::ReadOnly;
+//!     async fn handle(&self, _: Get, _ctx: &GrainContext<Self>) -> u64 {
+//!         self.value
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> actor_core::Result<()> {
+//! let silo = Silo::builder().grain::<Counter>().start().await?;
+//! let counter = silo.get_grain::<Counter>("visits");   // typed reference
+//! counter.ask(Add(2)).await?;                          // request/response
+//! counter.tell(Add(1))?;                               // one-way
+//! assert_eq!(counter.ask(Get).await?, 3);
+//! silo.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A message the grain does not handle does not compile; there are no
+//! method-name strings at call sites.
+//!
+//! ## What the runtime guarantees
+//!
+//! See `docs/runtime-semantics.md` in the repository for the full list:
+//! messages from one caller to one grain start in the order sent; an
+//! exclusive turn runs alone; a call that would wait on itself (A -> B -> A)
+//! fails at once with [`Error::Deadlock`] naming the cycle; every call has
+//! a deadline; a panicking handler fails its call with [`Error::Panicked`]
+//! and drops only its activation.
+//!
+//! ## Feature flags
+//!
+//! None yet.
+
+mod activation;
+pub mod codec;
+mod context;
+mod error;
+mod filter;
+mod grain;
+mod id;
+mod invoke;
+mod message;
+mod metrics;
+mod reference;
+mod registry;
+mod silo;
+mod timer;
+mod worker;
+
+pub use context::{CallId, GrainContext, RequestContext};
+pub use error::{BoxError, Error, Result};
+pub use filter::{CallInfo, IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
+pub use grain::{DeactivationReason, Grain, GrainOptions};
+pub use id::{GrainId, GrainKey, GrainType};
+pub use message::{Accepts, Handler, Interleave, Message, SharedHandler, kind};
+pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot};
+pub use reference::GrainRef;
+pub use registry::Methods;
+pub use silo::{DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, EncodedCall, Silo, SiloBuilder};
+pub use timer::TimerHandle;
+
+/// The names a grain author needs, in one `use`.
+pub mod prelude {
+    pub use crate::{
+        Grain, GrainContext, GrainId, GrainKey, GrainOptions, GrainRef, Handler, Interleave,
+        Message, RequestContext, SharedHandler, Silo,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::invoke::{Call, CallHeader, ExclusiveCall, Invoke, SharedCall};
+}

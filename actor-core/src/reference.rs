@@ -1,0 +1,158 @@
+//! Typed grain references: the handle callers use to reach a grain,
+//! wherever it is activated.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::grain::Grain;
+use crate::id::GrainId;
+use crate::invoke::{Call, ReplyTo};
+use crate::message::{Accepts, Message};
+use crate::silo::Silo;
+
+/// A typed reference to the grain of type `G` with some key. Cheap to clone,
+/// `Send + Sync`, comparable by id, and serialisable (as its [`GrainId`];
+/// decoding one needs a silo, which the runtime provides when it decodes a
+/// message).
+///
+/// Calls are compile-checked: [`ask`](GrainRef::ask) and
+/// [`tell`](GrainRef::tell) take only messages `G` handles.
+pub struct GrainRef<G: Grain> {
+    id: GrainId,
+    silo: Silo,
+    timeout: Option<Duration>,
+    _g: PhantomData<fn() -> G>,
+}
+
+impl<G: Grain> GrainRef<G> {
+    pub(crate) fn new(id: GrainId, silo: Silo) -> Self {
+        GrainRef {
+            id,
+            silo,
+            timeout: None,
+            _g: PhantomData,
+        }
+    }
+
+    /// The grain's id.
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// This reference with a different deadline for its calls (instead of
+    /// the silo's default, 30 s unless configured).
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        GrainRef {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// Sends `msg` and waits for the reply, at most until the call's
+    /// deadline. The grain's own failures come inside `M::Reply`; the
+    /// runtime's (timeout, deadlock, panic, ...) as [`Error`].
+    pub async fn ask<M, K>(&self, msg: M) -> Result<M::Reply>
+    where
+        G: Accepts<M, K>,
+        M: Message,
+    {
+        let timeout = self.timeout.unwrap_or_else(|| self.silo.call_timeout());
+        let (tx, rx) = oneshot::channel();
+        let header = self.silo.outgoing_header(&self.id, M::NAME, timeout, false)?;
+        let deadline = header.deadline;
+        self.silo.send::<G>(
+            &self.id,
+            G::invocation(Call {
+                header,
+                msg,
+                reply: ReplyTo::Local(tx),
+            }),
+        )?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(Error::SiloStopped),
+            Err(_) => Err(Error::Timeout {
+                grain: self.id.clone(),
+                method: M::NAME.to_owned(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Sends `msg` one-way: queued in the grain's mailbox, no reply awaited.
+    /// An error here means the call was not queued; a failure of the turn
+    /// itself is only logged.
+    pub fn tell<M, K>(&self, msg: M) -> Result<()>
+    where
+        G: Accepts<M, K>,
+        M: Message,
+    {
+        let timeout = self.timeout.unwrap_or_else(|| self.silo.call_timeout());
+        let header = self.silo.outgoing_header(&self.id, M::NAME, timeout, true)?;
+        self.silo.send::<G>(
+            &self.id,
+            G::invocation(Call {
+                header,
+                msg,
+                reply: ReplyTo::None,
+            }),
+        )
+    }
+}
+
+impl<G: Grain> Clone for GrainRef<G> {
+    fn clone(&self) -> Self {
+        GrainRef {
+            id: self.id.clone(),
+            silo: self.silo.clone(),
+            timeout: self.timeout,
+            _g: PhantomData,
+        }
+    }
+}
+
+impl<G: Grain> PartialEq for GrainRef<G> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl<G: Grain> Eq for GrainRef<G> {}
+impl<G: Grain> Hash for GrainRef<G> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.id.hash(state)
+    }
+}
+
+impl<G: Grain> fmt::Debug for GrainRef<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GrainRef({})", self.id)
+    }
+}
+
+impl<G: Grain> Serialize for GrainRef<G> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.id.serialize(s)
+    }
+}
+
+impl<'de, G: Grain> Deserialize<'de> for GrainRef<G> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let id = GrainId::deserialize(d)?;
+        if id.grain_type.as_str() != G::TYPE_NAME {
+            return Err(serde::de::Error::custom(format!(
+                "expected a reference to a `{}` grain, found {id}",
+                G::TYPE_NAME
+            )));
+        }
+        let silo = crate::silo::decoding_silo().ok_or_else(|| {
+            serde::de::Error::custom("a GrainRef can only be decoded by a silo (Silo::decode)")
+        })?;
+        Ok(GrainRef::new(id, silo))
+    }
+}

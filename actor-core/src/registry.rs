@@ -1,0 +1,143 @@
+//! The silo's registry of grain types: factory, options, metrics and the
+//! by-name method table used to dispatch serialized calls.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::grain::{Grain, GrainOptions};
+use crate::id::GrainId;
+use crate::invoke::{Call, CallHeader, Invoke, ReplyTo};
+use crate::message::{Accepts, Message};
+use crate::metrics::TypeMetrics;
+use crate::silo::Silo;
+
+pub(crate) type Factory<G> = Arc<dyn Fn(&GrainId) -> G + Send + Sync>;
+
+type Decode<G> = fn(CallHeader, &[u8], oneshot::Sender<Result<Vec<u8>>>) -> Result<Box<dyn Invoke<G>>>;
+
+/// The messages a grain type answers by name (see [`Grain::register`]).
+pub struct Methods<G: Grain> {
+    by_name: HashMap<&'static str, Decode<G>>,
+    _g: PhantomData<fn() -> G>,
+}
+
+impl<G: Grain> Methods<G> {
+    pub(crate) fn new() -> Self {
+        Methods {
+            by_name: HashMap::new(),
+            _g: PhantomData,
+        }
+    }
+
+    /// Adds message `M`, answered by a [`Handler`](crate::Handler) or a
+    /// [`SharedHandler`](crate::SharedHandler) of `G`.
+    pub fn add<M: Message, K: 'static>(&mut self) -> &mut Self
+    where
+        G: Accepts<M, K>,
+    {
+        fn decode<G: Accepts<M, K>, M: Message, K>(
+            header: CallHeader,
+            payload: &[u8],
+            reply: oneshot::Sender<Result<Vec<u8>>>,
+        ) -> Result<Box<dyn Invoke<G>>> {
+            let msg: M = crate::codec::decode(payload)?;
+            Ok(G::invocation(Call {
+                header,
+                msg,
+                reply: ReplyTo::Encoded(reply),
+            }))
+        }
+        let previous = self.by_name.insert(M::NAME, decode::<G, M, K>);
+        assert!(
+            previous.is_none(),
+            "grain type `{}` registers two messages named `{}`",
+            G::TYPE_NAME,
+            M::NAME
+        );
+        self
+    }
+
+    /// The registered method names.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.by_name.keys().copied()
+    }
+}
+
+pub(crate) struct TypeEntry<G: Grain> {
+    pub(crate) options: GrainOptions,
+    pub(crate) factory: Factory<G>,
+    pub(crate) metrics: Arc<TypeMetrics>,
+    methods: Methods<G>,
+}
+
+impl<G: Grain> TypeEntry<G> {
+    pub(crate) fn new(options: GrainOptions, factory: Factory<G>) -> Self {
+        let mut methods = Methods::new();
+        G::register(&mut methods);
+        TypeEntry {
+            options,
+            factory,
+            metrics: Arc::new(TypeMetrics::new(G::TYPE_NAME)),
+            methods,
+        }
+    }
+}
+
+/// A registered type seen without its Rust type: what the silo needs to
+/// dispatch a serialized call and to report metrics.
+pub(crate) trait ErasedType: Send + Sync {
+    fn metrics(&self) -> &Arc<TypeMetrics>;
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn idle_timeout(&self) -> Option<std::time::Duration>;
+    /// Decodes and queues a serialized call; `make_header` receives the
+    /// method's static name.
+    fn dispatch_encoded(
+        &self,
+        silo: &Silo,
+        target: &GrainId,
+        method: &str,
+        make_header: &mut dyn FnMut(&'static str) -> CallHeader,
+        payload: &[u8],
+    ) -> Result<oneshot::Receiver<Result<Vec<u8>>>>;
+}
+
+/// `Arc<TypeEntry<G>>` behind the erased view.
+pub(crate) struct TypeHandle<G: Grain>(pub(crate) Arc<TypeEntry<G>>);
+
+impl<G: Grain> ErasedType for TypeHandle<G> {
+    fn metrics(&self) -> &Arc<TypeMetrics> {
+        &self.0.metrics
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.0.options.idle_timeout
+    }
+    fn dispatch_encoded(
+        &self,
+        silo: &Silo,
+        target: &GrainId,
+        method: &str,
+        make_header: &mut dyn FnMut(&'static str) -> CallHeader,
+        payload: &[u8],
+    ) -> Result<oneshot::Receiver<Result<Vec<u8>>>> {
+        let (name, decode) = self
+            .0
+            .methods
+            .by_name
+            .get_key_value(method)
+            .ok_or_else(|| Error::UnknownMethod {
+                type_name: G::TYPE_NAME.to_owned(),
+                method: method.to_owned(),
+            })?;
+        let (tx, rx) = oneshot::channel();
+        let req = decode(make_header(name), payload, tx)?;
+        silo.send::<G>(target, req)?;
+        Ok(rx)
+    }
+}

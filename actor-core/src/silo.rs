@@ -1,0 +1,695 @@
+//! The silo: the host of grain activations. It owns its registry of grain
+//! types, its activation table, its filters, metrics and configuration;
+//! nothing is process-wide, so several silos live side by side in one
+//! process without seeing each other.
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use dashmap::DashMap;
+use serde::de::DeserializeOwned;
+use tokio::time::{Duration, Instant};
+
+use crate::activation::{self, Activation, Enqueued, Home, Req};
+use crate::context::{CallId, ChainFrame, RequestContext, ambient};
+use crate::error::{Error, Result};
+use crate::filter::{IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
+use crate::grain::{DeactivationReason, Grain, GrainOptions};
+use crate::id::{GrainId, GrainKey, GrainType};
+use crate::invoke::CallHeader;
+use crate::metrics::MetricsSnapshot;
+use crate::reference::GrainRef;
+use crate::registry::{ErasedType, Factory, TypeEntry, TypeHandle};
+use crate::worker::WorkerPool;
+
+/// Default deadline of a call.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default idle age after which an activation is collected (as Orleans).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// An entry of the activation table: one activation, or a stateless
+/// worker pool.
+trait Slot: Send + Sync + 'static {
+    fn as_any(&self) -> &dyn Any;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Starts deactivation of what is idle (or of everything, if `force`).
+    fn collect(
+        self: Arc<Self>,
+        silo: &Silo,
+        now: Instant,
+        default_age: Duration,
+        force: Option<DeactivationReason>,
+    );
+    fn activations(&self) -> usize;
+}
+
+impl<G: Grain> Slot for Activation<G> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+    fn collect(
+        self: Arc<Self>,
+        silo: &Silo,
+        now: Instant,
+        default_age: Duration,
+        force: Option<DeactivationReason>,
+    ) {
+        let age = self.entry.options.idle_timeout.unwrap_or(default_age);
+        if self.try_deactivate(now, age, force) {
+            activation::spawn(self, silo.clone());
+        }
+    }
+    fn activations(&self) -> usize {
+        1
+    }
+}
+
+impl<G: Grain> Slot for WorkerPool<G> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+    fn collect(
+        self: Arc<Self>,
+        silo: &Silo,
+        now: Instant,
+        default_age: Duration,
+        force: Option<DeactivationReason>,
+    ) {
+        for w in self.workers() {
+            w.collect(silo, now, default_age, force);
+        }
+        if self.is_empty() {
+            silo.remove_pool(&self.id_for_removal(), &self);
+        }
+    }
+    fn activations(&self) -> usize {
+        self.workers().len()
+    }
+}
+
+impl<G: Grain> WorkerPool<G> {
+    fn id_for_removal(&self) -> GrainId {
+        self.id().clone()
+    }
+}
+
+struct Config {
+    name: String,
+    call_timeout: Duration,
+    idle_timeout: Duration,
+    shutdown_timeout: Duration,
+}
+
+pub(crate) struct SiloInner {
+    config: Config,
+    types: HashMap<TypeId, Arc<dyn ErasedType>>,
+    by_name: HashMap<GrainType, Arc<dyn ErasedType>>,
+    table: DashMap<GrainId, Arc<dyn Slot>>,
+    incoming: Vec<Arc<dyn IncomingCallFilter>>,
+    outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
+    /// No new activations; set by shutdown.
+    stopping: AtomicBool,
+    /// No calls at all.
+    stopped: AtomicBool,
+}
+
+/// A running silo. Cheap to clone (a handle); the silo keeps running until
+/// [`shutdown`](Silo::shutdown).
+///
+/// ```
+/// use actor_core::prelude::*;
+/// # #[derive(Default)] struct Echo;
+/// # impl Grain for Echo { const TYPE_NAME: &'static str = "echo"; }
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Say(String);
+/// # impl Message for Say { type Reply = String; const NAME: &'static str = "say"; }
+/// # impl Handler<Say> for Echo {
+/// #     async fn handle(&mut self, m: Say, _: &GrainContext<Self>) -> String { m.0 }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> actor_core::Result<()> {
+/// let silo = Silo::builder().grain::<Echo>().start().await?;
+/// let echo = silo.get_grain::<Echo>("a");
+/// assert_eq!(echo.ask(Say("hi".into())).await?, "hi");
+/// silo.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Silo {
+    inner: Arc<SiloInner>,
+}
+
+impl fmt::Debug for Silo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Silo")
+            .field("name", &self.inner.config.name)
+            .field("activations", &self.activation_count())
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    static DECODING: RefCell<Option<Silo>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn decoding_silo() -> Option<Silo> {
+    DECODING.with(|d| d.borrow().clone())
+}
+
+/// A serialized call arriving from another silo or an external client, as
+/// a transport hands it to [`Silo::invoke_encoded`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct EncodedCall {
+    /// The target grain.
+    pub target: GrainId,
+    /// The method (message) name.
+    pub method: String,
+    /// The call's id, as the caller assigned it.
+    pub call_id: CallId,
+    /// Time left until the call's deadline.
+    pub timeout: Duration,
+    /// The request context.
+    pub context: RequestContext,
+    /// The call chain, oldest frame first (for deadlock detection).
+    pub chain: Vec<(GrainId, CallId)>,
+    /// Whether the caller waits for a reply.
+    pub one_way: bool,
+    /// The bincode-encoded message.
+    pub payload: Vec<u8>,
+}
+
+impl EncodedCall {
+    /// A call with a fresh id, no chain and an empty context.
+    pub fn new(target: GrainId, method: impl Into<String>, payload: Vec<u8>, timeout: Duration) -> Self {
+        EncodedCall {
+            target,
+            method: method.into(),
+            call_id: CallId::next(),
+            timeout,
+            context: RequestContext::new(),
+            chain: Vec::new(),
+            one_way: false,
+            payload,
+        }
+    }
+}
+
+impl Silo {
+    /// Starts configuring a silo.
+    pub fn builder() -> SiloBuilder {
+        SiloBuilder::new()
+    }
+
+    /// The silo's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// A reference to the grain of type `G` with `key`. Nothing is activated
+    /// until the first call.
+    pub fn get_grain<G: Grain>(&self, key: impl Into<GrainKey>) -> GrainRef<G> {
+        GrainRef::new(GrainId::new(G::TYPE_NAME, key), self.clone())
+    }
+
+    /// The default call deadline.
+    pub fn call_timeout(&self) -> Duration {
+        self.inner.config.call_timeout
+    }
+
+    /// A snapshot of the silo's metrics.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut grain_types: Vec<_> = self
+            .inner
+            .by_name
+            .values()
+            .map(|t| t.metrics().snapshot())
+            .collect();
+        grain_types.sort_by(|a, b| a.grain_type.cmp(&b.grain_type));
+        MetricsSnapshot {
+            silo: self.inner.config.name.clone(),
+            grain_types,
+        }
+    }
+
+    /// Activations in the table now (stateless workers counted one by one),
+    /// including ones being activated or deactivated.
+    pub fn activation_count(&self) -> usize {
+        self.inner.table.iter().map(|e| e.activations()).sum()
+    }
+
+    /// Whether the grain has an activation (or worker pool) on this silo.
+    pub fn is_active(&self, id: &GrainId) -> bool {
+        self.inner.table.contains_key(id)
+    }
+
+    /// The grain types registered on this silo.
+    pub fn grain_types(&self) -> Vec<GrainType> {
+        let mut v: Vec<_> = self.inner.by_name.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Decodes a value with the wire codec; [`GrainRef`]s inside it bind to
+    /// this silo.
+    pub fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
+        let prev = DECODING.with(|d| d.replace(Some(self.clone())));
+        let out = crate::codec::decode(bytes);
+        DECODING.with(|d| *d.borrow_mut() = prev);
+        out
+    }
+
+    /// Runs a serialized call (from a transport) and returns the encoded
+    /// reply; a one-way call returns an empty reply once queued.
+    pub async fn invoke_encoded(&self, call: EncodedCall) -> Result<Vec<u8>> {
+        let ty = self
+            .inner
+            .by_name
+            .get(call.target.grain_type.as_str())
+            .ok_or_else(|| Error::UnknownGrainType {
+                type_name: call.target.grain_type.to_string(),
+            })?
+            .clone();
+        let chain = call.chain.into_iter().fold(None, |parent, (grain, call)| {
+            Some(Arc::new(ChainFrame {
+                grain,
+                call,
+                parent,
+            }))
+        });
+        let deadline = Instant::now() + call.timeout;
+        let mut parts = Some((call.context, chain));
+        let sender = parts.as_ref().and_then(|(_, c)| c.as_ref().map(|f| f.grain.clone()));
+        let mut make_header = |method: &'static str| {
+            let (context, chain) = parts.take().unwrap_or_default();
+            CallHeader {
+                call_id: call.call_id,
+                method,
+                deadline,
+                timeout: call.timeout,
+                chain: if call.one_way { None } else { chain },
+                context,
+                sender: sender.clone(),
+                span: tracing::Span::current(),
+                timer: false,
+            }
+        };
+        let prev = DECODING.with(|d| d.replace(Some(self.clone())));
+        let queued =
+            ty.dispatch_encoded(self, &call.target, &call.method, &mut make_header, &call.payload);
+        DECODING.with(|d| *d.borrow_mut() = prev);
+        let rx = queued?;
+        if call.one_way {
+            return Ok(Vec::new());
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(Error::SiloStopped),
+            Err(_) => Err(Error::Timeout {
+                grain: call.target,
+                method: call.method,
+                timeout: call.timeout,
+            }),
+        }
+    }
+
+    /// Deactivates every activation now (running `on_deactivate`) and
+    /// waits until they are gone or `timeout` passes. Grains are activated
+    /// again on their next call. Returns whether all were deactivated.
+    pub async fn deactivate_all(&self, timeout: Duration) -> bool {
+        self.collect(Some(DeactivationReason::Requested));
+        self.wait_empty(timeout).await
+    }
+
+    /// Runs one pass of idle collection now (it also runs periodically).
+    pub fn collect_idle(&self) {
+        self.collect(None);
+    }
+
+    fn collect(&self, force: Option<DeactivationReason>) {
+        let now = Instant::now();
+        let slots: Vec<Arc<dyn Slot>> = self.inner.table.iter().map(|e| e.value().clone()).collect();
+        for s in slots {
+            s.collect(self, now, self.inner.config.idle_timeout, force);
+        }
+    }
+
+    async fn wait_empty(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.inner.table.is_empty() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops the silo: no new activations, every activation deactivated
+    /// (`on_deactivate` runs), then no calls at all. Waits at most the
+    /// configured shutdown timeout for activations to finish.
+    pub async fn shutdown(&self) {
+        if self.inner.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.collect(Some(DeactivationReason::Shutdown));
+        if !self.wait_empty(self.inner.config.shutdown_timeout).await {
+            tracing::warn!(
+                silo = %self.inner.config.name,
+                left = self.inner.table.len(),
+                "shutdown timed out with activations still running"
+            );
+        }
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.table.clear();
+    }
+
+    /// Whether [`shutdown`](Silo::shutdown) has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn incoming_filters(&self) -> &[Arc<dyn IncomingCallFilter>] {
+        &self.inner.incoming
+    }
+
+    /// Builds the header of an outgoing call from the ambient scope and
+    /// runs the outgoing filters.
+    pub(crate) fn outgoing_header(
+        &self,
+        target: &GrainId,
+        method: &'static str,
+        timeout: Duration,
+        one_way: bool,
+    ) -> Result<CallHeader> {
+        let (mut context, chain, sender) = ambient(one_way);
+        for f in &self.inner.outgoing {
+            let mut call = OutgoingCall {
+                grain: target,
+                method,
+                context: &mut context,
+                one_way,
+            };
+            f.on_call(&mut call).map_err(|reason| Error::Rejected {
+                grain: target.clone(),
+                method: method.to_owned(),
+                reason,
+            })?;
+        }
+        Ok(CallHeader {
+            call_id: CallId::next(),
+            method,
+            deadline: Instant::now() + timeout,
+            timeout,
+            chain,
+            context,
+            sender,
+            span: tracing::Span::current(),
+            timer: false,
+        })
+    }
+
+    fn entry<G: Grain>(&self) -> Result<Arc<TypeEntry<G>>> {
+        self.inner
+            .types
+            .get(&TypeId::of::<G>())
+            .and_then(|t| t.as_any().downcast_ref::<TypeHandle<G>>())
+            .map(|h| h.0.clone())
+            .ok_or_else(|| Error::UnknownGrainType {
+                type_name: G::TYPE_NAME.to_owned(),
+            })
+    }
+
+    /// Queues a call to the grain `id` of type `G`, activating it if needed.
+    pub(crate) fn send<G: Grain>(&self, id: &GrainId, mut req: Req<G>) -> Result<()> {
+        loop {
+            if self.inner.stopped.load(Ordering::Relaxed) {
+                return Err(Error::SiloStopped);
+            }
+            let Some(slot) = self.inner.table.get(id) else {
+                if self.inner.stopping.load(Ordering::Relaxed) {
+                    return Err(Error::SiloStopped);
+                }
+                let entry = self.entry::<G>()?;
+                let slot: Arc<dyn Slot> = match entry.options.stateless_worker {
+                    Some(max) => Arc::new(WorkerPool::new(id.clone(), entry, max)),
+                    None => Arc::new(Activation::new(id.clone(), entry, Home::Table)),
+                };
+                self.inner.table.entry(id.clone()).or_insert(slot);
+                continue;
+            };
+            if let Some(act) = slot.as_any().downcast_ref::<Activation<G>>() {
+                match act.enqueue(req) {
+                    Ok(Enqueued::Queued) => return Ok(()),
+                    Ok(Enqueued::Spawn) => {
+                        let act = slot.value().clone().into_any().downcast::<Activation<G>>();
+                        drop(slot);
+                        activation::spawn(act.expect("checked above"), self.clone());
+                        return Ok(());
+                    }
+                    Err(back) => {
+                        req = back;
+                        let stale = slot.value().clone();
+                        drop(slot);
+                        self.inner.table.remove_if(id, |_, v| Arc::ptr_eq(v, &stale));
+                    }
+                }
+            } else if slot.as_any().is::<WorkerPool<G>>() {
+                let pool = slot.value().clone().into_any().downcast::<WorkerPool<G>>();
+                drop(slot);
+                let worker = pool.expect("checked above").pick();
+                match worker.enqueue(req) {
+                    Ok(Enqueued::Queued) => return Ok(()),
+                    Ok(Enqueued::Spawn) => {
+                        activation::spawn(worker, self.clone());
+                        return Ok(());
+                    }
+                    Err(back) => req = back,
+                }
+            } else {
+                return Err(Error::Config(format!(
+                    "grain id {id} is held by another Rust type with the same TYPE_NAME"
+                )));
+            }
+        }
+    }
+
+    /// Sends a call that an ended activation had queued to a fresh one.
+    pub(crate) fn redeliver<G: Grain>(&self, id: &GrainId, req: Req<G>) {
+        // `send` consumes the call only on success; on failure it is gone
+        // with its reply channel, which the caller sees as the silo stopping.
+        if let Err(e) = self.send::<G>(id, req) {
+            tracing::debug!(grain = %id, error = %e, "could not redeliver a queued call");
+        }
+    }
+
+    pub(crate) fn remove_activation<G: Grain>(&self, id: &GrainId, act: &Arc<Activation<G>>) {
+        let ptr = Arc::as_ptr(act) as *const ();
+        self.inner
+            .table
+            .remove_if(id, |_, v| Arc::as_ptr(v) as *const () == ptr);
+    }
+
+    pub(crate) fn remove_pool<G: Grain>(&self, id: &GrainId, pool: &Arc<WorkerPool<G>>) {
+        let ptr = Arc::as_ptr(pool) as *const ();
+        self.inner
+            .table
+            .remove_if(id, |_, v| Arc::as_ptr(v) as *const () == ptr && pool.is_empty());
+    }
+}
+
+type Registration = Box<dyn FnOnce(Option<GrainOptions>) -> (TypeId, &'static str, Arc<dyn ErasedType>) + Send>;
+
+/// Configures and starts a [`Silo`].
+pub struct SiloBuilder {
+    name: String,
+    call_timeout: Duration,
+    idle_timeout: Duration,
+    collection_interval: Option<Duration>,
+    shutdown_timeout: Duration,
+    registrations: Vec<(TypeId, &'static str, Registration)>,
+    options: HashMap<TypeId, GrainOptions>,
+    incoming: Vec<Arc<dyn IncomingCallFilter>>,
+    outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
+}
+
+impl Default for SiloBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for SiloBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SiloBuilder")
+            .field("name", &self.name)
+            .field("grain_types", &self.registrations.iter().map(|r| r.1).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SiloBuilder {
+    /// A builder with the defaults: 30 s call deadline, 15 min idle age.
+    pub fn new() -> Self {
+        SiloBuilder {
+            name: "silo".to_owned(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            collection_interval: None,
+            shutdown_timeout: Duration::from_secs(30),
+            registrations: Vec::new(),
+            options: HashMap::new(),
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+        }
+    }
+
+    /// The silo's name (in logs and metrics).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Registers grain type `G`, built with `G::default()` on activation.
+    pub fn grain<G: Grain + Default>(self) -> Self {
+        self.grain_with::<G>(|_| G::default())
+    }
+
+    /// Registers grain type `G`, built by `factory` on activation (the
+    /// place to hand a grain its services).
+    pub fn grain_with<G: Grain>(mut self, factory: impl Fn(&GrainId) -> G + Send + Sync + 'static) -> Self {
+        let factory: Factory<G> = Arc::new(factory);
+        let reg: Registration = Box::new(move |opts| {
+            let entry = Arc::new(TypeEntry::new(opts.unwrap_or_else(G::options), factory));
+            (TypeId::of::<G>(), G::TYPE_NAME, Arc::new(TypeHandle(entry)) as Arc<dyn ErasedType>)
+        });
+        self.registrations.push((TypeId::of::<G>(), G::TYPE_NAME, reg));
+        self
+    }
+
+    /// Overrides `G::options()` on this silo.
+    pub fn grain_options<G: Grain>(mut self, options: GrainOptions) -> Self {
+        self.options.insert(TypeId::of::<G>(), options);
+        self
+    }
+
+    /// The default call deadline (30 s unless set).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The default idle age before an activation is collected (15 min
+    /// unless set; a grain type may override it).
+    pub fn idle_timeout(mut self, age: Duration) -> Self {
+        self.idle_timeout = age;
+        self
+    }
+
+    /// How often idle collection runs (by default a quarter of the
+    /// shortest idle age, between 10 ms and 1 min).
+    pub fn collection_interval(mut self, every: Duration) -> Self {
+        self.collection_interval = Some(every);
+        self
+    }
+
+    /// How long shutdown waits for activations to deactivate.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Adds a filter that sees every call entering a grain on this silo.
+    pub fn incoming_filter(mut self, filter: impl IncomingCallFilter) -> Self {
+        self.incoming.push(Arc::new(filter));
+        self
+    }
+
+    /// Adds a filter that sees every call made through this silo.
+    pub fn outgoing_filter(mut self, filter: impl OutgoingCallFilter) -> Self {
+        self.outgoing.push(Arc::new(filter));
+        self
+    }
+
+    /// Validates the configuration and starts the silo (its idle collector
+    /// runs on the current tokio runtime).
+    pub async fn start(self) -> Result<Silo> {
+        if self.call_timeout.is_zero() {
+            return Err(Error::Config("the call timeout must be above zero".into()));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(Error::Config("the idle timeout must be above zero".into()));
+        }
+        let mut types = HashMap::new();
+        let mut by_name: HashMap<GrainType, Arc<dyn ErasedType>> = HashMap::new();
+        let mut min_age = self.idle_timeout;
+        for (tid, name, reg) in self.registrations {
+            if types.contains_key(&tid) {
+                return Err(Error::Config(format!("grain type `{name}` is registered twice")));
+            }
+            if by_name.contains_key(name) {
+                return Err(Error::Config(format!(
+                    "two grain types share the TYPE_NAME `{name}`; type names must be unique"
+                )));
+            }
+            let opts = self.options.get(&tid).cloned();
+            let (tid, name, erased) = reg(opts);
+            if let Some(age) = erased_age(&*erased) {
+                min_age = min_age.min(age);
+            }
+            types.insert(tid, erased.clone());
+            by_name.insert(GrainType::new(name), erased);
+        }
+        if let Some(tid) = self.options.keys().find(|t| !types.contains_key(t)) {
+            let _ = tid;
+            return Err(Error::Config(
+                "grain_options was given for a grain type that is not registered".into(),
+            ));
+        }
+        let collection_interval = self
+            .collection_interval
+            .unwrap_or_else(|| (min_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(60)));
+        let inner = Arc::new(SiloInner {
+            config: Config {
+                name: self.name,
+                call_timeout: self.call_timeout,
+                idle_timeout: self.idle_timeout,
+                shutdown_timeout: self.shutdown_timeout,
+            },
+            types,
+            by_name,
+            table: DashMap::new(),
+            incoming: self.incoming,
+            outgoing: self.outgoing,
+            stopping: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+        });
+        tokio::spawn(collector(Arc::downgrade(&inner), collection_interval));
+        Ok(Silo { inner })
+    }
+}
+
+fn erased_age(t: &dyn ErasedType) -> Option<Duration> {
+    t.idle_timeout()
+}
+
+async fn collector(silo: Weak<SiloInner>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(inner) = silo.upgrade() else { return };
+        if inner.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        Silo { inner }.collect_idle();
+    }
+}
