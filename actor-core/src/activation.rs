@@ -161,9 +161,8 @@ impl<G: Grain> Activation<G> {
         let mut urgent = matches!(access, Access::Shared(Interleave::Always));
         if self.entry.options.stateless_worker.is_none()
             && let Some(chain) = &req.header().chain
-            && let Some(cycle) = chain.cycle_through(&self.id, |c| {
-                inner.running.iter().any(|r| r.call == c)
-            })
+            && let Some(cycle) =
+                chain.cycle_through(&self.id, |c| inner.running.iter().any(|r| r.call == c))
         {
             // The call comes back on a chain whose turn here waits on it:
             // queueing it would wait forever.
@@ -172,7 +171,10 @@ impl<G: Grain> Activation<G> {
             } else {
                 drop(inner);
                 let method = req.header().method.to_owned();
-                self.entry.metrics.method(req.header().method).record_error();
+                self.entry
+                    .metrics
+                    .method(req.header().method)
+                    .record_error();
                 req.fail(Error::Deadlock { cycle, method });
                 return Ok(Enqueued::Queued);
             }
@@ -198,7 +200,9 @@ impl<G: Grain> Activation<G> {
 
     pub(crate) fn request_deactivation(&self) {
         let mut inner = self.inner.lock();
-        inner.deactivate.get_or_insert(DeactivationReason::Requested);
+        inner
+            .deactivate
+            .get_or_insert(DeactivationReason::Requested);
     }
 
     pub(crate) fn keep_alive_for(&self, period: Duration) {
@@ -331,8 +335,13 @@ impl<G: Grain> Activation<G> {
                 None => break,
             };
             let expired = front.header().deadline <= now;
+            // Exclusive calls wait for the interleaving loop to end: they
+            // need `&mut` to the grain, which the shared turns borrow.
+            let shared = matches!(front.access(), Access::Shared(_));
             if !expired
-                && !(from_urgent || admissible(front.access(), &inner.running, &self.entry.options, false))
+                && !(shared
+                    && (from_urgent
+                        || admissible(front.access(), &inner.running, &self.entry.options, false)))
             {
                 break;
             }
@@ -519,7 +528,12 @@ async fn activate<G: Grain>(ctx: &GrainContext<G>) -> Result<G, String> {
     let built = std::panic::catch_unwind(AssertUnwindSafe(|| (act.entry.factory)(&act.id)));
     let mut g = match built {
         Ok(g) => g,
-        Err(p) => return Err(format!("the grain factory panicked: {}", panic_message(&*p))),
+        Err(p) => {
+            return Err(format!(
+                "the grain factory panicked: {}",
+                panic_message(&*p)
+            ));
+        }
     };
     let span = tracing::info_span!("grain_activate", grain.type = %act.id.grain_type, grain.key = %act.id.key);
     let turn = TurnInfo::new(act.id.clone(), CallId::next(), None);
@@ -700,7 +714,12 @@ mod tests {
         assert!(admissible(Access::Exclusive, &[], &plain, false));
         assert!(!admissible(Access::Exclusive, &[r(always)], &plain, false));
         assert!(!admissible(never, &[r(never)], &plain, false));
-        assert!(admissible(never, &[r(never)], &GrainOptions::new().reentrant(), false));
+        assert!(admissible(
+            never,
+            &[r(never)],
+            &GrainOptions::new().reentrant(),
+            false
+        ));
         assert!(admissible(ro, &[r(ro)], &plain, false));
         assert!(!admissible(ro, &[r(never)], &plain, false));
         assert!(admissible(always, &[r(never)], &plain, false));

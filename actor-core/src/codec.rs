@@ -41,7 +41,10 @@ mod tests {
         let ok = encode(&(String::from("x"), 5u64)).unwrap();
         let mut long = ok.clone();
         long.push(0);
-        assert!(matches!(decode::<(String, u64)>(&long), Err(Error::Serialization(_))));
+        assert!(matches!(
+            decode::<(String, u64)>(&long),
+            Err(Error::Serialization(_))
+        ));
         assert_eq!(decode::<(String, u64)>(&ok).unwrap(), ("x".into(), 5));
     }
 

@@ -265,8 +265,7 @@ mod tests {
             ".*".prop_map(GrainKey::from),
             any::<u128>().prop_map(|u| GrainKey::Uuid(Uuid::from_u128(u))),
             (any::<i64>(), ".*").prop_map(|(i, s)| GrainKey::int_compound(i, s)),
-            (any::<u128>(), ".*")
-                .prop_map(|(u, s)| GrainKey::uuid_compound(Uuid::from_u128(u), s)),
+            (any::<u128>(), ".*").prop_map(|(u, s)| GrainKey::uuid_compound(Uuid::from_u128(u), s)),
         ]
     }
 

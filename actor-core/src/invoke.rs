@@ -104,8 +104,11 @@ pub trait Invoke<G: Grain>: Send {
         ctx: &'a GrainContext<G>,
     ) -> BoxFuture<'a, TurnEnd>;
     #[doc(hidden)]
-    fn run_shared<'a>(self: Box<Self>, grain: &'a G, ctx: &'a GrainContext<G>)
-    -> BoxFuture<'a, TurnEnd>;
+    fn run_shared<'a>(
+        self: Box<Self>,
+        grain: &'a G,
+        ctx: &'a GrainContext<G>,
+    ) -> BoxFuture<'a, TurnEnd>;
     #[doc(hidden)]
     fn fail(self: Box<Self>, error: Error);
 }
@@ -175,14 +178,21 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
             &ctx.activation.id,
         ))
     }
-    fn run_shared<'a>(self: Box<Self>, _: &'a G, ctx: &'a GrainContext<G>) -> BoxFuture<'a, TurnEnd> {
+    fn run_shared<'a>(
+        self: Box<Self>,
+        _: &'a G,
+        ctx: &'a GrainContext<G>,
+    ) -> BoxFuture<'a, TurnEnd> {
         // The scheduler never runs an exclusive call as a shared turn.
         let grain = ctx.activation.id.clone();
-        Invoke::<G>::fail(self, Error::Panicked {
-            grain,
-            method: M::NAME.to_owned(),
-            message: "internal: exclusive call scheduled as shared".to_owned(),
-        });
+        Invoke::<G>::fail(
+            self,
+            Error::Panicked {
+                grain,
+                method: M::NAME.to_owned(),
+                message: "internal: exclusive call scheduled as shared".to_owned(),
+            },
+        );
         Box::pin(async {
             TurnEnd {
                 panic: None,

@@ -53,11 +53,8 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
 /// until it returns.
 pub trait Handler<M: Message>: Grain {
     /// Answers one message.
-    fn handle(
-        &mut self,
-        msg: M,
-        ctx: &GrainContext<Self>,
-    ) -> impl Future<Output = M::Reply> + Send;
+    fn handle(&mut self, msg: M, ctx: &GrainContext<Self>)
+    -> impl Future<Output = M::Reply> + Send;
 }
 
 /// How a shared (`&self`) turn may interleave with other turns of the same

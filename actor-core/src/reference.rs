@@ -64,7 +64,9 @@ impl<G: Grain> GrainRef<G> {
     {
         let timeout = self.timeout.unwrap_or_else(|| self.silo.call_timeout());
         let (tx, rx) = oneshot::channel();
-        let header = self.silo.outgoing_header(&self.id, M::NAME, timeout, false)?;
+        let header = self
+            .silo
+            .outgoing_header(&self.id, M::NAME, timeout, false)?;
         let deadline = header.deadline;
         self.silo.send::<G>(
             &self.id,
@@ -94,7 +96,9 @@ impl<G: Grain> GrainRef<G> {
         M: Message,
     {
         let timeout = self.timeout.unwrap_or_else(|| self.silo.call_timeout());
-        let header = self.silo.outgoing_header(&self.id, M::NAME, timeout, true)?;
+        let header = self
+            .silo
+            .outgoing_header(&self.id, M::NAME, timeout, true)?;
         self.silo.send::<G>(
             &self.id,
             G::invocation(Call {

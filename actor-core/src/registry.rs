@@ -17,7 +17,8 @@ use crate::silo::Silo;
 
 pub(crate) type Factory<G> = Arc<dyn Fn(&GrainId) -> G + Send + Sync>;
 
-type Decode<G> = fn(CallHeader, &[u8], oneshot::Sender<Result<Vec<u8>>>) -> Result<Box<dyn Invoke<G>>>;
+type Decode<G> =
+    fn(CallHeader, &[u8], oneshot::Sender<Result<Vec<u8>>>) -> Result<Box<dyn Invoke<G>>>;
 
 /// The messages a grain type answers by name (see [`Grain::register`]).
 pub struct Methods<G: Grain> {

@@ -189,7 +189,12 @@ pub struct EncodedCall {
 
 impl EncodedCall {
     /// A call with a fresh id, no chain and an empty context.
-    pub fn new(target: GrainId, method: impl Into<String>, payload: Vec<u8>, timeout: Duration) -> Self {
+    pub fn new(
+        target: GrainId,
+        method: impl Into<String>,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Self {
         EncodedCall {
             target,
             method: method.into(),
@@ -287,7 +292,9 @@ impl Silo {
         });
         let deadline = Instant::now() + call.timeout;
         let mut parts = Some((call.context, chain));
-        let sender = parts.as_ref().and_then(|(_, c)| c.as_ref().map(|f| f.grain.clone()));
+        let sender = parts
+            .as_ref()
+            .and_then(|(_, c)| c.as_ref().map(|f| f.grain.clone()));
         let mut make_header = |method: &'static str| {
             let (context, chain) = parts.take().unwrap_or_default();
             CallHeader {
@@ -303,8 +310,13 @@ impl Silo {
             }
         };
         let prev = DECODING.with(|d| d.replace(Some(self.clone())));
-        let queued =
-            ty.dispatch_encoded(self, &call.target, &call.method, &mut make_header, &call.payload);
+        let queued = ty.dispatch_encoded(
+            self,
+            &call.target,
+            &call.method,
+            &mut make_header,
+            &call.payload,
+        );
         DECODING.with(|d| *d.borrow_mut() = prev);
         let rx = queued?;
         if call.one_way {
@@ -336,7 +348,8 @@ impl Silo {
 
     fn collect(&self, force: Option<DeactivationReason>) {
         let now = Instant::now();
-        let slots: Vec<Arc<dyn Slot>> = self.inner.table.iter().map(|e| e.value().clone()).collect();
+        let slots: Vec<Arc<dyn Slot>> =
+            self.inner.table.iter().map(|e| e.value().clone()).collect();
         for s in slots {
             s.collect(self, now, self.inner.config.idle_timeout, force);
         }
@@ -461,7 +474,9 @@ impl Silo {
                         req = back;
                         let stale = slot.value().clone();
                         drop(slot);
-                        self.inner.table.remove_if(id, |_, v| Arc::ptr_eq(v, &stale));
+                        self.inner
+                            .table
+                            .remove_if(id, |_, v| Arc::ptr_eq(v, &stale));
                     }
                 }
             } else if slot.as_any().is::<WorkerPool<G>>() {
@@ -502,13 +517,14 @@ impl Silo {
 
     pub(crate) fn remove_pool<G: Grain>(&self, id: &GrainId, pool: &Arc<WorkerPool<G>>) {
         let ptr = Arc::as_ptr(pool) as *const ();
-        self.inner
-            .table
-            .remove_if(id, |_, v| Arc::as_ptr(v) as *const () == ptr && pool.is_empty());
+        self.inner.table.remove_if(id, |_, v| {
+            Arc::as_ptr(v) as *const () == ptr && pool.is_empty()
+        });
     }
 }
 
-type Registration = Box<dyn FnOnce(Option<GrainOptions>) -> (TypeId, &'static str, Arc<dyn ErasedType>) + Send>;
+type Registration =
+    Box<dyn FnOnce(Option<GrainOptions>) -> (TypeId, &'static str, Arc<dyn ErasedType>) + Send + Sync>;
 
 /// Configures and starts a [`Silo`].
 pub struct SiloBuilder {
@@ -533,7 +549,10 @@ impl fmt::Debug for SiloBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SiloBuilder")
             .field("name", &self.name)
-            .field("grain_types", &self.registrations.iter().map(|r| r.1).collect::<Vec<_>>())
+            .field(
+                "grain_types",
+                &self.registrations.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -567,13 +586,21 @@ impl SiloBuilder {
 
     /// Registers grain type `G`, built by `factory` on activation (the
     /// place to hand a grain its services).
-    pub fn grain_with<G: Grain>(mut self, factory: impl Fn(&GrainId) -> G + Send + Sync + 'static) -> Self {
+    pub fn grain_with<G: Grain>(
+        mut self,
+        factory: impl Fn(&GrainId) -> G + Send + Sync + 'static,
+    ) -> Self {
         let factory: Factory<G> = Arc::new(factory);
         let reg: Registration = Box::new(move |opts| {
             let entry = Arc::new(TypeEntry::new(opts.unwrap_or_else(G::options), factory));
-            (TypeId::of::<G>(), G::TYPE_NAME, Arc::new(TypeHandle(entry)) as Arc<dyn ErasedType>)
+            (
+                TypeId::of::<G>(),
+                G::TYPE_NAME,
+                Arc::new(TypeHandle(entry)) as Arc<dyn ErasedType>,
+            )
         });
-        self.registrations.push((TypeId::of::<G>(), G::TYPE_NAME, reg));
+        self.registrations
+            .push((TypeId::of::<G>(), G::TYPE_NAME, reg));
         self
     }
 
@@ -635,7 +662,9 @@ impl SiloBuilder {
         let mut min_age = self.idle_timeout;
         for (tid, name, reg) in self.registrations {
             if types.contains_key(&tid) {
-                return Err(Error::Config(format!("grain type `{name}` is registered twice")));
+                return Err(Error::Config(format!(
+                    "grain type `{name}` is registered twice"
+                )));
             }
             if by_name.contains_key(name) {
                 return Err(Error::Config(format!(
@@ -656,9 +685,9 @@ impl SiloBuilder {
                 "grain_options was given for a grain type that is not registered".into(),
             ));
         }
-        let collection_interval = self
-            .collection_interval
-            .unwrap_or_else(|| (min_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(60)));
+        let collection_interval = self.collection_interval.unwrap_or_else(|| {
+            (min_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(60))
+        });
         let inner = Arc::new(SiloInner {
             config: Config {
                 name: self.name,

@@ -48,5 +48,8 @@ async fn ask_tell_and_many_grains() {
     assert_eq!(m.grain_type("counter").unwrap().activations, 101);
     silo.shutdown().await;
     assert_eq!(silo.activation_count(), 0);
-    assert!(matches!(c.ask(Add(1)).await, Err(actor_core::Error::SiloStopped)));
+    assert!(matches!(
+        c.ask(Add(1)).await,
+        Err(actor_core::Error::SiloStopped)
+    ));
 }
