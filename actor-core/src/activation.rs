@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::filter::CallInfo;
 use crate::grain::{DeactivationReason, Grain};
 use crate::id::GrainId;
-use crate::invoke::{Access, Invoke, TurnEnd, panic_message};
+use crate::invoke::{Access, Invoke, OnEnd, TurnEnd, panic_message};
 use crate::message::Interleave;
 use crate::registry::TypeEntry;
 use crate::silo::Silo;
@@ -489,7 +489,7 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
             Step::Exclusive(req) => {
                 let g = grain.as_mut().expect("the drain task owns the grain");
                 let call = req.header().call_id;
-                let end = run_turn(&ctx, req, |req| req.run_exclusive(g, &ctx)).await;
+                let end = run_turn(&ctx, req, GrainAccess::Exclusive(g)).await;
                 act.turn_done(call);
                 if let Some(msg) = end.and_then(|e| e.panic) {
                     return drop_after_panic(&ctx, grain, msg);
@@ -555,12 +555,18 @@ async fn activate<G: Grain>(ctx: &GrainContext<G>) -> Result<G, String> {
     }
 }
 
+/// How a turn borrows the grain.
+enum GrainAccess<'a, G> {
+    Exclusive(&'a mut G),
+    Shared(&'a G),
+}
+
 /// Runs one turn: filters, span, request context scope, metrics.
 /// Returns `None` if a filter rejected the call.
 async fn run_turn<'a, G: Grain>(
     ctx: &'a GrainContext<G>,
     mut req: Req<G>,
-    run: impl FnOnce(Req<G>) -> BoxFuture<'a, TurnEnd>,
+    grain: GrainAccess<'a, G>,
 ) -> Option<TurnEnd> {
     let act = &ctx.activation;
     let silo = &ctx.silo;
@@ -604,22 +610,30 @@ async fn run_turn<'a, G: Grain>(
         turn: Some(TurnInfo::new(act.id.clone(), call_id, chain)),
     };
     let started = Instant::now();
-    let end = SCOPE.scope(scope, run(req)).instrument(span).await;
-    let elapsed = started.elapsed();
-    metrics.record(elapsed, end.error);
+    let empty = RequestContext::new();
+    let on_end = |error: bool| {
+        let elapsed = started.elapsed();
+        metrics.record(elapsed, error);
+        if !filters.is_empty() {
+            let info = CallInfo {
+                grain: &act.id,
+                method,
+                context: &empty,
+                sender: sender.as_ref(),
+            };
+            for f in filters {
+                f.on_response(&info, elapsed, !error);
+            }
+        }
+    };
+    let on_end: OnEnd<'_> = &on_end;
+    let turn = match grain {
+        GrainAccess::Exclusive(g) => req.run_exclusive(g, ctx, on_end),
+        GrainAccess::Shared(g) => req.run_shared(g, ctx, on_end),
+    };
+    let end = SCOPE.scope(scope, turn).instrument(span).await;
     if let Some(p) = &end.panic {
         tracing::error!(grain = %act.id, method, panic = %p, "grain handler panicked; dropping the activation");
-    }
-    if !filters.is_empty() {
-        let info = CallInfo {
-            grain: &act.id,
-            method,
-            context: &RequestContext::new(),
-            sender: sender.as_ref(),
-        };
-        for f in filters {
-            f.on_response(&info, elapsed, !end.error);
-        }
     }
     Some(end)
 }
@@ -635,7 +649,7 @@ async fn interleave<G: Grain>(ctx: &GrainContext<G>, grain: &G, first: Req<G>) -
     let start = |req: Req<G>| -> BoxFuture<'_, Option<TurnEnd>> {
         let call = req.header().call_id;
         Box::pin(async move {
-            let end = run_turn(ctx, req, |req| req.run_shared(grain, ctx)).await;
+            let end = run_turn(ctx, req, GrainAccess::Shared(grain)).await;
             act.turn_done(call);
             end
         })

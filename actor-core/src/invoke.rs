@@ -85,8 +85,13 @@ pub enum Access {
 #[doc(hidden)]
 pub struct TurnEnd {
     pub(crate) panic: Option<String>,
-    pub(crate) error: bool,
 }
+
+/// Called when a turn has its outcome (`true`: an error), just before the
+/// reply is sent, so that metrics and filters have seen the call by the time
+/// its caller resumes.
+#[doc(hidden)]
+pub type OnEnd<'a> = &'a (dyn Fn(bool) + Sync);
 
 /// A queued call, type-erased over its message.
 #[doc(hidden)]
@@ -102,12 +107,14 @@ pub trait Invoke<G: Grain>: Send {
         self: Box<Self>,
         grain: &'a mut G,
         ctx: &'a GrainContext<G>,
+        on_end: OnEnd<'a>,
     ) -> BoxFuture<'a, TurnEnd>;
     #[doc(hidden)]
     fn run_shared<'a>(
         self: Box<Self>,
         grain: &'a G,
         ctx: &'a GrainContext<G>,
+        on_end: OnEnd<'a>,
     ) -> BoxFuture<'a, TurnEnd>;
     #[doc(hidden)]
     fn fail(self: Box<Self>, error: Error);
@@ -127,15 +134,18 @@ async fn finish<M: Message>(
     fut: impl std::future::Future<Output = M::Reply>,
     reply: ReplyTo<M::Reply>,
     grain: &GrainId,
+    on_end: OnEnd<'_>,
 ) -> TurnEnd {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => {
             let error = M::is_error(&r);
+            on_end(error);
             reply.send(Ok(r));
-            TurnEnd { panic: None, error }
+            TurnEnd { panic: None }
         }
         Err(p) => {
             let message = panic_message(&*p);
+            on_end(true);
             reply.send(Err(Error::Panicked {
                 grain: grain.clone(),
                 method: M::NAME.to_owned(),
@@ -143,7 +153,6 @@ async fn finish<M: Message>(
             }));
             TurnEnd {
                 panic: Some(message),
-                error: true,
             }
         }
     }
@@ -170,19 +179,23 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
         self: Box<Self>,
         grain: &'a mut G,
         ctx: &'a GrainContext<G>,
+        on_end: OnEnd<'a>,
     ) -> BoxFuture<'a, TurnEnd> {
         let Call { msg, reply, .. } = self.0;
         Box::pin(finish::<M>(
             Handler::handle(grain, msg, ctx),
             reply,
             &ctx.activation.id,
+            on_end,
         ))
     }
     fn run_shared<'a>(
         self: Box<Self>,
         _: &'a G,
         ctx: &'a GrainContext<G>,
+        on_end: OnEnd<'a>,
     ) -> BoxFuture<'a, TurnEnd> {
+        on_end(true);
         // The scheduler never runs an exclusive call as a shared turn.
         let grain = ctx.activation.id.clone();
         Invoke::<G>::fail(
@@ -193,12 +206,7 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
                 message: "internal: exclusive call scheduled as shared".to_owned(),
             },
         );
-        Box::pin(async {
-            TurnEnd {
-                panic: None,
-                error: true,
-            }
-        })
+        Box::pin(async { TurnEnd { panic: None } })
     }
     fn fail(self: Box<Self>, error: Error) {
         self.0.reply.send(Err(error));
@@ -219,19 +227,22 @@ impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
         self: Box<Self>,
         grain: &'a mut G,
         ctx: &'a GrainContext<G>,
+        on_end: OnEnd<'a>,
     ) -> BoxFuture<'a, TurnEnd> {
-        self.run_shared(grain, ctx)
+        self.run_shared(grain, ctx, on_end)
     }
     fn run_shared<'a>(
         self: Box<Self>,
         grain: &'a G,
         ctx: &'a GrainContext<G>,
+        on_end: OnEnd<'a>,
     ) -> BoxFuture<'a, TurnEnd> {
         let Call { msg, reply, .. } = self.0;
         Box::pin(finish::<M>(
             SharedHandler::handle(grain, msg, ctx),
             reply,
             &ctx.activation.id,
+            on_end,
         ))
     }
     fn fail(self: Box<Self>, error: Error) {

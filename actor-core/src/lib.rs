@@ -121,5 +121,11 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::invoke::{Call, CallHeader, ExclusiveCall, Invoke, SharedCall};
+    pub use crate::invoke::{Call, CallHeader, ExclusiveCall, Invoke, OnEnd, SharedCall};
 }
+
+/// The repository README's tour, compiled and run as a doctest so it stays
+/// true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -523,8 +523,9 @@ impl Silo {
     }
 }
 
-type Registration =
-    Box<dyn FnOnce(Option<GrainOptions>) -> (TypeId, &'static str, Arc<dyn ErasedType>) + Send + Sync>;
+type Registration = Box<
+    dyn FnOnce(Option<GrainOptions>) -> (TypeId, &'static str, Arc<dyn ErasedType>) + Send + Sync,
+>;
 
 /// Configures and starts a [`Silo`].
 pub struct SiloBuilder {
