@@ -122,6 +122,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::invoke::{Call, CallHeader, ExclusiveCall, Invoke, OnEnd, SharedCall};
+    pub use serde;
 }
 
 /// The repository README's tour, compiled and run as a doctest so it stays
