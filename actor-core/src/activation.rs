@@ -159,8 +159,7 @@ impl<G: Grain> Activation<G> {
         }
         let access = req.access();
         let mut urgent = matches!(access, Access::Shared(Interleave::Always));
-        if self.entry.options.stateless_worker.is_none()
-            && let Some(chain) = &req.header().chain
+        if let Some(chain) = &req.header().chain
             && let Some(cycle) =
                 chain.cycle_through(&self.id, |c| inner.running.iter().any(|r| r.call == c))
         {
@@ -227,8 +226,17 @@ impl<G: Grain> Activation<G> {
         self.inner.lock().status == Status::Dead
     }
 
-    /// Whether the activation has nothing queued or running (for stateless
-    /// worker placement).
+    /// Whether a turn running here waits on `chain` (a call on that chain
+    /// would deadlock here).
+    pub(crate) fn waits_on(&self, chain: Option<&Arc<crate::context::ChainFrame>>) -> bool {
+        let Some(chain) = chain else { return false };
+        let inner = self.inner.lock();
+        chain
+            .cycle_through(&self.id, |c| inner.running.iter().any(|r| r.call == c))
+            .is_some()
+    }
+
+    /// How much work is queued or running (for stateless worker placement).
     pub(crate) fn load(&self) -> usize {
         let inner = self.inner.lock();
         inner.queue.len() + inner.urgent.len() + inner.running.len()
@@ -272,8 +280,9 @@ impl<G: Grain> Activation<G> {
     }
 
     /// The next thing the drain task does. On `Idle` the grain has been
-    /// put back and the task must exit.
-    fn next_step(&self, grain: &mut Option<G>) -> Step<G> {
+    /// put back and the task must exit; on `Linger` the mailbox is empty
+    /// but the task keeps the grain for one more look.
+    fn next_step(&self, grain: &mut Option<G>, linger: bool) -> Step<G> {
         let mut inner = self.inner.lock();
         let now = Instant::now();
         loop {
@@ -284,6 +293,7 @@ impl<G: Grain> Activation<G> {
             }
             let req = match inner.urgent.pop().or_else(|| inner.queue.pop()) {
                 Some(r) => r,
+                None if linger => return Step::Linger,
                 None => {
                     inner.grain = grain.take();
                     inner.scheduled = false;
@@ -436,6 +446,7 @@ fn admissible(
 
 enum Step<G: Grain> {
     Idle,
+    Linger,
     Exclusive(Req<G>),
     Shared(Req<G>),
     Deactivate(DeactivationReason),
@@ -461,7 +472,7 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
         }
     };
     if grain.is_none() {
-        match activate(&ctx).await {
+        match Box::pin(activate(&ctx)).await {
             Ok(g) => {
                 act.inner.lock().status = Status::Active;
                 grain = Some(g);
@@ -483,29 +494,41 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
             }
         }
     }
+    // After a turn, the task yields once before giving the grain back: a
+    // caller that sends its next call right after its reply (the common
+    // sequential case) then finds the task still there, which saves a task
+    // spawn per call. An idle activation still holds no task.
+    let mut linger = false;
     loop {
-        match act.next_step(&mut grain) {
+        let step = act.next_step(&mut grain, linger);
+        linger = false;
+        match step {
             Step::Idle => return,
+            Step::Linger => {
+                yield_once().await;
+                continue;
+            }
             Step::Exclusive(req) => {
                 let g = grain.as_mut().expect("the drain task owns the grain");
                 let call = req.header().call_id;
                 let end = run_turn(&ctx, req, GrainAccess::Exclusive(g)).await;
                 act.turn_done(call);
+                linger = true;
                 if let Some(msg) = end.and_then(|e| e.panic) {
                     return drop_after_panic(&ctx, grain, msg);
                 }
             }
             Step::Shared(first) => {
                 let g = grain.as_ref().expect("the drain task owns the grain");
-                if let Some(msg) = interleave(&ctx, g, first).await {
+                if let Some(msg) = Box::pin(interleave(&ctx, g, first)).await {
                     return drop_after_panic(&ctx, grain, msg);
                 }
+                linger = true;
             }
             Step::Deactivate(reason) => {
                 let g = grain.as_mut().expect("the drain task owns the grain");
-                let ended = AssertUnwindSafe(g.on_deactivate(&ctx, reason))
-                    .catch_unwind()
-                    .await;
+                let ended =
+                    Box::pin(AssertUnwindSafe(g.on_deactivate(&ctx, reason)).catch_unwind()).await;
                 if let Err(p) = ended {
                     tracing::error!(grain = %act.id, panic = %panic_message(&*p), "on_deactivate panicked");
                 }
@@ -521,6 +544,22 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
             }
         }
     }
+}
+
+/// Lets every other ready task run once, then resumes. Unlike
+/// `tokio::task::yield_now`, it does not wait for the I/O driver to be
+/// polled (a syscall), which would cost more than the spawn it saves.
+fn yield_once() -> impl std::future::Future<Output = ()> {
+    let mut yielded = false;
+    poll_fn(move |cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
 }
 
 async fn activate<G: Grain>(ctx: &GrainContext<G>) -> Result<G, String> {

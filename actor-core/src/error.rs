@@ -47,7 +47,7 @@ pub enum Error {
     },
     /// The call would wait on a turn that is itself waiting on this call.
     #[error(
-        "deadlock: {} would wait on itself in `{method}`; make the methods on the cycle shared (&self) and turn on call-chain reentrancy, or break the cycle",
+        "deadlock: {} would wait on itself in `{method}`; to let the call re-enter, the methods on the cycle must be shared (&self) on a grain type with call-chain reentrancy; otherwise break the cycle",
         display_cycle(cycle)
     )]
     Deadlock {

@@ -76,7 +76,7 @@ pub(crate) struct TypeMetrics {
     deactivated: AtomicU64,
     activation_failures: AtomicU64,
     mailbox: AtomicI64,
-    methods: DashMap<&'static str, Arc<MethodMetrics>>,
+    methods: DashMap<&'static str, Arc<MethodMetrics>, foldhash::fast::RandomState>,
 }
 
 impl TypeMetrics {
@@ -88,7 +88,7 @@ impl TypeMetrics {
             deactivated: AtomicU64::new(0),
             activation_failures: AtomicU64::new(0),
             mailbox: AtomicI64::new(0),
-            methods: DashMap::new(),
+            methods: DashMap::default(),
         }
     }
 

@@ -114,7 +114,8 @@ pub(crate) struct SiloInner {
     config: Config,
     types: HashMap<TypeId, Arc<dyn ErasedType>>,
     by_name: HashMap<GrainType, Arc<dyn ErasedType>>,
-    table: DashMap<GrainId, Arc<dyn Slot>>,
+    // A seeded fast hasher: ids come from callers, so keep it keyed.
+    table: DashMap<GrainId, Arc<dyn Slot>, foldhash::fast::RandomState>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     /// No new activations; set by shutdown.
@@ -482,7 +483,9 @@ impl Silo {
             } else if slot.as_any().is::<WorkerPool<G>>() {
                 let pool = slot.value().clone().into_any().downcast::<WorkerPool<G>>();
                 drop(slot);
-                let worker = pool.expect("checked above").pick();
+                let worker = pool
+                    .expect("checked above")
+                    .pick(req.header().chain.as_ref());
                 match worker.enqueue(req) {
                     Ok(Enqueued::Queued) => return Ok(()),
                     Ok(Enqueued::Spawn) => {
@@ -698,7 +701,7 @@ impl SiloBuilder {
             },
             types,
             by_name,
-            table: DashMap::new(),
+            table: DashMap::default(),
             incoming: self.incoming,
             outgoing: self.outgoing,
             stopping: AtomicBool::new(false),

@@ -28,12 +28,20 @@ impl<G: Grain> WorkerPool<G> {
     }
 
     /// An idle worker, else a new one while under the bound, else the
-    /// least loaded.
-    pub(crate) fn pick(self: &Arc<Self>) -> Arc<Activation<G>> {
+    /// least loaded. Workers whose turn waits on the call's chain are
+    /// skipped (the call would deadlock there); if only such workers are
+    /// left at the bound, one is returned and the call fails as a deadlock.
+    pub(crate) fn pick(
+        self: &Arc<Self>,
+        chain: Option<&Arc<crate::context::ChainFrame>>,
+    ) -> Arc<Activation<G>> {
         let mut workers = self.workers.lock();
         workers.retain(|w| !w.is_dead());
         let mut best: Option<(usize, &Arc<Activation<G>>)> = None;
         for w in workers.iter() {
+            if w.waits_on(chain) {
+                continue;
+            }
             let load = w.load();
             if load == 0 {
                 return w.clone();
@@ -42,7 +50,7 @@ impl<G: Grain> WorkerPool<G> {
                 best = Some((load, w));
             }
         }
-        if workers.len() < self.max || best.is_none() {
+        if workers.len() < self.max || workers.is_empty() {
             let w = Arc::new(Activation::new(
                 self.id.clone(),
                 self.entry.clone(),
@@ -51,7 +59,10 @@ impl<G: Grain> WorkerPool<G> {
             workers.push(w.clone());
             return w;
         }
-        best.expect("checked above").1.clone()
+        match best {
+            Some((_, w)) => w.clone(),
+            None => workers[0].clone(),
+        }
     }
 
     pub(crate) fn id(&self) -> &GrainId {

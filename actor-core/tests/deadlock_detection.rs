@@ -267,3 +267,80 @@ async fn a_one_way_call_back_is_not_a_deadlock() {
     t.ask(Bounce(1)).await.unwrap();
     assert_eq!(t.ask(Got).await.unwrap(), vec![7]);
 }
+
+/// A stateless worker (bound 1) whose turn waits on a chain that comes
+/// back to it: detected like any other cycle. With room to grow, the pool
+/// serves the callback from another worker instead.
+mod stateless {
+    use super::*;
+
+    struct W;
+    impl Grain for W {
+        const TYPE_NAME: &'static str = "w";
+    }
+    #[derive(Default)]
+    struct B;
+    impl Grain for B {
+        const TYPE_NAME: &'static str = "b";
+    }
+    #[derive(Serialize, Deserialize)]
+    struct Go(bool);
+    impl Message for Go {
+        type Reply = Result<u32, Error>;
+        const NAME: &'static str = "go";
+    }
+    impl Handler<Go> for W {
+        async fn handle(&mut self, Go(first): Go, ctx: &GrainContext<Self>) -> Result<u32, Error> {
+            if first {
+                ctx.get_grain::<B>(1).ask(Go(true)).await?
+            } else {
+                Ok(7)
+            }
+        }
+    }
+    impl Handler<Go> for B {
+        async fn handle(&mut self, _: Go, ctx: &GrainContext<Self>) -> Result<u32, Error> {
+            ctx.get_grain::<W>(1).ask(Go(false)).await?
+        }
+    }
+
+    async fn silo(max: usize) -> Silo {
+        Silo::builder()
+            .grain_with(|_| W)
+            .grain_options::<W>(GrainOptions::new().stateless_worker(max))
+            .grain::<B>()
+            .start()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_pool_waiting_on_the_chain_fails_fast() {
+        let silo = silo(1).await;
+        let started = Instant::now();
+        let err = silo
+            .get_grain::<W>(1)
+            .ask(Go(true))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_millis(500));
+        let Error::Deadlock { cycle, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            cycle,
+            vec![
+                GrainId::new("w", 1),
+                GrainId::new("b", 1),
+                GrainId::new("w", 1)
+            ]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pool_with_room_serves_the_callback_elsewhere() {
+        let silo = silo(2).await;
+        assert_eq!(silo.get_grain::<W>(1).ask(Go(true)).await.unwrap(), Ok(7));
+    }
+}
