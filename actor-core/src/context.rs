@@ -77,6 +77,19 @@ impl ChainFrame {
         }
         None
     }
+
+    /// The frames from the oldest to the newest, as `(grain, call)` pairs:
+    /// the form an [`EncodedCall`](crate::EncodedCall) carries.
+    pub(crate) fn to_vec(self: &Arc<Self>) -> Vec<(GrainId, CallId)> {
+        let mut v = Vec::new();
+        let mut frame = Some(self);
+        while let Some(f) = frame {
+            v.push((f.grain.clone(), f.call));
+            frame = f.parent.as_ref();
+        }
+        v.reverse();
+        v
+    }
 }
 
 /// Key/value pairs that travel with a call: set by the caller, visible in

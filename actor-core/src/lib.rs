@@ -95,6 +95,7 @@ mod message;
 mod metrics;
 mod reference;
 mod registry;
+mod router;
 mod silo;
 mod timer;
 mod worker;
@@ -108,6 +109,7 @@ pub use message::{Accepts, Handler, Interleave, Message, SharedHandler, kind};
 pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot};
 pub use reference::GrainRef;
 pub use registry::Methods;
+pub use router::Router;
 pub use silo::{DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, EncodedCall, Silo, SiloBuilder};
 pub use timer::TimerHandle;
 

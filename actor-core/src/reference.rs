@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 use crate::error::{Error, Result};
 use crate::grain::Grain;
 use crate::id::GrainId;
-use crate::invoke::{Call, ReplyTo};
+use crate::invoke::{Call, CallHeader, ReplyTo};
 use crate::message::{Accepts, Message};
+use crate::silo::EncodedCall;
 use crate::silo::Silo;
 
 /// A typed reference to the grain of type `G` with some key. Cheap to clone,
@@ -68,6 +69,20 @@ impl<G: Grain> GrainRef<G> {
             .silo
             .outgoing_header(&self.id, M::NAME, timeout, false)?;
         let deadline = header.deadline;
+        if let Some(router) = self.silo.remote_route(&self.id) {
+            let call = self.encode(&msg, header, false)?;
+            let reply = match tokio::time::timeout_at(deadline, router.invoke(call)).await {
+                Ok(reply) => reply?,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        grain: self.id.clone(),
+                        method: M::NAME.to_owned(),
+                        timeout,
+                    });
+                }
+            };
+            return self.silo.decode(&reply);
+        }
         self.silo.send::<G>(
             &self.id,
             G::invocation(Call {
@@ -99,6 +114,17 @@ impl<G: Grain> GrainRef<G> {
         let header = self
             .silo
             .outgoing_header(&self.id, M::NAME, timeout, true)?;
+        if let Some(router) = self.silo.remote_route(&self.id) {
+            let call = self.encode(&msg, header, true)?;
+            let id = self.id.clone();
+            let sent = router.invoke(call);
+            tokio::spawn(async move {
+                if let Err(e) = sent.await {
+                    tracing::warn!(grain = %id, error = %e, "one-way call failed");
+                }
+            });
+            return Ok(());
+        }
         self.silo.send::<G>(
             &self.id,
             G::invocation(Call {
@@ -107,6 +133,30 @@ impl<G: Grain> GrainRef<G> {
                 reply: ReplyTo::None,
             }),
         )
+    }
+}
+
+impl<G: Grain> GrainRef<G> {
+    /// The envelope of a call to a grain on another silo.
+    fn encode<M: Message>(
+        &self,
+        msg: &M,
+        header: CallHeader,
+        one_way: bool,
+    ) -> Result<EncodedCall> {
+        let mut call = EncodedCall::new(
+            self.id.clone(),
+            header.method,
+            crate::codec::encode(msg)?,
+            header
+                .deadline
+                .saturating_duration_since(tokio::time::Instant::now()),
+        );
+        call.call_id = header.call_id;
+        call.context = header.context;
+        call.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
+        call.one_way = one_way;
+        Ok(call)
     }
 }
 

@@ -24,6 +24,7 @@ use crate::invoke::CallHeader;
 use crate::metrics::MetricsSnapshot;
 use crate::reference::GrainRef;
 use crate::registry::{ErasedType, Factory, TypeEntry, TypeHandle};
+use crate::router::Router;
 use crate::worker::WorkerPool;
 
 /// Default deadline of a call.
@@ -118,6 +119,7 @@ pub(crate) struct SiloInner {
     table: DashMap<GrainId, Arc<dyn Slot>, foldhash::fast::RandomState>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
+    router: Option<Arc<dyn Router>>,
     /// No new activations; set by shutdown.
     stopping: AtomicBool,
     /// No calls at all.
@@ -393,6 +395,12 @@ impl Silo {
         self.inner.stopping.load(Ordering::Relaxed)
     }
 
+    /// The router for grains that may live elsewhere, if this silo is part
+    /// of a cluster and `id` is not known to be local.
+    pub(crate) fn remote_route(&self, id: &GrainId) -> Option<&Arc<dyn Router>> {
+        self.inner.router.as_ref().filter(|r| !r.is_local(id))
+    }
+
     pub(crate) fn incoming_filters(&self) -> &[Arc<dyn IncomingCallFilter>] {
         &self.inner.incoming
     }
@@ -541,6 +549,7 @@ pub struct SiloBuilder {
     options: HashMap<TypeId, GrainOptions>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
+    router: Option<Arc<dyn Router>>,
 }
 
 impl Default for SiloBuilder {
@@ -574,7 +583,15 @@ impl SiloBuilder {
             options: HashMap::new(),
             incoming: Vec::new(),
             outgoing: Vec::new(),
+            router: None,
         }
+    }
+
+    /// Makes this silo part of a cluster: calls to grains the router does
+    /// not place here are serialized and handed to it (see [`Router`]).
+    pub fn router(mut self, router: Arc<dyn Router>) -> Self {
+        self.router = Some(router);
+        self
     }
 
     /// The silo's name (in logs and metrics).
@@ -704,6 +721,7 @@ impl SiloBuilder {
             table: DashMap::default(),
             incoming: self.incoming,
             outgoing: self.outgoing,
+            router: self.router,
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
         });
