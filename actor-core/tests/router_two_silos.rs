@@ -113,9 +113,9 @@ async fn pair() -> [Silo; 2] {
 async fn the_same_reference_reaches_the_one_activation_wherever_it_lives() {
     let silos = pair().await;
     let mut tasks = Vec::new();
-    for from in 0..2 {
+    for silo in &silos {
         for key in 0..50i64 {
-            let g = silos[from].get_grain::<Node>(key);
+            let g = silo.get_grain::<Node>(key);
             tasks.push(tokio::spawn(async move {
                 for _ in 0..10 {
                     g.ask(Hit).await.unwrap();
