@@ -97,14 +97,34 @@ struct Inner<G: Grain> {
     queue: Mailbox<Req<G>>,
     /// Calls admitted ahead of the queue: always-interleave methods and
     /// callbacks on a chain already inside this activation.
-    urgent: Mailbox<Req<G>>,
+    urgent: VecDeque<Req<G>>,
     running: SmallVec<[Running; 1]>,
+
+    last_active: Instant,
+
+    deactivate: Option<DeactivationReason>,
+    /// What few activations use, boxed to keep idle ones small.
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Default)]
+struct Extra {
     /// Wakes the drain task while it interleaves shared turns.
     waker: Option<Waker>,
-    last_active: Instant,
     keep_alive_until: Option<Instant>,
-    deactivate: Option<DeactivationReason>,
     timers: Vec<AbortHandle>,
+}
+
+impl<G: Grain> Inner<G> {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+    fn take_waker(&mut self) -> Option<Waker> {
+        self.extra.as_mut().and_then(|e| e.waker.take())
+    }
+    fn keep_alive_until(&self) -> Option<Instant> {
+        self.extra.as_ref().and_then(|e| e.keep_alive_until)
+    }
 }
 
 /// Where an activation is registered, for removal when it dies.
@@ -139,13 +159,11 @@ impl<G: Grain> Activation<G> {
                 scheduled: false,
                 grain: None,
                 queue: Mailbox::new(),
-                urgent: Mailbox::new(),
+                urgent: VecDeque::new(),
                 running: SmallVec::new(),
-                waker: None,
                 last_active: Instant::now(),
-                keep_alive_until: None,
                 deactivate: None,
-                timers: Vec::new(),
+                extra: None,
             }),
         }
     }
@@ -179,7 +197,7 @@ impl<G: Grain> Activation<G> {
             }
         }
         if urgent {
-            inner.urgent.push(req);
+            inner.urgent.push_back(req);
         } else {
             inner.queue.push(req);
         }
@@ -188,7 +206,7 @@ impl<G: Grain> Activation<G> {
             inner.scheduled = true;
             Ok(Enqueued::Spawn)
         } else {
-            let waker = inner.waker.take();
+            let waker = inner.take_waker();
             drop(inner);
             if let Some(w) = waker {
                 w.wake();
@@ -207,8 +225,8 @@ impl<G: Grain> Activation<G> {
     pub(crate) fn keep_alive_for(&self, period: Duration) {
         let until = Instant::now() + period;
         let mut inner = self.inner.lock();
-        if inner.keep_alive_until.is_none_or(|t| t < until) {
-            inner.keep_alive_until = Some(until);
+        if inner.keep_alive_until().is_none_or(|t| t < until) {
+            inner.extra().keep_alive_until = Some(until);
         }
     }
 
@@ -217,8 +235,9 @@ impl<G: Grain> Activation<G> {
         if inner.status == Status::Dead {
             return false;
         }
-        inner.timers.retain(|t| !t.is_finished());
-        inner.timers.push(handle);
+        let timers = &mut inner.extra().timers;
+        timers.retain(|t| !t.is_finished());
+        timers.push(handle);
         true
     }
 
@@ -258,7 +277,7 @@ impl<G: Grain> Activation<G> {
             inner.deactivate = Some(reason);
             if inner.scheduled {
                 // The running drain task sees the request after its turn.
-                if let Some(w) = inner.waker.take() {
+                if let Some(w) = inner.take_waker() {
                     w.wake();
                 }
                 return false;
@@ -269,7 +288,7 @@ impl<G: Grain> Activation<G> {
         if inner.scheduled
             || self.entry.options.keep_alive
             || !inner.queue.is_empty()
-            || inner.keep_alive_until.is_some_and(|t| t > now)
+            || inner.keep_alive_until().is_some_and(|t| t > now)
             || now.saturating_duration_since(inner.last_active) < age
         {
             return false;
@@ -291,14 +310,16 @@ impl<G: Grain> Activation<G> {
                     return Step::Deactivate(reason);
                 }
             }
-            let req = match inner.urgent.pop().or_else(|| inner.queue.pop()) {
+            let req = match inner.urgent.pop_front().or_else(|| inner.queue.pop()) {
                 Some(r) => r,
                 None if linger => return Step::Linger,
                 None => {
                     inner.grain = grain.take();
                     inner.scheduled = false;
                     inner.queue.release();
-                    inner.urgent.release();
+                    if inner.urgent.capacity() > 0 {
+                        inner.urgent = VecDeque::new();
+                    }
                     return Step::Idle;
                 }
             };
@@ -356,7 +377,7 @@ impl<G: Grain> Activation<G> {
                 break;
             }
             let req = if from_urgent {
-                inner.urgent.pop()
+                inner.urgent.pop_front()
             } else {
                 inner.queue.pop()
             }
@@ -381,9 +402,10 @@ impl<G: Grain> Activation<G> {
             });
             out.push(req);
         }
-        match &inner.waker {
+        let slot = &mut inner.extra().waker;
+        match slot {
             Some(w) if w.will_wake(waker) => {}
-            _ => inner.waker = Some(waker.clone()),
+            _ => *slot = Some(waker.clone()),
         }
     }
 
@@ -399,13 +421,14 @@ impl<G: Grain> Activation<G> {
         let mut inner = self.inner.lock();
         inner.status = Status::Dead;
         inner.scheduled = false;
-        inner.waker = None;
         inner.grain = None;
-        for t in inner.timers.drain(..) {
-            t.abort();
+        if let Some(extra) = inner.extra.take() {
+            for t in extra.timers {
+                t.abort();
+            }
         }
         let mut out = Vec::with_capacity(inner.urgent.len() + inner.queue.len());
-        while let Some(r) = inner.urgent.pop().or_else(|| inner.queue.pop()) {
+        while let Some(r) = inner.urgent.pop_front().or_else(|| inner.queue.pop()) {
             out.push(r);
         }
         self.entry.metrics.queued(-(out.len() as i64));
@@ -716,7 +739,7 @@ async fn interleave<G: Grain>(ctx: &GrainContext<G>, grain: &G, first: Req<G>) -
         }
     })
     .await;
-    act.inner.lock().waker = None;
+    act.inner.lock().take_waker();
     panic
 }
 
@@ -791,5 +814,24 @@ mod tests {
             &GrainOptions::new().call_chain_reentrancy().reentrant(),
             true
         ));
+    }
+}
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    struct Empty;
+    impl Grain for Empty {
+        const TYPE_NAME: &'static str = "empty";
+    }
+
+    /// An idle activation's footprint is part of the runtime's promise
+    /// (well under 512 bytes with its table entry); keep an eye on it.
+    #[test]
+    fn an_activation_stays_small() {
+        let size = std::mem::size_of::<Activation<Empty>>();
+        assert!(size <= 256, "Activation is {size} bytes");
+        eprintln!("Activation<Empty>: {size} bytes");
     }
 }
