@@ -70,6 +70,57 @@
 //! A message the grain does not handle does not compile; there are no
 //! method-name strings at call sites.
 //!
+//! ## The shorthand: `#[grain_methods]`
+//!
+//! Writing the message types by hand shows every moving part; the
+//! [`grain_methods`] attribute writes them for you from plain async
+//! methods, like an Orleans grain interface, and gives the reference a
+//! method per grain method. It expands only to what you could write by
+//! hand (message structs, `Handler`/`SharedHandler` impls, a
+//! `register_methods` function and a `{Grain}Ref` extension trait).
+//!
+//! ```
+//! use actor_core::prelude::*;
+//!
+//! #[derive(Default)]
+//! pub struct Account { balance: i64 }
+//!
+//! impl Grain for Account {
+//!     const TYPE_NAME: &'static str = "account";
+//!     // Lets serialized (remote) calls find the methods by name.
+//!     fn register(m: &mut actor_core::Methods<Self>) { Self::register_methods(m); }
+//! }
+//!
+//! #[grain_methods]
+//! impl Account {
+//!     /// Deposits `amount`; answers the new balance.
+//!     pub async fn deposit(&mut self, amount: i64) -> i64 {
+//!         self.balance += amount;
+//!         self.balance
+//!     }
+//!
+//!     /// The balance, readable alongside other reads.
+//!     #[read_only]
+//!     pub async fn balance(&self) -> i64 { self.balance }
+//!
+//!     /// Fire-and-forget.
+//!     #[one_way]
+//!     pub async fn reset(&mut self) { self.balance = 0; }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> actor_core::Result<()> {
+//! let silo = Silo::builder().grain::<Account>().start().await?;
+//! let account = silo.get_grain::<Account>("alice");
+//! account.deposit(50).await?;            // AccountRef::deposit
+//! assert_eq!(account.balance().await?, 50);
+//! account.reset()?;                      // one-way
+//! assert_eq!(account.balance().await?, 0);
+//! # silo.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## What the runtime guarantees
 //!
 //! See `docs/runtime-semantics.md` in the repository for the full list:
@@ -113,11 +164,14 @@ pub use router::Router;
 pub use silo::{DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, EncodedCall, Silo, SiloBuilder};
 pub use timer::TimerHandle;
 
+/// Declares grain methods from an `impl` block; see the crate docs.
+pub use actor_core_macros::grain_methods;
+
 /// The names a grain author needs, in one `use`.
 pub mod prelude {
     pub use crate::{
         Grain, GrainContext, GrainId, GrainKey, GrainOptions, GrainRef, Handler, Interleave,
-        Message, RequestContext, SharedHandler, Silo,
+        Message, RequestContext, SharedHandler, Silo, grain_methods,
     };
 }
 

@@ -255,9 +255,9 @@ fn take_helpers(f: &mut ImplItemFn, errors: &mut Errors) -> Helpers {
             kept.push(attr);
             continue;
         };
-        if let Err(e) = attr.meta.require_path_only() {
-            errors.push(syn::Error::new(
-                e.span(),
+        if attr.meta.require_path_only().is_err() {
+            errors.push(syn::Error::new_spanned(
+                &attr.meta,
                 format!("`#[{name}]` takes no arguments"),
             ));
         }
@@ -297,7 +297,10 @@ struct GrainMethod {
 enum Param {
     /// `&GrainContext<Self>`: passed by the runtime, not a message field.
     Context,
-    Field { ident: Ident, ty: Type },
+    Field {
+        ident: Ident,
+        ty: Box<Type>,
+    },
 }
 
 impl GrainMethod {
@@ -310,10 +313,14 @@ impl GrainMethod {
             Some(r) => match &*r.ty {
                 Type::Reference(t) => t.mutability.is_some(),
                 _ => {
+                    let how = match r.colon_token {
+                        Some(_) => "a `self` that is not a reference",
+                        None => "`self` by value",
+                    };
                     return Err(syn::Error::new_spanned(
                         r,
                         format!(
-                            "`{name}` takes `self` by value: only `&self` and `&mut self` methods can be grain methods"
+                            "`{name}` takes {how}: only `&self` and `&mut self` methods can be grain methods"
                         ),
                     ));
                 }
@@ -395,7 +402,7 @@ impl GrainMethod {
                     }
                     params.push(Param::Field {
                         ident: p.ident.clone(),
-                        ty: (*pt.ty).clone(),
+                        ty: pt.ty.clone(),
                     });
                 }
                 pat => errors.push(syn::Error::new_spanned(
@@ -449,7 +456,7 @@ impl GrainMethod {
     fn fields(&self) -> impl Iterator<Item = (&Ident, &Type)> {
         self.params.iter().filter_map(|p| match p {
             Param::Context => None,
-            Param::Field { ident, ty } => Some((ident, ty)),
+            Param::Field { ident, ty } => Some((ident, &**ty)),
         })
     }
 }
@@ -572,7 +579,12 @@ fn generate(self_ty: &TokenStream2, type_ident: &Ident, methods: &[GrainMethod])
     for m in methods {
         let ident = &m.ident;
         let method = ident.unraw().to_string();
-        let msg = format_ident!("{}{}", type_ident, pascal_case(&method), span = ident.span());
+        let msg = format_ident!(
+            "{}{}",
+            type_ident,
+            pascal_case(&method),
+            span = ident.span()
+        );
         let vis = &m.vis;
         let cfgs = &m.cfgs;
         let field_names: Vec<&Ident> = m.fields().map(|(i, _)| i).collect();
@@ -675,26 +687,25 @@ fn generate(self_ty: &TokenStream2, type_ident: &Ident, methods: &[GrainMethod])
             let docs = &m.docs;
             quote!(#(#docs)*)
         };
+        // Spanned on the method, so that errors in the reference (say, a
+        // reply that is not `Send`) point at it.
+        let span = ident.span();
         let sig = if m.one_way {
-            quote!(fn #ident(&self #(, #field_names: #field_types)*) -> ::actor_core::Result<()>)
+            quote_spanned!(span=> fn #ident(&self #(, #field_names: #field_types)*) -> ::actor_core::Result<()>)
         } else {
-            quote! {
+            quote_spanned! {span=>
                 fn #ident(&self #(, #field_names: #field_types)*)
                     -> impl ::std::future::Future<Output = ::actor_core::Result<#reply>>
                     + ::std::marker::Send
             }
         };
-        let send = if m.one_way {
-            quote!(tell)
-        } else {
-            quote!(ask)
-        };
+        let send = if m.one_way { quote!(tell) } else { quote!(ask) };
         trait_decls.extend(quote! {
             #(#cfgs)*
             #docs
             #sig;
         });
-        trait_impls.extend(quote! {
+        trait_impls.extend(quote_spanned! {span=>
             #(#cfgs)*
             #sig {
                 ::actor_core::GrainRef::#send(self, #pattern)

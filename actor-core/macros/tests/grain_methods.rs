@@ -85,7 +85,7 @@ pub mod counter {
         /// Admitted even while `hold` runs.
         #[always_interleave]
         pub async fn release(&self) {
-            self.released.notify_one();
+            self.released.notify_waiters();
         }
 
         /// Sets the total back to zero and says who it is.
@@ -249,10 +249,7 @@ fn interleaving_comes_from_the_attributes() {
         <Counter as SharedHandler<M>>::INTERLEAVE
     }
     assert_eq!(interleave::<CounterGet>(), Interleave::ReadOnly);
-    assert_eq!(
-        interleave::<counter::CounterRelease>(),
-        Interleave::Always
-    );
+    assert_eq!(interleave::<counter::CounterRelease>(), Interleave::Always);
     assert_eq!(interleave::<counter::CounterHold>(), Interleave::Never);
     assert_eq!(<CounterAdd as Message>::NAME, "add");
     assert_eq!(<counter::CounterAddProduct as Message>::NAME, "add_product");
@@ -292,10 +289,7 @@ async fn serialized_calls_dispatch_by_name() {
         .invoke_encoded(call("swap", codec::encode(&swap).unwrap()))
         .await
         .unwrap();
-    assert_eq!(
-        codec::decode::<Result<u64, String>>(&reply).unwrap(),
-        Ok(2)
-    );
+    assert_eq!(codec::decode::<Result<u64, String>>(&reply).unwrap(), Ok(2));
 
     // The typed reference and the serialized calls reach the same grain.
     let c = silo.get_grain::<Counter>("k");
