@@ -666,7 +666,13 @@ async fn run_turn<'a, G: Grain>(
         grain.type = %act.id.grain_type,
         grain.key = %act.id.key,
         method,
+        caller = tracing::field::Empty,
     );
+    if let Some(caller) = &sender
+        && !span.is_disabled()
+    {
+        span.record("caller", tracing::field::display(caller));
+    }
     let scope = CallScope {
         context: std::cell::RefCell::new(context),
         turn: Some(TurnInfo::new(act.id.clone(), call_id, chain)),

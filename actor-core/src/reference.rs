@@ -104,7 +104,8 @@ impl<G: Grain> GrainRef<G> {
 
     /// Sends `msg` one-way: queued in the grain's mailbox, no reply awaited.
     /// An error here means the call was not queued; a failure of the turn
-    /// itself is only logged.
+    /// itself is only logged. A one-way call has no deadline: it runs
+    /// however long it waits behind other calls.
     pub fn tell<M, K>(&self, msg: M) -> Result<()>
     where
         G: Accepts<M, K>,

@@ -29,6 +29,9 @@ use crate::worker::WorkerPool;
 
 /// Default deadline of a call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a one-way call may wait in queues: in effect, forever.
+pub(crate) const ONE_WAY_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+
 /// Default idle age after which an activation is collected (as Orleans).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -431,7 +434,9 @@ impl Silo {
         Ok(CallHeader {
             call_id: CallId::next(),
             method,
-            deadline: Instant::now() + timeout,
+            // Nobody waits on a one-way call, so nothing is gained by
+            // dropping it late: it runs however long its queue is.
+            deadline: Instant::now() + if one_way { ONE_WAY_LIFETIME } else { timeout },
             timeout,
             chain,
             context,

@@ -59,7 +59,7 @@ where
             let header = CallHeader {
                 call_id: CallId::next(),
                 method: M::NAME,
-                deadline: Instant::now() + Duration::from_secs(365 * 86_400),
+                deadline: Instant::now() + crate::silo::ONE_WAY_LIFETIME,
                 timeout: Duration::MAX,
                 chain: None,
                 context: Default::default(),

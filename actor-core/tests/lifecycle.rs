@@ -375,6 +375,34 @@ async fn calls_past_their_deadline_return_a_timeout() {
     assert_eq!(g.ask(Add(1)).await.unwrap(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_way_calls_are_never_dropped_for_waiting_long() {
+    let journal = Journal::default();
+    let silo = builder(&journal)
+        .call_timeout(Duration::from_millis(50))
+        .start()
+        .await
+        .unwrap();
+    let g = silo.get_grain::<Life>(1);
+    g.tell(Nap(120)).unwrap();
+    for _ in 0..3 {
+        g.tell(Add(1)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        g.with_timeout(Duration::from_secs(5))
+            .ask(Add(0))
+            .await
+            .unwrap(),
+        3
+    );
+    let m = silo.metrics();
+    assert_eq!(
+        m.grain_type("life").unwrap().method("add").unwrap().errors,
+        0
+    );
+}
+
 struct Ticker {
     probe: Arc<Probe>,
     ticks: Arc<AtomicUsize>,
