@@ -29,7 +29,7 @@ use crate::grain::{DeactivationReason, Grain};
 use crate::id::GrainId;
 use crate::invoke::{Access, Invoke, OnEnd, TurnEnd, panic_message};
 use crate::message::Interleave;
-use crate::registry::TypeEntry;
+use crate::registry::{ActivationContext, Factory, TypeEntry};
 use crate::silo::Silo;
 
 pub(crate) type Req<G> = Box<dyn Invoke<G>>;
@@ -587,14 +587,33 @@ fn yield_once() -> impl std::future::Future<Output = ()> {
 
 async fn activate<G: Grain>(ctx: &GrainContext<G>) -> Result<G, String> {
     let act = &ctx.activation;
-    let built = std::panic::catch_unwind(AssertUnwindSafe(|| (act.entry.factory)(&act.id)));
-    let mut g = match built {
-        Ok(g) => g,
-        Err(p) => {
-            return Err(format!(
-                "the grain factory panicked: {}",
-                panic_message(&*p)
-            ));
+    let mut g = match &act.entry.factory {
+        Factory::Sync(f) => match std::panic::catch_unwind(AssertUnwindSafe(|| f(&act.id))) {
+            Ok(g) => g,
+            Err(p) => {
+                return Err(format!(
+                    "the grain factory panicked: {}",
+                    panic_message(&*p)
+                ));
+            }
+        },
+        Factory::Async(f) => {
+            let built = AssertUnwindSafe(f(ActivationContext {
+                id: act.id.clone(),
+                silo: ctx.silo.clone(),
+            }))
+            .catch_unwind()
+            .await;
+            match built {
+                Ok(Ok(g)) => g,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(p) => {
+                    return Err(format!(
+                        "the grain factory panicked: {}",
+                        panic_message(&*p)
+                    ));
+                }
+            }
         }
     };
     let span = tracing::info_span!("grain_activate", grain.type = %act.id.grain_type, grain.key = %act.id.key);

@@ -159,7 +159,7 @@ pub use id::{GrainId, GrainKey, GrainType};
 pub use message::{Accepts, Handler, Interleave, Message, SharedHandler, kind};
 pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot};
 pub use reference::GrainRef;
-pub use registry::Methods;
+pub use registry::{ActivationContext, Methods};
 pub use router::Router;
 pub use silo::{DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, EncodedCall, Silo, SiloBuilder};
 pub use timer::TimerHandle;

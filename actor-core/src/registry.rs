@@ -15,7 +15,40 @@ use crate::message::{Accepts, Message};
 use crate::metrics::TypeMetrics;
 use crate::silo::Silo;
 
-pub(crate) type Factory<G> = Arc<dyn Fn(&GrainId) -> G + Send + Sync>;
+/// How a grain is built on activation.
+pub(crate) enum Factory<G> {
+    Sync(Arc<dyn Fn(&GrainId) -> G + Send + Sync>),
+    Async(
+        Arc<
+            dyn Fn(
+                    ActivationContext,
+                )
+                    -> futures::future::BoxFuture<'static, Result<G, crate::BoxError>>
+                + Send
+                + Sync,
+        >,
+    ),
+}
+
+/// What an async grain factory gets: the grain's id and its silo (whose
+/// extensions hold storage providers and other services).
+#[derive(Debug, Clone)]
+pub struct ActivationContext {
+    pub(crate) id: GrainId,
+    pub(crate) silo: Silo,
+}
+
+impl ActivationContext {
+    /// The id of the grain being activated.
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// The silo activating it.
+    pub fn silo(&self) -> &Silo {
+        &self.silo
+    }
+}
 
 type Decode<G> =
     fn(CallHeader, &[u8], oneshot::Sender<Result<Vec<u8>>>) -> Result<Box<dyn Invoke<G>>>;

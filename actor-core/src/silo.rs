@@ -23,7 +23,7 @@ use crate::id::{GrainId, GrainKey, GrainType};
 use crate::invoke::CallHeader;
 use crate::metrics::MetricsSnapshot;
 use crate::reference::GrainRef;
-use crate::registry::{ErasedType, Factory, TypeEntry, TypeHandle};
+use crate::registry::{ActivationContext, ErasedType, Factory, TypeEntry, TypeHandle};
 use crate::router::Router;
 use crate::worker::WorkerPool;
 
@@ -123,6 +123,7 @@ pub(crate) struct SiloInner {
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     router: Option<Arc<dyn Router>>,
+    extensions: Extensions,
     /// No new activations; set by shutdown.
     stopping: AtomicBool,
     /// No calls at all.
@@ -229,6 +230,15 @@ impl Silo {
     /// until the first call.
     pub fn get_grain<G: Grain>(&self, key: impl Into<GrainKey>) -> GrainRef<G> {
         GrainRef::new(GrainId::new(G::TYPE_NAME, key), self.clone())
+    }
+
+    /// The extension of type `T` given to the builder, if any (see
+    /// [`SiloBuilder::extension`]).
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner
+            .extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref::<T>())
     }
 
     /// The default call deadline.
@@ -555,7 +565,10 @@ pub struct SiloBuilder {
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     router: Option<Arc<dyn Router>>,
+    extensions: Extensions,
 }
+
+type Extensions = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
 
 impl Default for SiloBuilder {
     fn default() -> Self {
@@ -589,6 +602,7 @@ impl SiloBuilder {
             incoming: Vec::new(),
             outgoing: Vec::new(),
             router: None,
+            extensions: HashMap::new(),
         }
     }
 
@@ -616,7 +630,7 @@ impl SiloBuilder {
         mut self,
         factory: impl Fn(&GrainId) -> G + Send + Sync + 'static,
     ) -> Self {
-        let factory: Factory<G> = Arc::new(factory);
+        let factory = Factory::Sync(Arc::new(factory));
         let reg: Registration = Box::new(move |opts| {
             let entry = Arc::new(TypeEntry::new(opts.unwrap_or_else(G::options), factory));
             (
@@ -628,6 +642,50 @@ impl SiloBuilder {
         self.registrations
             .push((TypeId::of::<G>(), G::TYPE_NAME, reg));
         self
+    }
+
+    /// Registers grain type `G`, built on activation by an async, fallible
+    /// `factory` (the place to load state or connect to services before
+    /// `on_activate`). A factory error fails the activation: every queued
+    /// call gets [`Error::ActivationFailed`] with its message.
+    pub fn grain_with_async<G, F, Fut>(mut self, factory: F) -> Self
+    where
+        G: Grain,
+        F: Fn(ActivationContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::result::Result<G, crate::BoxError>> + Send + 'static,
+    {
+        let factory = Factory::Async(Arc::new(move |ctx| Box::pin(factory(ctx))));
+        let reg: Registration = Box::new(move |opts| {
+            let entry = Arc::new(TypeEntry::new(opts.unwrap_or_else(G::options), factory));
+            (
+                TypeId::of::<G>(),
+                G::TYPE_NAME,
+                Arc::new(TypeHandle(entry)) as Arc<dyn ErasedType>,
+            )
+        });
+        self.registrations
+            .push((TypeId::of::<G>(), G::TYPE_NAME, reg));
+        self
+    }
+
+    /// Stores a service or configuration value of type `T` in the silo,
+    /// replacing any earlier one; grains and plug-in crates read it with
+    /// [`Silo::extension`]. This is how plug-ins (storage, streams, ...)
+    /// attach to a silo without process-wide state.
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(TypeId::of::<T>(), Box::new(value));
+        self
+    }
+
+    /// The extension of type `T`, created with `T::default()` if absent,
+    /// for plug-ins that add to a value (say, a registry of named
+    /// providers) across several builder calls.
+    pub fn extension_mut<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
+        self.extensions
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut::<T>()
+            .expect("extensions are keyed by their TypeId")
     }
 
     /// Overrides `G::options()` on this silo.
@@ -727,6 +785,7 @@ impl SiloBuilder {
             incoming: self.incoming,
             outgoing: self.outgoing,
             router: self.router,
+            extensions: self.extensions,
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
         });

@@ -687,3 +687,60 @@ async fn unknown_types_and_bad_configuration_are_clear_errors() {
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)));
 }
+
+/// A stand-in for a plug-in's service, attached to the silo as an extension.
+#[derive(Default)]
+struct Store {
+    values: std::collections::HashMap<String, u64>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_factories_load_from_silo_extensions_before_activation() {
+    let journal = Journal::default();
+    let j = journal.clone();
+    let mut builder =
+        Silo::builder().grain_with_async(move |ctx: actor_core::ActivationContext| {
+            let journal = j.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let key = ctx.id().key.to_string();
+                if key == "broken" {
+                    return Err("storage is unreachable".into());
+                }
+                let store = ctx.silo().extension::<Store>().ok_or("no store")?;
+                let value = store.values.get(&key).copied().unwrap_or(0);
+                Ok(Life { journal, value })
+            }
+        });
+    builder
+        .extension_mut::<Store>()
+        .values
+        .insert("saved".into(), 40);
+    builder
+        .extension_mut::<Store>()
+        .values
+        .insert("other".into(), 1);
+    let silo = builder.start().await.unwrap();
+    assert_eq!(silo.extension::<Store>().unwrap().values.len(), 2);
+    assert_eq!(
+        silo.get_grain::<Life>("saved").ask(Add(2)).await.unwrap(),
+        42
+    );
+    assert_eq!(
+        silo.get_grain::<Life>("fresh").ask(Add(2)).await.unwrap(),
+        2
+    );
+    // on_activate ran after the factory.
+    assert_eq!(journal.count("activate life/saved"), 1);
+    let err = silo
+        .get_grain::<Life>("broken")
+        .ask(Add(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ActivationFailed { reason, .. } if reason == "storage is unreachable"),
+        "{err}"
+    );
+    assert!(!silo.is_active(&GrainId::new("life", "broken")));
+    assert!(silo.extension::<String>().is_none());
+}
