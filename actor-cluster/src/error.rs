@@ -1,0 +1,33 @@
+//! The one error type of actor-cluster.
+
+/// A failure of the cluster layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The membership table could not be reached or answered with an error.
+    /// Nothing was changed by the failed call: no join, no death.
+    #[error(
+        "membership table at {url} is unavailable: {source}; check that the database runs and the URL is right"
+    )]
+    TableUnavailable {
+        /// The table's URL (without password).
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A row holds data this version cannot read.
+    #[error("membership row for {silo} is corrupt: {reason}")]
+    CorruptRow {
+        /// The silo of the row.
+        silo: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A URL or option is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// `Result` with actor-cluster's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

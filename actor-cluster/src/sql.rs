@@ -1,0 +1,356 @@
+//! The membership table in SQL, through sqlx: SQLite (a file, the embedded
+//! default, shareable by several local processes) and PostgreSQL.
+//!
+//! Schema (created if missing; one table pair serves many clusters):
+//!
+//! ```sql
+//! CREATE TABLE membership_version (
+//!     cluster_id TEXT PRIMARY KEY,
+//!     version    BIGINT NOT NULL);
+//! CREATE TABLE membership (
+//!     cluster_id  TEXT   NOT NULL,
+//!     endpoint    TEXT   NOT NULL,
+//!     generation  BIGINT NOT NULL,
+//!     name        TEXT   NOT NULL,
+//!     status      TEXT   NOT NULL,  -- joining | active | shutting_down | dead
+//!     start_ms    BIGINT NOT NULL,
+//!     alive_ms    BIGINT NOT NULL,
+//!     suspicions  TEXT   NOT NULL,  -- JSON: [{"by":{..},"at_millis":..}]
+//!     gateway     TEXT,
+//!     etag        BIGINT NOT NULL,
+//!     PRIMARY KEY (cluster_id, endpoint, generation));
+//! ```
+//!
+//! Each insert or update is one transaction that first moves the version
+//! row from the expected version to the next (`UPDATE .. WHERE version =
+//! $expected`): the database's row lock makes exactly one of concurrent
+//! writers succeed.
+
+use futures::future::BoxFuture;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::error::{Error, Result};
+use crate::membership::{
+    MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, TableVersion,
+    status_from_str, status_to_str,
+};
+
+const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS membership_version (
+        cluster_id TEXT PRIMARY KEY,
+        version BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS membership (
+        cluster_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        start_ms BIGINT NOT NULL,
+        alive_ms BIGINT NOT NULL,
+        suspicions TEXT NOT NULL,
+        gateway TEXT,
+        etag BIGINT NOT NULL,
+        PRIMARY KEY (cluster_id, endpoint, generation))",
+];
+
+/// The membership table of one cluster in SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlMembership {
+    pool: AnyPool,
+    cluster_id: String,
+    url: String,
+}
+
+impl SqlMembership {
+    /// Connects to `url` (`sqlite://path/to/file.db` or
+    /// `postgres://user@host:port/db`), creates the tables if missing and
+    /// registers `cluster_id`. Fails with [`Error::TableUnavailable`] if the
+    /// database cannot be reached within `connect_timeout`.
+    pub async fn connect(
+        url: &str,
+        cluster_id: impl Into<String>,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let shown = redact(url);
+        let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
+            // Create the file on first use.
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        } else {
+            url.to_owned()
+        };
+        let unavailable = |source| Error::TableUnavailable {
+            url: shown.clone(),
+            source,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(connect_timeout)
+            .connect(&url)
+            .await
+            .map_err(unavailable)?;
+        if url.starts_with("sqlite:") {
+            // WAL lets readers in other processes go on while one writes.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .map_err(unavailable)?;
+        }
+        for ddl in SCHEMA {
+            sqlx::query(ddl).execute(&pool).await.map_err(unavailable)?;
+        }
+        let cluster_id = cluster_id.into();
+        sqlx::query(
+            "INSERT INTO membership_version (cluster_id, version) VALUES ($1, 0)
+             ON CONFLICT (cluster_id) DO NOTHING",
+        )
+        .bind(&cluster_id)
+        .execute(&pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(SqlMembership {
+            pool,
+            cluster_id,
+            url: shown,
+        })
+    }
+
+    /// The cluster this table serves.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    fn unavailable(&self, source: sqlx::Error) -> Error {
+        Error::TableUnavailable {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    async fn read(&self) -> Result<MembershipSnapshot> {
+        // One transaction so the version and the rows agree.
+        let mut tx = self.pool.begin().await.map_err(|e| self.unavailable(e))?;
+        let version: i64 =
+            sqlx::query("SELECT version FROM membership_version WHERE cluster_id = $1")
+                .bind(&self.cluster_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| self.unavailable(e))?
+                .try_get(0)
+                .map_err(|e| self.unavailable(e))?;
+        let rows = sqlx::query(
+            "SELECT endpoint, generation, name, status, start_ms, alive_ms, suspicions,
+                    gateway, etag
+             FROM membership WHERE cluster_id = $1 ORDER BY endpoint, generation",
+        )
+        .bind(&self.cluster_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.unavailable(e))?;
+        tx.commit().await.map_err(|e| self.unavailable(e))?;
+        let entries = rows
+            .iter()
+            .map(|r| self.entry_from(r))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(MembershipSnapshot {
+            version: TableVersion(version),
+            entries,
+        })
+    }
+
+    fn entry_from(&self, r: &AnyRow) -> Result<(MembershipEntry, RowEtag)> {
+        let get = |e: sqlx::Error| self.unavailable(e);
+        let silo = SiloAddress::new(
+            r.try_get::<String, _>(0).map_err(get)?,
+            r.try_get::<i64, _>(1).map_err(get)?,
+        );
+        let corrupt = |reason: String| Error::CorruptRow {
+            silo: silo.to_string(),
+            reason,
+        };
+        let status: String = r.try_get(3).map_err(get)?;
+        let suspicions: String = r.try_get(6).map_err(get)?;
+        let entry = MembershipEntry {
+            name: r.try_get(2).map_err(get)?,
+            status: status_from_str(&status)
+                .ok_or_else(|| corrupt(format!("unknown status `{status}`")))?,
+            start_millis: r.try_get(4).map_err(get)?,
+            i_am_alive_millis: r.try_get(5).map_err(get)?,
+            suspicions: serde_json::from_str(&suspicions)
+                .map_err(|e| corrupt(format!("suspicions: {e}")))?,
+            gateway: r.try_get(7).map_err(get)?,
+            silo: silo.clone(),
+        };
+        Ok((entry, RowEtag(r.try_get(8).map_err(get)?)))
+    }
+
+    /// Moves the version row from `expected` to the next inside `tx`.
+    async fn bump(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        expected: TableVersion,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE membership_version SET version = version + 1
+             WHERE cluster_id = $1 AND version = $2",
+        )
+        .bind(&self.cluster_id)
+        .bind(expected.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.unavailable(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_row(&self, entry: MembershipEntry, expected: TableVersion) -> Result<bool> {
+        let suspicions = serde_json::to_string(&entry.suspicions).expect("plain data");
+        let mut tx = self.pool.begin().await.map_err(|e| self.unavailable(e))?;
+        if !self.bump(&mut tx, expected).await? {
+            return Ok(false);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO membership (cluster_id, endpoint, generation, name, status, start_ms,
+                                     alive_ms, suspicions, gateway, etag)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
+             ON CONFLICT (cluster_id, endpoint, generation) DO NOTHING",
+        )
+        .bind(&self.cluster_id)
+        .bind(&entry.silo.endpoint)
+        .bind(entry.silo.generation)
+        .bind(&entry.name)
+        .bind(status_to_str(entry.status))
+        .bind(entry.start_millis)
+        .bind(entry.i_am_alive_millis)
+        .bind(suspicions)
+        .bind(entry.gateway.clone())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.unavailable(e))?;
+        if inserted.rows_affected() != 1 {
+            // The row exists: leave the version where it was.
+            return Ok(false);
+        }
+        tx.commit().await.map_err(|e| self.unavailable(e))?;
+        Ok(true)
+    }
+
+    async fn update_row(
+        &self,
+        entry: MembershipEntry,
+        etag: RowEtag,
+        expected: TableVersion,
+    ) -> Result<bool> {
+        let suspicions = serde_json::to_string(&entry.suspicions).expect("plain data");
+        let mut tx = self.pool.begin().await.map_err(|e| self.unavailable(e))?;
+        if !self.bump(&mut tx, expected).await? {
+            return Ok(false);
+        }
+        let updated = sqlx::query(
+            "UPDATE membership SET name = $1, status = $2, start_ms = $3, alive_ms = $4,
+                                   suspicions = $5, gateway = $6, etag = etag + 1
+             WHERE cluster_id = $7 AND endpoint = $8 AND generation = $9 AND etag = $10",
+        )
+        .bind(&entry.name)
+        .bind(status_to_str(entry.status))
+        .bind(entry.start_millis)
+        .bind(entry.i_am_alive_millis)
+        .bind(suspicions)
+        .bind(entry.gateway.clone())
+        .bind(&self.cluster_id)
+        .bind(&entry.silo.endpoint)
+        .bind(entry.silo.generation)
+        .bind(etag.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.unavailable(e))?;
+        if updated.rows_affected() != 1 {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(|e| self.unavailable(e))?;
+        Ok(true)
+    }
+}
+
+impl MembershipTable for SqlMembership {
+    fn read_all(&self) -> BoxFuture<'_, Result<MembershipSnapshot>> {
+        Box::pin(self.read())
+    }
+
+    fn insert(
+        &self,
+        entry: MembershipEntry,
+        expected: TableVersion,
+    ) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(self.insert_row(entry, expected))
+    }
+
+    fn update(
+        &self,
+        entry: MembershipEntry,
+        etag: RowEtag,
+        expected: TableVersion,
+    ) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(self.update_row(entry, etag, expected))
+    }
+
+    fn update_i_am_alive(&self, silo: &SiloAddress, at_millis: i64) -> BoxFuture<'_, Result<bool>> {
+        let silo = silo.clone();
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE membership SET alive_ms = $1
+                 WHERE cluster_id = $2 AND endpoint = $3 AND generation = $4",
+            )
+            .bind(at_millis)
+            .bind(&self.cluster_id)
+            .bind(&silo.endpoint)
+            .bind(silo.generation)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn cleanup_defunct(&self, before_millis: i64) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "DELETE FROM membership
+                 WHERE cluster_id = $1 AND status = 'dead' AND alive_ms < $2",
+            )
+            .bind(&self.cluster_id)
+            .bind(before_millis)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+            Ok(done.rows_affected())
+        })
+    }
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}
