@@ -24,6 +24,14 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// A silo could not be reached over its link.
+    #[error("silo at {endpoint} is unavailable: {reason}")]
+    SiloUnavailable {
+        /// The silo's link endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
     /// A URL or option is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -11,10 +11,20 @@
 //!   several local processes) and PostgreSQL (`postgres://...`);
 //! - [`InMemoryMembership`], the fake for tests and the simulator.
 //!
-//! Still to come in this crate (see the design map): the gRPC transport
-//! behind actor-core's `Router` seam, failure detection by direct probes
-//! and suspicion votes, the grain directory with strong single activation,
-//! placement strategies and the external `ClusterClient`.
+//! The **silo link** carries calls between silos: one long-lived gRPC
+//! bidirectional stream per caller and callee ([`Link`], [`LinkService`],
+//! [`serve`]), envelopes with call id, target, method, time left, call
+//! chain, request context and the bincode payload, batched per write, with
+//! a frame size limit. [`StaticRouter`] plugs it into actor-core's
+//! `Router` seam over a fixed list of silos, placing grains by rendezvous
+//! hashing: typed references then reach grains on any silo, with deadlock
+//! detection, deadlines and request context intact across the wire.
+//!
+//! Still to come in this crate (see the design map): failure detection by
+//! direct probes and suspicion votes driving the membership table, the
+//! grain directory with strong single activation (registration by
+//! compare-and-set, fenced ownership) replacing the fixed silo list, the
+//! other placement strategies, and the external `ClusterClient`.
 //!
 //! ```
 //! use actor_cluster::{InMemoryMembership, MembershipEntry, MembershipTable, SiloAddress};
@@ -31,14 +41,18 @@
 //! ```
 
 mod error;
+mod link;
 mod membership;
 mod memory;
+mod router;
 mod sql;
 
 pub use error::{Error, Result};
+pub use link::{BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, serve};
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
     Suspicion, TableVersion, now_millis,
 };
 pub use memory::InMemoryMembership;
+pub use router::{StaticRouter, StaticRouting, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;

@@ -1,0 +1,460 @@
+//! The silo link: calls between silos over one long-lived gRPC
+//! bidirectional stream per caller and callee (tonic + prost).
+//!
+//! The caller's side ([`Link`]) sends request envelopes and matches reply
+//! envelopes to waiting calls by call id; the callee's side
+//! ([`LinkService`]) runs each request on its silo with
+//! `Silo::invoke_encoded` and streams the replies back. Both directions
+//! batch: whatever is queued when the stream is polled goes out as one
+//! frame, so under load many calls share a write. Frames have a size limit;
+//! a malformed or oversized frame ends that stream with a logged error and
+//! fails its pending calls, and the silo goes on serving.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use actor_core::{CallId, EncodedCall, GrainId, RequestContext, Silo};
+use dashmap::DashMap;
+use futures::Stream;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{Error, Result};
+
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+mod pb {
+    tonic::include_proto!("grains.link.v1");
+}
+
+use pb::silo_link_client::SiloLinkClient;
+use pb::silo_link_server::{SiloLink, SiloLinkServer};
+use pb::{Batch, ChainFrame, ContextEntry, Envelope, Kind};
+
+/// Default limit of one frame (a batch of envelopes), both ways.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// How many envelopes one frame carries at most.
+const MAX_BATCH: usize = 512;
+/// Queue of envelopes waiting for the stream, per link direction.
+const QUEUE: usize = 8192;
+
+/// The callee's side of the link, served by a silo's gRPC server.
+#[derive(Clone)]
+pub struct LinkService {
+    silo: Silo,
+    max_frame: usize,
+}
+
+impl std::fmt::Debug for LinkService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkService")
+            .field("silo", &self.silo.name())
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
+}
+
+impl LinkService {
+    /// Serves calls into `silo`; frames above `max_frame` bytes close the
+    /// stream that sent them.
+    pub fn new(silo: Silo, max_frame: usize) -> Self {
+        LinkService { silo, max_frame }
+    }
+
+    /// The tonic service to add to a `tonic::transport::Server`.
+    pub fn into_server(self) -> SiloLinkServer<Self> {
+        let max = self.max_frame;
+        SiloLinkServer::new(self)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+}
+
+/// Serves `silo`'s link on `listener` until the returned task is aborted.
+pub fn serve(
+    silo: Silo,
+    listener: tokio::net::TcpListener,
+    max_frame: usize,
+) -> tokio::task::JoinHandle<()> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let service = LinkService::new(silo, max_frame).into_server();
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "silo link server stopped");
+        }
+    })
+}
+
+#[tonic::async_trait]
+impl SiloLink for LinkService {
+    type OpenStream =
+        futures::stream::Map<BatchStream, fn(Batch) -> std::result::Result<Batch, Status>>;
+
+    async fn open(
+        &self,
+        request: Request<Streaming<Batch>>,
+    ) -> std::result::Result<Response<Self::OpenStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
+        let silo = self.silo.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(batch)) => {
+                        for env in batch.envelopes {
+                            handle_request(&silo, env, &tx);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        // Malformed, oversized or cut: this stream ends,
+                        // the silo serves on.
+                        tracing::warn!(error = %status, "closing a silo link stream after a bad frame");
+                        break;
+                    }
+                }
+            }
+        });
+        let replies: fn(Batch) -> std::result::Result<Batch, Status> = Ok;
+        Ok(Response::new(futures::StreamExt::map(
+            BatchStream::new(rx),
+            replies,
+        )))
+    }
+}
+
+fn handle_request(silo: &Silo, env: Envelope, replies: &mpsc::Sender<Envelope>) {
+    let call_id = env.call_id;
+    let one_way = env.kind() == Kind::OneWay;
+    let call = match decode_request(env) {
+        Ok(call) => call,
+        Err(e) => {
+            tracing::warn!(error = %e, "dropping an undecodable call envelope");
+            if !one_way {
+                let _ = replies.try_send(error_envelope(call_id, &e));
+            }
+            return;
+        }
+    };
+    let silo = silo.clone();
+    let replies = replies.clone();
+    tokio::spawn(async move {
+        let outcome = silo.invoke_encoded(call).await;
+        if one_way {
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, "one-way call failed");
+            }
+            return;
+        }
+        let env = match outcome {
+            Ok(payload) => Envelope {
+                call_id,
+                kind: Kind::Reply as i32,
+                payload,
+                ..Default::default()
+            },
+            Err(e) => error_envelope(call_id, &e),
+        };
+        // The caller may be gone; its pending call then fails there.
+        let _ = replies.send(env).await;
+    });
+}
+
+fn error_envelope(call_id: u64, e: &actor_core::Error) -> Envelope {
+    Envelope {
+        call_id,
+        kind: Kind::Error as i32,
+        payload: actor_core::codec::encode(e).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
+    let kind = env.kind();
+    if kind != Kind::Request && kind != Kind::OneWay {
+        return Err(actor_core::Error::Serialization(format!(
+            "expected a request envelope, got {kind:?}"
+        )));
+    }
+    let target: GrainId = actor_core::codec::decode(&env.target)?;
+    let mut call = EncodedCall::new(
+        target,
+        env.method,
+        env.payload,
+        Duration::from_micros(env.timeout_micros),
+    );
+    call.call_id = CallId(env.call_id);
+    call.one_way = kind == Kind::OneWay;
+    call.chain = env
+        .chain
+        .into_iter()
+        .map(|f| Ok((actor_core::codec::decode(&f.grain)?, CallId(f.call_id))))
+        .collect::<actor_core::Result<_>>()?;
+    let mut context = RequestContext::new();
+    for e in env.context {
+        context.insert(e.key, e.value);
+    }
+    call.context = context;
+    Ok(call)
+}
+
+fn encode_request(call: &EncodedCall) -> actor_core::Result<Envelope> {
+    Ok(Envelope {
+        call_id: call.call_id.0,
+        kind: if call.one_way {
+            Kind::OneWay
+        } else {
+            Kind::Request
+        } as i32,
+        target: actor_core::codec::encode(&call.target)?,
+        method: call.method.clone(),
+        timeout_micros: u64::try_from(call.timeout.as_micros()).unwrap_or(u64::MAX),
+        chain: call
+            .chain
+            .iter()
+            .map(|(g, c)| {
+                Ok(ChainFrame {
+                    grain: actor_core::codec::encode(g)?,
+                    call_id: c.0,
+                })
+            })
+            .collect::<actor_core::Result<_>>()?,
+        context: call
+            .context
+            .iter()
+            .map(|(k, v)| ContextEntry {
+                key: k.to_owned(),
+                value: v.to_owned(),
+            })
+            .collect(),
+        payload: call.payload.clone(),
+    })
+}
+
+/// A stream of batches: each poll takes everything queued (up to a bound)
+/// and sends it as one frame.
+pub struct BatchStream {
+    rx: mpsc::Receiver<Envelope>,
+}
+
+impl BatchStream {
+    fn new(rx: mpsc::Receiver<Envelope>) -> Self {
+        BatchStream { rx }
+    }
+}
+
+impl std::fmt::Debug for BatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for BatchStream {
+    type Item = Batch;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let first = match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(env)) => env,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let mut envelopes = vec![first];
+        while envelopes.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(env) => envelopes.push(env),
+                Err(_) => break,
+            }
+        }
+        Poll::Ready(Some(Batch { envelopes }))
+    }
+}
+
+type Pending = DashMap<u64, oneshot::Sender<actor_core::Result<Vec<u8>>>>;
+
+/// The caller's side of the link to one remote silo.
+pub struct Link {
+    endpoint: String,
+    out: mpsc::Sender<Envelope>,
+    pending: Arc<Pending>,
+    alive: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("endpoint", &self.endpoint)
+            .field("pending", &self.pending.len())
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+impl Link {
+    /// Opens the stream to the silo at `endpoint` (`host:port`).
+    pub async fn connect(endpoint: &str, max_frame: usize, timeout: Duration) -> Result<Link> {
+        let unavailable = |reason: String| Error::SiloUnavailable {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut client = SiloLinkClient::new(channel)
+            .max_decoding_message_size(max_frame)
+            .max_encoding_message_size(max_frame);
+        let (out, rx) = mpsc::channel(QUEUE);
+        let mut replies = client
+            .open(Request::new(BatchStream::new(rx)))
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .into_inner();
+        let pending: Arc<Pending> = Arc::new(DashMap::new());
+        let alive = Arc::new(AtomicBool::new(true));
+        let (p, a, ep) = (pending.clone(), alive.clone(), endpoint.to_owned());
+        tokio::spawn(async move {
+            let reason = loop {
+                match replies.message().await {
+                    Ok(Some(batch)) => {
+                        for env in batch.envelopes {
+                            complete(&p, env);
+                        }
+                    }
+                    Ok(None) => break "the remote silo closed the link".to_owned(),
+                    Err(status) => break status.to_string(),
+                }
+            };
+            tracing::warn!(endpoint = %ep, %reason, "silo link lost");
+            a.store(false, Ordering::SeqCst);
+            // Everything in flight on this link fails now, not at its
+            // deadline.
+            let ids: Vec<u64> = p.iter().map(|e| *e.key()).collect();
+            for id in ids {
+                if let Some((_, tx)) = p.remove(&id) {
+                    let _ = tx.send(Err(actor_core::Error::SiloUnavailable { silo: ep.clone() }));
+                }
+            }
+        });
+        Ok(Link {
+            endpoint: endpoint.to_owned(),
+            out,
+            pending,
+            alive,
+        })
+    }
+
+    /// Whether the stream is still up.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst) && !self.out.is_closed()
+    }
+
+    /// The remote endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends a call and waits for its encoded reply (an empty reply for a
+    /// one-way call, once it is queued on the stream).
+    pub async fn call(&self, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
+        let unavailable = || actor_core::Error::SiloUnavailable {
+            silo: self.endpoint.clone(),
+        };
+        if !self.is_alive() {
+            return Err(unavailable());
+        }
+        let env = encode_request(&call)?;
+        if call.one_way {
+            self.out.send(env).await.map_err(|_| unavailable())?;
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(call.call_id.0, tx);
+        if self.out.send(env).await.is_err() {
+            self.pending.remove(&call.call_id.0);
+            return Err(unavailable());
+        }
+        match tokio::time::timeout(call.timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(unavailable()),
+            Err(_) => {
+                self.pending.remove(&call.call_id.0);
+                Err(actor_core::Error::Timeout {
+                    grain: call.target,
+                    method: call.method,
+                    timeout: call.timeout,
+                })
+            }
+        }
+    }
+}
+
+fn complete(pending: &Pending, env: Envelope) {
+    let Some((_, tx)) = pending.remove(&env.call_id) else {
+        // The caller gave up (timeout) before the reply came.
+        return;
+    };
+    let reply = match env.kind() {
+        Kind::Reply => Ok(env.payload),
+        Kind::Error => {
+            Err(actor_core::codec::decode::<actor_core::Error>(&env.payload).unwrap_or_else(|e| e))
+        }
+        other => Err(actor_core::Error::Serialization(format!(
+            "expected a reply envelope, got {other:?}"
+        ))),
+    };
+    let _ = tx.send(reply);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Requests survive the trip through the protobuf envelope.
+        #[test]
+        fn request_envelopes_round_trip(
+            key in ".*", method in "[a-z_]{1,12}", micros in 0u64..10_000_000_000,
+            ctx in proptest::collection::vec(("[a-z]{1,5}", ".*"), 0..4),
+            chain in proptest::collection::vec((any::<i64>(), any::<u64>()), 0..4),
+            payload in proptest::collection::vec(any::<u8>(), 0..64), one_way in any::<bool>(),
+        ) {
+            let mut call = EncodedCall::new(GrainId::new("t", key), method, payload, Duration::from_micros(micros));
+            call.one_way = one_way;
+            call.chain = chain.iter().map(|(k, c)| (GrainId::new("c", *k), CallId(*c))).collect();
+            let mut context = RequestContext::new();
+            for (k, v) in &ctx { context.insert(k.clone(), v.clone()); }
+            call.context = context;
+            let env = encode_request(&call).unwrap();
+            let bytes = prost::Message::encode_to_vec(&env);
+            let back = decode_request(<Envelope as prost::Message>::decode(&bytes[..]).unwrap()).unwrap();
+            prop_assert_eq!(back.target, call.target);
+            prop_assert_eq!(back.method, call.method);
+            prop_assert_eq!(back.timeout, call.timeout);
+            prop_assert_eq!(back.chain, call.chain);
+            prop_assert_eq!(back.context, call.context);
+            prop_assert_eq!(back.payload, call.payload);
+            prop_assert_eq!(back.one_way, call.one_way);
+            prop_assert_eq!(back.call_id, call.call_id);
+        }
+
+        /// Garbage is a clear error, never a panic.
+        #[test]
+        fn garbage_envelopes_are_errors(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok(env) = <Envelope as prost::Message>::decode(&bytes[..]) {
+                let _ = decode_request(env);
+            }
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Silos joined by gRPC links on loopback: the same typed references reach
+//! the one activation of each grain wherever it lives, and deadlines,
+//! request context and deadlock detection cross the wire.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actor_cluster::{DEFAULT_MAX_FRAME, Link, StaticRouter, StaticRouting, serve};
+use actor_core::prelude::*;
+use actor_core::{EncodedCall, Error};
+use tokio::net::TcpListener;
+
+/// Each hop's silo name and the "user" it saw, or the error that stopped it.
+pub type Trail = Result<Vec<(String, Option<String>)>, Error>;
+
+/// A grain that counts, hops, naps and echoes.
+#[derive(Default)]
+pub struct Node {
+    hits: u64,
+}
+
+impl Grain for Node {
+    const TYPE_NAME: &'static str = "node";
+    fn register(m: &mut actor_core::Methods<Self>) {
+        Self::register_methods(m);
+    }
+}
+
+#[grain_methods]
+impl Node {
+    /// Counts a hit.
+    pub async fn hit(&mut self) -> u64 {
+        self.hits += 1;
+        self.hits
+    }
+
+    /// Visits `path` in order; each hop reports its silo and the "user" it sees.
+    pub async fn hop(&mut self, path: Vec<i64>, ctx: &GrainContext<Self>) -> Trail {
+        let mut seen = vec![(ctx.silo().name().to_owned(), RequestContext::get("user"))];
+        if let Some((next, rest)) = path.split_first() {
+            seen.extend(ctx.get_grain::<Node>(*next).hop(rest.to_vec()).await??);
+        }
+        Ok(seen)
+    }
+
+    /// Sleeps.
+    pub async fn nap(&mut self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    /// Echoes a payload.
+    pub async fn echo(&mut self, bytes: Vec<u8>) -> usize {
+        bytes.len()
+    }
+}
+
+struct Member {
+    silo: Silo,
+    router: Arc<StaticRouter>,
+    endpoint: String,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+async fn cluster(n: usize, max_frame: usize) -> Vec<Member> {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let endpoints: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let mut members = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let router = StaticRouter::new(endpoints[i].clone(), endpoints.clone());
+        let silo = Silo::builder()
+            .name(format!("silo{i}"))
+            .grain::<Node>()
+            .router(Arc::new(StaticRouting(router.clone())))
+            .start()
+            .await
+            .unwrap();
+        router.attach(&silo);
+        let server = serve(silo.clone(), listener, max_frame);
+        members.push(Member {
+            silo,
+            router,
+            endpoint: endpoints[i].clone(),
+            _server: server,
+        });
+    }
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grain_has_one_activation_across_three_silos() {
+    let members = cluster(3, DEFAULT_MAX_FRAME).await;
+    let mut calls = Vec::new();
+    for m in &members {
+        for key in 0..300i64 {
+            let g = m.silo.get_grain::<Node>(key);
+            calls.push(tokio::spawn(async move { g.hit().await }));
+        }
+    }
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    let mut total = 0;
+    for key in 0..300i64 {
+        let id = GrainId::new("node", key);
+        let hosts: Vec<_> = members
+            .iter()
+            .filter(|m| m.silo.is_active(&id))
+            .map(|m| m.endpoint.clone())
+            .collect();
+        assert_eq!(hosts.len(), 1, "{id} is active on {hosts:?}");
+        assert_eq!(hosts[0], members[0].router.owner(&id));
+        // Three hits, one from each silo, counted by the one activation.
+        assert_eq!(
+            members[key as usize % 3]
+                .silo
+                .get_grain::<Node>(key)
+                .hit()
+                .await
+                .unwrap(),
+            4
+        );
+        total += 1;
+    }
+    assert_eq!(total, 300);
+    let active: usize = members.iter().map(|m| m.silo.activation_count()).sum();
+    assert_eq!(active, 300);
+    assert!(
+        members.iter().all(|m| m.silo.activation_count() > 50),
+        "grains spread over all silos"
+    );
+}
+
+/// Keys whose owners alternate between silo `a` and silo `b`.
+fn alternating(members: &[Member], a: usize, b: usize, len: usize) -> Vec<i64> {
+    let mut keys = Vec::new();
+    let mut want = a;
+    for k in 0..10_000i64 {
+        if keys.len() == len {
+            break;
+        }
+        if members[0].router.owner(&GrainId::new("node", k)) == members[want].endpoint {
+            keys.push(k);
+            want = if want == a { b } else { a };
+        }
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_context_and_nested_calls_cross_the_wire() {
+    let members = cluster(2, DEFAULT_MAX_FRAME).await;
+    let keys = alternating(&members, 0, 1, 4);
+    let seen = RequestContext::new()
+        .with("user", "ada")
+        .scope(
+            members[1]
+                .silo
+                .get_grain::<Node>(keys[0])
+                .hop(keys[1..].to_vec()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let silos: Vec<_> = seen.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(silos, ["silo0", "silo1", "silo0", "silo1"]);
+    assert!(seen.iter().all(|(_, u)| u.as_deref() == Some("ada")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_across_silos_fails_fast_naming_it() {
+    let members = cluster(2, DEFAULT_MAX_FRAME).await;
+    let keys = alternating(&members, 0, 1, 2);
+    let (a, b) = (keys[0], keys[1]);
+    let started = Instant::now();
+    let err = members[0]
+        .silo
+        .get_grain::<Node>(a)
+        .hop(vec![b, a])
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let Error::Deadlock { cycle, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        cycle,
+        &vec![
+            GrainId::new("node", a),
+            GrainId::new("node", b),
+            GrainId::new("node", a)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_cross_the_wire() {
+    let members = cluster(2, DEFAULT_MAX_FRAME).await;
+    let far = alternating(&members, 1, 0, 1)[0];
+    let g = members[0].silo.get_grain::<Node>(far);
+    let started = Instant::now();
+    let err = g
+        .with_timeout(Duration::from_millis(100))
+        .nap(3_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_frames_close_the_stream_not_the_silo() {
+    let members = cluster(2, 64 * 1024).await;
+    let far = alternating(&members, 1, 0, 1)[0];
+    let target = &members[1];
+
+    // A frame above the callee's limit ends that stream; the call fails
+    // at once instead of waiting for its deadline.
+    let link = Link::connect(&target.endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let big = actor_core::codec::encode(&NodeEcho {
+        bytes: vec![7; 256 * 1024],
+    })
+    .unwrap();
+    let started = Instant::now();
+    let err = link
+        .call(EncodedCall::new(
+            GrainId::new("node", far),
+            "echo",
+            big,
+            Duration::from_secs(10),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, Error::SiloUnavailable { .. }), "{err:?}");
+    assert!(!link.is_alive());
+
+    // Bytes that are not HTTP/2 at all: the connection is dropped.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(&target.endpoint)
+        .await
+        .unwrap();
+    raw.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(1024))
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut sink)).await;
+    assert!(
+        read.is_ok(),
+        "the silo closes a connection that speaks garbage"
+    );
+
+    // A garbage payload inside a good frame is a clear error for that call.
+    let link = Link::connect(&target.endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let err = link
+        .call(EncodedCall::new(
+            GrainId::new("node", far),
+            "echo",
+            vec![0xff; 9],
+            Duration::from_secs(5),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Serialization(_)), "{err:?}");
+
+    // And the silo still serves, through its router and a fresh link.
+    let g = members[0].silo.get_grain::<Node>(far);
+    assert_eq!(g.echo(vec![1; 1000]).await.unwrap(), 1000);
+    assert_eq!(g.hit().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_silo_that_is_not_there_fail_fast() {
+    // A member list naming an endpoint nobody listens on.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let me = listener.local_addr().unwrap().to_string();
+    let router = StaticRouter::new(me.clone(), vec![me.clone(), dead.clone()]);
+    let silo = Silo::builder()
+        .grain::<Node>()
+        .router(Arc::new(StaticRouting(router.clone())))
+        .start()
+        .await
+        .unwrap();
+    router.attach(&silo);
+    let _server = serve(silo.clone(), listener, DEFAULT_MAX_FRAME);
+    let key = (0..1000i64)
+        .find(|k| router.owner(&GrainId::new("node", *k)) == dead)
+        .unwrap();
+    let started = Instant::now();
+    let err = silo.get_grain::<Node>(key).hit().await.unwrap_err();
+    assert!(matches!(err, Error::SiloUnavailable { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Grains this silo owns still work.
+    let mine = (0..1000i64)
+        .find(|k| router.owner(&GrainId::new("node", *k)) == me)
+        .unwrap();
+    assert_eq!(silo.get_grain::<Node>(mine).hit().await.unwrap(), 1);
+}
