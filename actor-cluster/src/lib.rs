@@ -20,11 +20,19 @@
 //! hashing: typed references then reach grains on any silo, with deadlock
 //! detection, deadlines and request context intact across the wire.
 //!
-//! Still to come in this crate (see the design map): failure detection by
-//! direct probes and suspicion votes driving the membership table, the
-//! grain directory with strong single activation (registration by
-//! compare-and-set, fenced ownership) replacing the fixed silo list, the
-//! other placement strategies, and the external `ClusterClient`.
+//! [`ClusterSilo`] makes a silo a member: it joins the table, serves its
+//! link, heartbeats, probes its peers, votes on silos that miss probes and
+//! declares them dead by compare-and-set, keeps its router's member list
+//! equal to the active silos, and stops serving if it reads itself dead.
+//! An unreachable table means no joins and no deaths. Grains of a dead
+//! silo are placed on the survivors at their next call.
+//!
+//! Still to come (see the design map): the grain directory with strong
+//! single activation (registration by compare-and-set, fenced ownership):
+//! until it lands, placement is by rendezvous hashing over the active
+//! silos, so while a silo *joins*, a grain whose owner changes can briefly
+//! have an activation on its old and its new owner. Also to come: the
+//! other placement strategies and the external `ClusterClient`.
 //!
 //! ```
 //! use actor_cluster::{InMemoryMembership, MembershipEntry, MembershipTable, SiloAddress};
@@ -40,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 mod error;
 mod link;
 mod membership;
@@ -47,8 +56,9 @@ mod memory;
 mod router;
 mod sql;
 
+pub use cluster::{ClusterConfig, ClusterSilo};
 pub use error::{Error, Result};
-pub use link::{BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, serve};
+pub use link::{BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, Prober, serve, serve_service};
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
     Suspicion, TableVersion, now_millis,

@@ -44,6 +44,8 @@ const QUEUE: usize = 8192;
 pub struct LinkService {
     silo: Silo,
     max_frame: usize,
+    generation: i64,
+    serving: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for LinkService {
@@ -59,7 +61,21 @@ impl LinkService {
     /// Serves calls into `silo`; frames above `max_frame` bytes close the
     /// stream that sent them.
     pub fn new(silo: Silo, max_frame: usize) -> Self {
-        LinkService { silo, max_frame }
+        LinkService {
+            silo,
+            max_frame,
+            generation: 0,
+            serving: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Answers probes with `generation`, and only while `serving` is set:
+    /// a silo that reads itself dead (or is told to stop) clears it and
+    /// stops answering calls and probes at once.
+    pub fn with_liveness(mut self, generation: i64, serving: Arc<AtomicBool>) -> Self {
+        self.generation = generation;
+        self.serving = serving;
+        self
     }
 
     /// The tonic service to add to a `tonic::transport::Server`.
@@ -77,8 +93,17 @@ pub fn serve(
     listener: tokio::net::TcpListener,
     max_frame: usize,
 ) -> tokio::task::JoinHandle<()> {
+    serve_service(LinkService::new(silo, max_frame), listener)
+}
+
+/// Serves a configured [`LinkService`] on `listener` until the returned
+/// task is aborted.
+pub fn serve_service(
+    service: LinkService,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let service = LinkService::new(silo, max_frame).into_server();
+    let service = service.into_server();
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(service)
@@ -99,13 +124,22 @@ impl SiloLink for LinkService {
         &self,
         request: Request<Streaming<Batch>>,
     ) -> std::result::Result<Response<Self::OpenStream>, Status> {
+        if !self.serving.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("this silo has stopped serving"));
+        }
         let mut inbound = request.into_inner();
+        let serving = self.serving.clone();
         let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
         let silo = self.silo.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {
                     Ok(Some(batch)) => {
+                        if !serving.load(Ordering::SeqCst) {
+                            // Declared dead: answer nothing more; the
+                            // callers' links fail their calls.
+                            break;
+                        }
                         for env in batch.envelopes {
                             handle_request(&silo, env, &tx);
                         }
@@ -125,6 +159,71 @@ impl SiloLink for LinkService {
             BatchStream::new(rx),
             replies,
         )))
+    }
+
+    async fn ping(
+        &self,
+        _request: Request<pb::PingRequest>,
+    ) -> std::result::Result<Response<pb::PingReply>, Status> {
+        if !self.serving.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("this silo has stopped serving"));
+        }
+        Ok(Response::new(pb::PingReply {
+            generation: self.generation,
+        }))
+    }
+}
+
+/// Sends liveness probes to silos, keeping one connection per silo.
+#[derive(Default)]
+pub struct Prober {
+    clients: DashMap<String, SiloLinkClient<tonic::transport::Channel>>,
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prober")
+            .field("peers", &self.clients.len())
+            .finish()
+    }
+}
+
+impl Prober {
+    /// Probes the silo at `endpoint`; its generation if it answered within
+    /// `timeout`, else why not.
+    pub async fn probe(
+        &self,
+        endpoint: &str,
+        from: &str,
+        timeout: Duration,
+    ) -> std::result::Result<i64, String> {
+        let mut client = match self.clients.get(endpoint) {
+            Some(c) => c.clone(),
+            None => {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+                    .map_err(|e| e.to_string())?
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                let c = SiloLinkClient::new(channel);
+                self.clients.insert(endpoint.to_owned(), c.clone());
+                c
+            }
+        };
+        let request = pb::PingRequest {
+            from: from.to_owned(),
+        };
+        match tokio::time::timeout(timeout, client.ping(Request::new(request))).await {
+            Ok(Ok(reply)) => Ok(reply.into_inner().generation),
+            Ok(Err(status)) => Err(status.to_string()),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+
+    /// Forgets the connection to `endpoint` (after it was declared dead).
+    pub fn forget(&self, endpoint: &str) {
+        self.clients.remove(endpoint);
     }
 }
 

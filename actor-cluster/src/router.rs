@@ -56,7 +56,7 @@ pub fn rendezvous_owner<'a>(id: &GrainId, members: &'a [String]) -> Option<&'a s
 /// reopened after it breaks).
 pub struct StaticRouter {
     me: String,
-    members: Vec<String>,
+    members: parking_lot::RwLock<Arc<Vec<String>>>,
     links: DashMap<String, Arc<Link>>,
     connecting: tokio::sync::Mutex<()>,
     silo: OnceLock<Silo>,
@@ -68,7 +68,7 @@ impl std::fmt::Debug for StaticRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StaticRouter")
             .field("me", &self.me)
-            .field("members", &self.members)
+            .field("members", &self.members())
             .finish_non_exhaustive()
     }
 }
@@ -82,7 +82,7 @@ impl StaticRouter {
         members.dedup();
         Arc::new(StaticRouter {
             me: me.into(),
-            members,
+            members: parking_lot::RwLock::new(Arc::new(members)),
             links: DashMap::new(),
             connecting: tokio::sync::Mutex::new(()),
             silo: OnceLock::new(),
@@ -96,9 +96,33 @@ impl StaticRouter {
         let _ = self.silo.set(silo.clone());
     }
 
-    /// The endpoint owning `id`.
-    pub fn owner(&self, id: &GrainId) -> &str {
-        rendezvous_owner(id, &self.members).unwrap_or(&self.me)
+    /// The endpoint owning `id` in the current member list.
+    pub fn owner(&self, id: &GrainId) -> String {
+        let members = self.members.read().clone();
+        rendezvous_owner(id, &members)
+            .unwrap_or(&self.me)
+            .to_owned()
+    }
+
+    /// Whether this silo owns `id` (no allocation: the local fast path).
+    pub fn owns(&self, id: &GrainId) -> bool {
+        let members = self.members.read();
+        rendezvous_owner(id, &members).is_none_or(|o| o == self.me)
+    }
+
+    /// The silos grains are placed on now.
+    pub fn members(&self) -> Vec<String> {
+        self.members.read().as_ref().clone()
+    }
+
+    /// Replaces the member list (the membership agent calls this when the
+    /// set of active silos changes). Grains are placed over the new list
+    /// from the next call on.
+    pub fn set_members(&self, members: Vec<String>) {
+        let mut members = members;
+        members.sort();
+        members.dedup();
+        *self.members.write() = Arc::new(members);
     }
 
     async fn link(&self, endpoint: &str) -> actor_core::Result<Arc<Link>> {
@@ -122,7 +146,7 @@ impl StaticRouter {
     }
 
     async fn route(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
-        let owner = self.owner(&call.target).to_owned();
+        let owner = self.owner(&call.target);
         if owner == self.me {
             let silo = self.silo.get().ok_or(actor_core::Error::SiloStopped)?;
             return silo.invoke_encoded(call).await;
@@ -137,7 +161,7 @@ pub struct StaticRouting(pub Arc<StaticRouter>);
 
 impl Router for StaticRouting {
     fn is_local(&self, id: &GrainId) -> bool {
-        self.0.owner(id) == self.0.me
+        self.0.owns(id)
     }
 
     fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {

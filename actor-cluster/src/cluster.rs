@@ -1,0 +1,374 @@
+//! A silo in a cluster: it joins the membership table, serves its link,
+//! heartbeats, probes its peers, votes on suspects and keeps its router's
+//! member list equal to the active silos in the table.
+//!
+//! Failure detection follows Orleans' protocol: a peer that misses
+//! `missed_probes` probes in a row gets a timestamped suspicion vote in the
+//! table; when fresh votes reach `votes_to_kill` (or every other active
+//! silo, in a small cluster) the voter declares it dead in the same
+//! compare-and-set write. A silo that reads itself dead stops serving at
+//! once. While the table cannot be read or written, nobody joins and
+//! nobody is declared dead.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actor_core::{Silo, SiloBuilder};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::link::{LinkService, Prober, serve_service};
+use crate::membership::{
+    MembershipEntry, MembershipTable, SiloAddress, SiloStatus, Suspicion, now_millis,
+};
+use crate::router::{StaticRouter, StaticRouting};
+
+/// Timings of membership and failure detection. The defaults declare a
+/// silo that stopped answering dead in about 4 s on loopback, and take 3
+/// missed probes of 1 s each, so a loaded machine does not cause false
+/// deaths.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// How often each silo probes its peers and re-reads the table.
+    pub probe_interval: Duration,
+    /// How long a probe may take before it counts as missed.
+    pub probe_timeout: Duration,
+    /// Missed probes in a row before a silo votes against a peer.
+    pub missed_probes: u32,
+    /// Fresh votes that declare a silo dead (capped at the number of other
+    /// active silos).
+    pub votes_to_kill: usize,
+    /// How long a vote stays fresh.
+    pub vote_expiry: Duration,
+    /// How often a silo writes its I-am-alive heartbeat.
+    pub i_am_alive_interval: Duration,
+    /// Frame size limit of silo links.
+    pub max_frame: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+            missed_probes: 3,
+            votes_to_kill: 2,
+            vote_expiry: Duration::from_secs(30),
+            i_am_alive_interval: Duration::from_secs(5),
+            max_frame: crate::link::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Timings for tests on loopback: probes every 100 ms, dead in about
+    /// half a second.
+    pub fn fast() -> Self {
+        ClusterConfig {
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(300),
+            missed_probes: 3,
+            votes_to_kill: 2,
+            vote_expiry: Duration::from_secs(10),
+            i_am_alive_interval: Duration::from_millis(500),
+            max_frame: crate::link::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// A running silo that is a member of a cluster.
+pub struct ClusterSilo {
+    silo: Silo,
+    address: SiloAddress,
+    router: Arc<StaticRouter>,
+    table: Arc<dyn MembershipTable>,
+    serving: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ClusterSilo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSilo")
+            .field("address", &self.address)
+            .field("serving", &self.is_serving())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterSilo {
+    /// Starts `builder`'s silo as a member of the cluster whose table is
+    /// `table`, serving its link on `listener`: joins (a `Joining` row),
+    /// serves, then turns `Active`. Fails without joining if the table
+    /// cannot be reached.
+    pub async fn start(
+        builder: SiloBuilder,
+        listener: TcpListener,
+        table: Arc<dyn MembershipTable>,
+        config: ClusterConfig,
+    ) -> Result<ClusterSilo> {
+        let endpoint = listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("listener has no address: {e}")))?
+            .to_string();
+        let address = SiloAddress::starting_now(endpoint.clone());
+        let router = StaticRouter::new(endpoint.clone(), vec![endpoint.clone()]);
+        let silo = builder
+            .router(Arc::new(StaticRouting(router.clone())))
+            .start()
+            .await
+            .map_err(|e| Error::Config(e.to_string()))?;
+        router.attach(&silo);
+
+        let entry = MembershipEntry::joining(address.clone(), silo.name());
+        insert_retrying(&*table, entry).await?;
+        let serving = Arc::new(AtomicBool::new(true));
+        let service = LinkService::new(silo.clone(), config.max_frame)
+            .with_liveness(address.generation, serving.clone());
+        let server = serve_service(service, listener);
+        set_own_status(&*table, &address, SiloStatus::Active).await?;
+
+        let agent = Agent {
+            me: address.clone(),
+            table: table.clone(),
+            router: router.clone(),
+            silo: silo.clone(),
+            serving: serving.clone(),
+            config,
+            prober: Prober::default(),
+            misses: HashMap::new(),
+        };
+        let agent = tokio::spawn(agent.run());
+        Ok(ClusterSilo {
+            silo,
+            address,
+            router,
+            table,
+            serving,
+            tasks: vec![server, agent],
+        })
+    }
+
+    /// The silo, for grain references and metrics.
+    pub fn silo(&self) -> &Silo {
+        &self.silo
+    }
+
+    /// This silo's address (endpoint and generation).
+    pub fn address(&self) -> &SiloAddress {
+        &self.address
+    }
+
+    /// The active silos this silo places grains on now.
+    pub fn active_members(&self) -> Vec<String> {
+        self.router.members()
+    }
+
+    /// The endpoint that owns `id` in this silo's current view.
+    pub fn owner_of(&self, id: &actor_core::GrainId) -> String {
+        self.router.owner(id)
+    }
+
+    /// Whether the silo still answers calls and probes.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::SeqCst)
+    }
+
+    /// Leaves gracefully: `ShuttingDown` in the table, grains deactivated,
+    /// then `Dead`, and the link closed.
+    pub async fn leave(self) -> Result<()> {
+        set_own_status(&*self.table, &self.address, SiloStatus::ShuttingDown).await?;
+        self.silo.shutdown().await;
+        self.serving.store(false, Ordering::SeqCst);
+        let result = set_own_status(&*self.table, &self.address, SiloStatus::Dead).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        result
+    }
+
+    /// Stops the silo abruptly, as a crash would: it answers nothing more
+    /// and writes nothing more to the table. (For tests and tools; the
+    /// others must find out by probing.)
+    pub fn kill(&self) {
+        self.serving.store(false, Ordering::SeqCst);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for ClusterSilo {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn insert_retrying(table: &dyn MembershipTable, entry: MembershipEntry) -> Result<()> {
+    loop {
+        let snap = table.read_all().await?;
+        if table.insert(entry.clone(), snap.version).await? {
+            return Ok(());
+        }
+        if snap.entry(&entry.silo).is_some() {
+            return Err(Error::Config(format!(
+                "{} is already in the table",
+                entry.silo
+            )));
+        }
+    }
+}
+
+async fn set_own_status(
+    table: &dyn MembershipTable,
+    me: &SiloAddress,
+    status: SiloStatus,
+) -> Result<()> {
+    loop {
+        let snap = table.read_all().await?;
+        let Some((entry, etag)) = snap.entry(me).cloned() else {
+            return Err(Error::Config(format!("{me} has no row in the table")));
+        };
+        if entry.status == SiloStatus::Dead && status != SiloStatus::Dead {
+            return Err(Error::Config(format!("{me} was declared dead")));
+        }
+        let mut entry = entry;
+        entry.status = status;
+        entry.i_am_alive_millis = now_millis();
+        if table.update(entry, etag, snap.version).await? {
+            return Ok(());
+        }
+    }
+}
+
+struct Agent {
+    me: SiloAddress,
+    table: Arc<dyn MembershipTable>,
+    router: Arc<StaticRouter>,
+    silo: Silo,
+    serving: Arc<AtomicBool>,
+    config: ClusterConfig,
+    prober: Prober,
+    misses: HashMap<SiloAddress, u32>,
+}
+
+impl Agent {
+    async fn run(mut self) {
+        let mut last_alive = tokio::time::Instant::now();
+        let mut ticker = tokio::time::interval(self.config.probe_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let snap = match self.table.read_all().await {
+                Ok(s) => s,
+                Err(e) => {
+                    // Keep the last view: no joins, no deaths while blind.
+                    tracing::warn!(error = %e, "cannot read the membership table");
+                    continue;
+                }
+            };
+            match snap.entry(&self.me) {
+                Some((e, _)) if e.status == SiloStatus::Dead => {
+                    tracing::error!(silo = %self.me, "this silo was declared dead; it stops serving");
+                    self.serving.store(false, Ordering::SeqCst);
+                    self.silo.shutdown().await;
+                    return;
+                }
+                None => {
+                    tracing::error!(silo = %self.me, "this silo's row is gone; it stops serving");
+                    self.serving.store(false, Ordering::SeqCst);
+                    self.silo.shutdown().await;
+                    return;
+                }
+                Some(_) => {}
+            }
+            let active: Vec<SiloAddress> = snap
+                .with_status(SiloStatus::Active)
+                .map(|e| e.silo.clone())
+                .collect();
+            let endpoints: Vec<String> = active.iter().map(|a| a.endpoint.clone()).collect();
+            if endpoints != self.router.members() {
+                tracing::info!(silo = %self.me, members = ?endpoints, "membership changed");
+                self.router.set_members(endpoints);
+            }
+            if last_alive.elapsed() >= self.config.i_am_alive_interval {
+                last_alive = tokio::time::Instant::now();
+                if let Err(e) = self.table.update_i_am_alive(&self.me, now_millis()).await {
+                    tracing::warn!(error = %e, "cannot write the I-am-alive heartbeat");
+                }
+            }
+            self.probe(&active).await;
+        }
+    }
+
+    async fn probe(&mut self, active: &[SiloAddress]) {
+        let peers: Vec<&SiloAddress> = active.iter().filter(|a| **a != self.me).collect();
+        let from = self.me.to_string();
+        let results = futures::future::join_all(peers.iter().map(|p| {
+            self.prober
+                .probe(&p.endpoint, &from, self.config.probe_timeout)
+        }))
+        .await;
+        self.misses.retain(|k, _| active.contains(k));
+        for (peer, result) in peers.into_iter().zip(results) {
+            // A different generation on the endpoint means the silo we
+            // knew is gone: treat it as a miss too.
+            let answered = matches!(result, Ok(g) if g == peer.generation);
+            if answered {
+                self.misses.remove(peer);
+                continue;
+            }
+            let misses = self.misses.entry(peer.clone()).or_insert(0);
+            *misses += 1;
+            if *misses >= self.config.missed_probes {
+                match self.vote(peer, active.len()).await {
+                    Ok(true) => {
+                        self.misses.remove(peer);
+                        self.prober.forget(&peer.endpoint);
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, suspect = %peer, "cannot vote"),
+                }
+            }
+        }
+    }
+
+    /// Adds this silo's vote against `suspect`; declares it dead when the
+    /// fresh votes suffice. Returns whether it is now dead.
+    async fn vote(&self, suspect: &SiloAddress, active: usize) -> Result<bool> {
+        for _ in 0..5 {
+            let snap = self.table.read_all().await?;
+            let Some((entry, etag)) = snap.entry(suspect).cloned() else {
+                return Ok(true);
+            };
+            if entry.status == SiloStatus::Dead {
+                return Ok(true);
+            }
+            let now = now_millis();
+            let mut entry = entry;
+            entry.suspicions.retain(|s| s.by != self.me);
+            entry.suspicions.push(Suspicion {
+                by: self.me.clone(),
+                at_millis: now,
+            });
+            let fresh = entry.fresh_suspicions(now, self.config.vote_expiry);
+            let others = active.saturating_sub(1).max(1);
+            let dead = fresh >= self.config.votes_to_kill.min(others);
+            if dead {
+                entry.status = SiloStatus::Dead;
+            }
+            if self.table.update(entry, etag, snap.version).await? {
+                if dead {
+                    tracing::warn!(silo = %self.me, dead = %suspect, votes = fresh, "declared a silo dead");
+                }
+                return Ok(dead);
+            }
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,302 @@
+//! Silos join through a shared membership table, probe each other, and
+//! declare a silo that stopped answering dead; its grains come back on the
+//! survivors. A silo that reads itself dead stops serving, and an
+//! unreachable table declares nobody dead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use actor_cluster::{
+    ClusterConfig, ClusterSilo, InMemoryMembership, MembershipEntry, MembershipSnapshot,
+    MembershipTable, RowEtag, SiloAddress, SiloStatus, SqlMembership, TableVersion,
+};
+use actor_core::prelude::*;
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+
+/// A grain that counts its hits and reports its silo.
+#[derive(Default)]
+pub struct Counter {
+    n: u64,
+}
+
+impl Grain for Counter {
+    const TYPE_NAME: &'static str = "counter";
+    fn register(m: &mut actor_core::Methods<Self>) {
+        Self::register_methods(m);
+    }
+}
+
+#[grain_methods]
+impl Counter {
+    /// Counts; answers the count and the silo that holds the grain.
+    pub async fn hit(&mut self, ctx: &GrainContext<Self>) -> (u64, String) {
+        self.n += 1;
+        (self.n, ctx.silo().name().to_owned())
+    }
+}
+
+async fn start(name: &str, table: Arc<dyn MembershipTable>) -> ClusterSilo {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    ClusterSilo::start(
+        Silo::builder().name(name).grain::<Counter>(),
+        listener,
+        table,
+        ClusterConfig::fast(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < until, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status(table: &dyn MembershipTable, silo: &SiloAddress) -> Option<SiloStatus> {
+    table
+        .read_all()
+        .await
+        .unwrap()
+        .entry(silo)
+        .map(|(e, _)| e.status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_that_stops_answering_is_declared_dead_and_its_grains_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let table: Arc<dyn MembershipTable> = Arc::new(
+        SqlMembership::connect(&url, "c1", Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    let a = start("a", table.clone()).await;
+    let b = start("b", table.clone()).await;
+    let c = start("c", table.clone()).await;
+    eventually("all see three members", Duration::from_secs(10), || {
+        [&a, &b, &c].iter().all(|s| s.active_members().len() == 3)
+    })
+    .await;
+
+    // Grains spread over the three; find some that live on c.
+    let on_c: Vec<i64> = (0..200)
+        .filter(|k| a.owner_of(&GrainId::new("counter", *k)) == c.address().endpoint)
+        .take(5)
+        .collect();
+    assert!(!on_c.is_empty());
+    for k in &on_c {
+        let (n, silo) = a.silo().get_grain::<Counter>(*k).hit().await.unwrap();
+        assert_eq!((n, silo.as_str()), (1, "c"));
+    }
+
+    let killed_at = Instant::now();
+    c.kill();
+    let dead = c.address().clone();
+    let until = Instant::now() + Duration::from_secs(10);
+    while status(&*table, &dead).await != Some(SiloStatus::Dead) {
+        assert!(
+            Instant::now() < until,
+            "c was not declared dead within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let detection = killed_at.elapsed();
+    assert!(
+        detection < Duration::from_secs(5),
+        "declared dead after {detection:?}"
+    );
+    eventually("a and b drop c", Duration::from_secs(5), || {
+        a.active_members().len() == 2 && b.active_members().len() == 2
+    })
+    .await;
+
+    // c's grains come back on a survivor (fresh state: c took it along).
+    for k in &on_c {
+        let (n, silo) = b.silo().get_grain::<Counter>(*k).hit().await.unwrap();
+        assert_eq!(n, 1);
+        assert!(silo == "a" || silo == "b", "{silo}");
+        let (n2, silo2) = a.silo().get_grain::<Counter>(*k).hit().await.unwrap();
+        assert_eq!(
+            (n2, silo2),
+            (2, silo),
+            "one activation, reached from both survivors"
+        );
+    }
+    // The survivors are not suspected by anyone.
+    let snap = table.read_all().await.unwrap();
+    assert_eq!(snap.with_status(SiloStatus::Active).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_that_reads_itself_dead_stops_serving() {
+    let table = InMemoryMembership::new();
+    let shared: Arc<dyn MembershipTable> = Arc::new(table.clone());
+    let a = start("a", shared.clone()).await;
+    let b = start("b", shared.clone()).await;
+    eventually("both see two members", Duration::from_secs(10), || {
+        a.active_members().len() == 2 && b.active_members().len() == 2
+    })
+    .await;
+    // Someone declares b dead (say, after a partition).
+    loop {
+        let snap = table.read_all().await.unwrap();
+        let (mut e, etag) = snap.entry(b.address()).cloned().unwrap();
+        e.status = SiloStatus::Dead;
+        if table.update(e, etag, snap.version).await.unwrap() {
+            break;
+        }
+    }
+    eventually("b stops serving", Duration::from_secs(5), || {
+        !b.is_serving()
+    })
+    .await;
+    eventually("a drops b", Duration::from_secs(5), || {
+        a.active_members().len() == 1
+    })
+    .await;
+    let (_, silo) = a.silo().get_grain::<Counter>(1).hit().await.unwrap();
+    assert_eq!(silo, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_leave_hands_over_without_suspicion() {
+    let shared: Arc<dyn MembershipTable> = Arc::new(InMemoryMembership::new());
+    let a = start("a", shared.clone()).await;
+    let b = start("b", shared.clone()).await;
+    eventually("both see two members", Duration::from_secs(10), || {
+        a.active_members().len() == 2 && b.active_members().len() == 2
+    })
+    .await;
+    let b_addr = b.address().clone();
+    b.leave().await.unwrap();
+    let snap = shared.read_all().await.unwrap();
+    let (row, _) = snap.entry(&b_addr).unwrap();
+    assert_eq!(row.status, SiloStatus::Dead);
+    assert!(
+        row.suspicions.is_empty(),
+        "nobody had to suspect a silo that left"
+    );
+    eventually("a drops b", Duration::from_secs(5), || {
+        a.active_members().len() == 1
+    })
+    .await;
+}
+
+/// A table that can be switched off: every call fails while it is.
+#[derive(Clone)]
+struct Switchable {
+    inner: InMemoryMembership,
+    down: Arc<AtomicBool>,
+}
+
+impl Switchable {
+    fn check(&self) -> actor_cluster::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(actor_cluster::Error::TableUnavailable {
+                url: "switched-off".into(),
+                source: sqlx::Error::PoolTimedOut,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl MembershipTable for Switchable {
+    fn read_all(&self) -> BoxFuture<'_, actor_cluster::Result<MembershipSnapshot>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.read_all().await
+        })
+    }
+    fn insert(
+        &self,
+        e: MembershipEntry,
+        v: TableVersion,
+    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.insert(e, v).await
+        })
+    }
+    fn update(
+        &self,
+        e: MembershipEntry,
+        etag: RowEtag,
+        v: TableVersion,
+    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.update(e, etag, v).await
+        })
+    }
+    fn update_i_am_alive(
+        &self,
+        s: &SiloAddress,
+        at: i64,
+    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
+        let s = s.clone();
+        Box::pin(async move {
+            self.check()?;
+            self.inner.update_i_am_alive(&s, at).await
+        })
+    }
+    fn cleanup_defunct(&self, before: i64) -> BoxFuture<'_, actor_cluster::Result<u64>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.cleanup_defunct(before).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_table_is_unreachable_nobody_joins_and_nobody_dies() {
+    let table = Switchable {
+        inner: InMemoryMembership::new(),
+        down: Arc::new(AtomicBool::new(false)),
+    };
+    let shared: Arc<dyn MembershipTable> = Arc::new(table.clone());
+    let a = start("a", shared.clone()).await;
+    let b = start("b", shared.clone()).await;
+    eventually("both see two members", Duration::from_secs(10), || {
+        a.active_members().len() == 2 && b.active_members().len() == 2
+    })
+    .await;
+    table.down.store(true, Ordering::SeqCst);
+    b.kill();
+    // A joiner fails clearly instead of pretending to be in.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let joined = ClusterSilo::start(
+        Silo::builder().name("late").grain::<Counter>(),
+        listener,
+        shared.clone(),
+        ClusterConfig::fast(),
+    )
+    .await;
+    assert!(matches!(
+        joined,
+        Err(actor_cluster::Error::TableUnavailable { .. })
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    table.down.store(false, Ordering::SeqCst);
+    let snap = table.inner.read_all().await.unwrap();
+    assert_eq!(
+        snap.entry(b.address()).unwrap().0.status,
+        SiloStatus::Active,
+        "no death was written while the table was down"
+    );
+    // Once it is back, the dead silo is found out.
+    let until = Instant::now() + Duration::from_secs(10);
+    while status(&table.inner, b.address()).await != Some(SiloStatus::Dead) {
+        assert!(
+            Instant::now() < until,
+            "b not declared dead after the table came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(a.is_serving());
+}
