@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use actor_core::{Silo, SiloBuilder};
@@ -46,6 +46,11 @@ pub struct ClusterConfig {
     pub vote_expiry: Duration,
     /// How often a silo writes its I-am-alive heartbeat.
     pub i_am_alive_interval: Duration,
+    /// How long a silo keeps serving without reading the table. A silo
+    /// cut off from the table longer stops serving its grains, and the
+    /// others wait this long after declaring a silo dead before they
+    /// activate its grains: no grain ever runs in two places.
+    pub lease: Duration,
     /// Frame size limit of silo links.
     pub max_frame: usize,
 }
@@ -59,6 +64,7 @@ impl Default for ClusterConfig {
             votes_to_kill: 2,
             vote_expiry: Duration::from_secs(30),
             i_am_alive_interval: Duration::from_secs(5),
+            lease: Duration::from_secs(5),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
         }
     }
@@ -75,6 +81,7 @@ impl ClusterConfig {
             votes_to_kill: 2,
             vote_expiry: Duration::from_secs(10),
             i_am_alive_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(1),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
         }
     }
@@ -123,15 +130,30 @@ impl ClusterSilo {
             .map_err(|e| Error::Config(e.to_string()))?;
         router.attach(&silo);
 
+        // Fenced from the start: nothing is activated here before this
+        // silo has a view that every member has applied.
+        router.enable_fencing(std::time::Instant::now() + config.lease);
         let entry = MembershipEntry::joining(address.clone(), silo.name());
         insert_retrying(&*table, entry).await?;
         let serving = Arc::new(AtomicBool::new(true));
+        let applied = Arc::new(AtomicI64::new(0));
         let service = LinkService::new(silo.clone(), config.max_frame)
-            .with_liveness(address.generation, serving.clone());
+            .with_liveness(address.generation, serving.clone())
+            .with_applied_view(applied.clone());
         let server = serve_service(service, listener);
         set_own_status(&*table, &address, SiloStatus::Active).await?;
 
+        let snap = table.read_all().await?;
+        router.set_view(
+            snap.with_status(SiloStatus::Active)
+                .map(|e| e.silo.endpoint.clone())
+                .collect(),
+            snap.version.0,
+        );
+        applied.store(snap.version.0, Ordering::SeqCst);
         let agent = Agent {
+            applied,
+            lease_lost: false,
             me: address.clone(),
             table: table.clone(),
             router: router.clone(),
@@ -188,6 +210,13 @@ impl ClusterSilo {
             t.abort();
         }
         result
+    }
+
+    /// Stops (or resumes) answering calls and probes from other silos,
+    /// while the silo itself goes on: a network partition as the others see
+    /// it. For fault-injection tests and tools.
+    pub fn set_answering(&self, on: bool) {
+        self.serving.store(on, Ordering::SeqCst);
     }
 
     /// Stops the silo abruptly, as a crash would: it answers nothing more
@@ -247,6 +276,8 @@ async fn set_own_status(
 }
 
 struct Agent {
+    applied: Arc<AtomicI64>,
+    lease_lost: bool,
     me: SiloAddress,
     table: Arc<dyn MembershipTable>,
     router: Arc<StaticRouter>,
@@ -264,11 +295,18 @@ impl Agent {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let snap = match self.table.read_all().await {
-                Ok(s) => s,
-                Err(e) => {
+            let read = tokio::time::timeout(self.config.lease, self.table.read_all()).await;
+            let snap = match read {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     // Keep the last view: no joins, no deaths while blind.
                     tracing::warn!(error = %e, "cannot read the membership table");
+                    self.check_lease().await;
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!("the membership table did not answer");
+                    self.check_lease().await;
                     continue;
                 }
             };
@@ -287,6 +325,9 @@ impl Agent {
                 }
                 Some(_) => {}
             }
+            self.router
+                .renew_lease(std::time::Instant::now() + self.config.lease);
+            self.lease_lost = false;
             let active: Vec<SiloAddress> = snap
                 .with_status(SiloStatus::Active)
                 .map(|e| e.silo.clone())
@@ -294,8 +335,34 @@ impl Agent {
             let endpoints: Vec<String> = active.iter().map(|a| a.endpoint.clone()).collect();
             if endpoints != self.router.members() {
                 tracing::info!(silo = %self.me, members = ?endpoints, "membership changed");
-                self.router.set_members(endpoints);
+                // Silos declared dead may still run grains until their
+                // lease runs out: hold new activations until then.
+                let gone_by_votes = self
+                    .router
+                    .members()
+                    .iter()
+                    .filter(|m| !endpoints.contains(m))
+                    .any(|m| {
+                        snap.entries
+                            .iter()
+                            .any(|(e, _)| &e.silo.endpoint == m && !e.suspicions.is_empty())
+                    });
+                if gone_by_votes {
+                    self.router
+                        .hold_until(std::time::Instant::now() + self.config.lease * 2);
+                }
+                self.router.set_view(endpoints, snap.version.0);
+                // Let go of what this silo no longer owns before saying so.
+                let router = self.router.clone();
+                let moved = self
+                    .silo
+                    .deactivate_where(|id| !router.owns(id), self.config.lease * 4)
+                    .await;
+                if moved > 0 {
+                    tracing::info!(silo = %self.me, moved, "deactivated grains owned elsewhere now");
+                }
             }
+            self.applied.store(snap.version.0, Ordering::SeqCst);
             if last_alive.elapsed() >= self.config.i_am_alive_interval {
                 last_alive = tokio::time::Instant::now();
                 if let Err(e) = self.table.update_i_am_alive(&self.me, now_millis()).await {
@@ -304,6 +371,17 @@ impl Agent {
             }
             self.probe(&active).await;
         }
+    }
+
+    /// After a failed read: once the lease has run out, stop serving
+    /// grains (others may activate them once they declare this silo dead).
+    async fn check_lease(&mut self) {
+        if self.router.lease_valid() || self.lease_lost {
+            return;
+        }
+        self.lease_lost = true;
+        tracing::error!(silo = %self.me, "membership lease expired: deactivating every grain");
+        self.silo.deactivate_all(self.config.lease).await;
     }
 
     async fn probe(&mut self, active: &[SiloAddress]) {
@@ -318,8 +396,10 @@ impl Agent {
         for (peer, result) in peers.into_iter().zip(results) {
             // A different generation on the endpoint means the silo we
             // knew is gone: treat it as a miss too.
-            let answered = matches!(result, Ok(g) if g == peer.generation);
-            if answered {
+            if let Ok((generation, applied)) = result
+                && generation == peer.generation
+            {
+                self.router.set_acked(&peer.endpoint, applied);
                 self.misses.remove(peer);
                 continue;
             }

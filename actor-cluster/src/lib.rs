@@ -27,12 +27,23 @@
 //! An unreachable table means no joins and no deaths. Grains of a dead
 //! silo are placed on the survivors at their next call.
 //!
-//! Still to come (see the design map): the grain directory with strong
-//! single activation (registration by compare-and-set, fenced ownership):
-//! until it lands, placement is by rendezvous hashing over the active
-//! silos, so while a silo *joins*, a grain whose owner changes can briefly
-//! have an activation on its old and its new owner. Also to come: the
-//! other placement strategies and the external `ClusterClient`.
+//! **Single activation is fenced, not eventual.** A grain lives on its
+//! owner by rendezvous hashing over the active silos, and a silo activates
+//! a grain only when (1) every active silo reports (in its probe replies)
+//! that it has applied the current membership view, which it does only
+//! after deactivating the grains it no longer owns; (2) the lease of every
+//! silo declared dead has run out; (3) its own lease is valid: a silo that
+//! cannot read the table for `lease` stops serving and deactivates its
+//! grains, and the others wait twice that long after declaring a silo dead
+//! before activating its grains. Calls for a grain in transit wait (within
+//! their deadline) instead of activating it twice; an oracle test checks
+//! that no grain is ever live on two silos while a silo joins under load or
+//! is cut off from everyone.
+//!
+//! Still to come (see the design map): a directory with registration by
+//! compare-and-set (so placement other than hashing — prefer-local,
+//! activation-count, user-defined — can keep the same guarantee), the
+//! external `ClusterClient`, and graceful hand-off of grains on shutdown.
 //!
 //! ```
 //! use actor_cluster::{InMemoryMembership, MembershipEntry, MembershipTable, SiloAddress};

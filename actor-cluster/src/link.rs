@@ -46,6 +46,7 @@ pub struct LinkService {
     max_frame: usize,
     generation: i64,
     serving: Arc<AtomicBool>,
+    applied: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for LinkService {
@@ -66,6 +67,7 @@ impl LinkService {
             max_frame,
             generation: 0,
             serving: Arc::new(AtomicBool::new(true)),
+            applied: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         }
     }
 
@@ -75,6 +77,13 @@ impl LinkService {
     pub fn with_liveness(mut self, generation: i64, serving: Arc<AtomicBool>) -> Self {
         self.generation = generation;
         self.serving = serving;
+        self
+    }
+
+    /// Reports `applied` (the membership view version this silo has
+    /// applied) in probe replies, for the fencing of grain moves.
+    pub fn with_applied_view(mut self, applied: Arc<std::sync::atomic::AtomicI64>) -> Self {
+        self.applied = applied;
         self
     }
 
@@ -170,6 +179,7 @@ impl SiloLink for LinkService {
         }
         Ok(Response::new(pb::PingReply {
             generation: self.generation,
+            applied_version: self.applied.load(Ordering::SeqCst),
         }))
     }
 }
@@ -189,14 +199,14 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
-    /// Probes the silo at `endpoint`; its generation if it answered within
-    /// `timeout`, else why not.
+    /// Probes the silo at `endpoint`; its generation and applied view
+    /// version if it answered within `timeout`, else why not.
     pub async fn probe(
         &self,
         endpoint: &str,
         from: &str,
         timeout: Duration,
-    ) -> std::result::Result<i64, String> {
+    ) -> std::result::Result<(i64, i64), String> {
         let mut client = match self.clients.get(endpoint) {
             Some(c) => c.clone(),
             None => {
@@ -215,7 +225,10 @@ impl Prober {
             from: from.to_owned(),
         };
         match tokio::time::timeout(timeout, client.ping(Request::new(request))).await {
-            Ok(Ok(reply)) => Ok(reply.into_inner().generation),
+            Ok(Ok(reply)) => {
+                let r = reply.into_inner();
+                Ok((r.generation, r.applied_version))
+            }
             Ok(Err(status)) => Err(status.to_string()),
             Err(_) => Err(format!("no answer within {timeout:?}")),
         }

@@ -57,6 +57,7 @@ pub fn rendezvous_owner<'a>(id: &GrainId, members: &'a [String]) -> Option<&'a s
 pub struct StaticRouter {
     me: String,
     members: parking_lot::RwLock<Arc<Vec<String>>>,
+    fence: parking_lot::Mutex<Fence>,
     links: DashMap<String, Arc<Link>>,
     connecting: tokio::sync::Mutex<()>,
     silo: OnceLock<Silo>,
@@ -83,6 +84,7 @@ impl StaticRouter {
         Arc::new(StaticRouter {
             me: me.into(),
             members: parking_lot::RwLock::new(Arc::new(members)),
+            fence: parking_lot::Mutex::new(Fence::default()),
             links: DashMap::new(),
             connecting: tokio::sync::Mutex::new(()),
             silo: OnceLock::new(),
@@ -104,6 +106,53 @@ impl StaticRouter {
             .to_owned()
     }
 
+    /// Whether this silo may activate grains now: with fencing on, only
+    /// when every member has applied the current view, dead silos' leases
+    /// have run out, and this silo's own lease is valid.
+    pub fn may_activate(&self) -> bool {
+        let members = self.members.read().clone();
+        self.fence
+            .lock()
+            .open(&self.me, &members, std::time::Instant::now())
+    }
+
+    /// Turns fencing on (the membership agent does): from now on, new
+    /// activations wait for every member to apply the current view, for
+    /// dead silos' leases to run out, and for this silo's own lease.
+    pub fn enable_fencing(&self, lease_until: std::time::Instant) {
+        let mut f = self.fence.lock();
+        f.enabled = true;
+        f.lease_until = Some(lease_until);
+    }
+
+    /// Extends this silo's lease (after a successful read of the table that
+    /// shows it active).
+    pub fn renew_lease(&self, until: std::time::Instant) {
+        let mut f = self.fence.lock();
+        if f.lease_until.is_none_or(|t| until > t) {
+            f.lease_until = Some(until);
+        }
+    }
+
+    /// Whether this silo's lease is still valid.
+    pub fn lease_valid(&self) -> bool {
+        let f = self.fence.lock();
+        !f.enabled || f.lease_until.is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    /// Records the view version that `endpoint` reports as applied.
+    pub fn set_acked(&self, endpoint: &str, version: i64) {
+        let mut f = self.fence.lock();
+        let v = f.acked.entry(endpoint.to_owned()).or_insert(version);
+        *v = (*v).max(version);
+    }
+
+    /// Blocks new activations until `until` (a dead silo's lease has run
+    /// out by then).
+    pub fn hold_until(&self, until: std::time::Instant) {
+        self.fence.lock().holds.push(until);
+    }
+
     /// Whether this silo owns `id` (no allocation: the local fast path).
     pub fn owns(&self, id: &GrainId) -> bool {
         let members = self.members.read();
@@ -119,9 +168,17 @@ impl StaticRouter {
     /// set of active silos changes). Grains are placed over the new list
     /// from the next call on.
     pub fn set_members(&self, members: Vec<String>) {
+        self.set_view(members, 0);
+    }
+
+    /// Replaces the member list with the view read at table `version`:
+    /// new activations wait until every member has applied it.
+    pub fn set_view(&self, members: Vec<String>, version: i64) {
         let mut members = members;
         members.sort();
         members.dedup();
+        let mut f = self.fence.lock();
+        f.view_since = f.view_since.max(version);
         *self.members.write() = Arc::new(members);
     }
 
@@ -146,12 +203,67 @@ impl StaticRouter {
     }
 
     async fn route(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
+        if !self.lease_valid() {
+            // Cut off from the table: this silo may be declared dead, so it
+            // neither serves nor places grains until it can read again.
+            return Err(actor_core::Error::SiloUnavailable {
+                silo: format!("{} (membership lease expired)", self.me),
+            });
+        }
         let owner = self.owner(&call.target);
         if owner == self.me {
+            // A grain may not be activated here before the silo that held it
+            // has let it go: wait (within the call's deadline).
+            let until = tokio::time::Instant::now() + call.timeout;
+            while !self.may_activate() {
+                if tokio::time::Instant::now() >= until {
+                    return Err(actor_core::Error::Timeout {
+                        grain: call.target,
+                        method: call.method,
+                        timeout: call.timeout,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let silo = self.silo.get().ok_or(actor_core::Error::SiloStopped)?;
             return silo.invoke_encoded(call).await;
         }
         self.link(&owner).await?.call(call).await
+    }
+}
+
+/// What keeps two silos from activating one grain while ownership moves.
+///
+/// With fencing on, a silo activates a grain only when (1) every member of
+/// its current view reports having applied that view (so the previous owner
+/// has deactivated what it lost), (2) the leases of silos that were declared
+/// dead have run out (so a cut-off silo has stopped serving), and (3) its
+/// own lease is valid (it read the table recently and saw itself active).
+#[derive(Debug, Default)]
+pub(crate) struct Fence {
+    enabled: bool,
+    view_since: i64,
+    acked: std::collections::HashMap<String, i64>,
+    holds: Vec<std::time::Instant>,
+    lease_until: Option<std::time::Instant>,
+}
+
+impl Fence {
+    fn open(&mut self, me: &str, members: &[String], now: std::time::Instant) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        if self.lease_until.is_none_or(|t| now >= t) {
+            return false;
+        }
+        self.holds.retain(|t| *t > now);
+        if !self.holds.is_empty() {
+            return false;
+        }
+        members
+            .iter()
+            .filter(|m| m.as_str() != me)
+            .all(|m| self.acked.get(m).is_some_and(|v| *v >= self.view_since))
     }
 }
 
@@ -161,7 +273,7 @@ pub struct StaticRouting(pub Arc<StaticRouter>);
 
 impl Router for StaticRouting {
     fn is_local(&self, id: &GrainId) -> bool {
-        self.0.owns(id)
+        self.0.owns(id) && self.0.may_activate()
     }
 
     fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {

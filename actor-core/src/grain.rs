@@ -63,6 +63,8 @@ pub enum DeactivationReason {
     Requested,
     /// The silo is shutting down.
     Shutdown,
+    /// The grain belongs to another silo now (cluster membership changed).
+    Rebalanced,
 }
 
 /// Options of a grain type. Build with the methods; start from

@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::grain::Grain;
 use crate::id::GrainId;
 use crate::message::{Handler, Interleave, Message, SharedHandler};
+use crate::router::Router;
+use crate::silo::{EncodedCall, Silo};
 
 /// The envelope header of a call: everything but the payload. It carries
 /// what a remote hop needs too (id, deadline, chain, request context), and
@@ -118,6 +120,45 @@ pub trait Invoke<G: Grain>: Send {
     ) -> BoxFuture<'a, TurnEnd>;
     #[doc(hidden)]
     fn fail(self: Box<Self>, error: Error);
+    /// Sends the call on through `router` (its grain lives elsewhere now)
+    /// and delivers the reply to the original caller.
+    #[doc(hidden)]
+    fn forward(self: Box<Self>, silo: &Silo, router: Arc<dyn Router>, target: GrainId);
+}
+
+fn forward_call<M: Message>(call: Call<M>, silo: &Silo, router: Arc<dyn Router>, target: GrainId) {
+    let Call { header, msg, reply } = call;
+    let payload = match crate::codec::encode(&msg) {
+        Ok(p) => p,
+        Err(e) => return reply.send(Err(e)),
+    };
+    let mut encoded = EncodedCall::new(
+        target,
+        header.method,
+        payload,
+        header.deadline.saturating_duration_since(Instant::now()),
+    );
+    encoded.call_id = header.call_id;
+    encoded.context = header.context;
+    encoded.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
+    encoded.one_way = matches!(reply, ReplyTo::None);
+    let silo = silo.clone();
+    tokio::spawn(async move {
+        let out = router.invoke(encoded).await;
+        match reply {
+            ReplyTo::None => {
+                if let Err(e) = out {
+                    tracing::warn!(error = %e, "forwarded one-way call failed");
+                }
+            }
+            ReplyTo::Encoded(tx) => {
+                let _ = tx.send(out);
+            }
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(out.and_then(|bytes| silo.decode::<M::Reply>(&bytes)));
+            }
+        }
+    });
 }
 
 pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -211,6 +252,9 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
     fn fail(self: Box<Self>, error: Error) {
         self.0.reply.send(Err(error));
     }
+    fn forward(self: Box<Self>, silo: &Silo, router: Arc<dyn Router>, target: GrainId) {
+        forward_call(self.0, silo, router, target);
+    }
 }
 
 impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
@@ -247,5 +291,8 @@ impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
     }
     fn fail(self: Box<Self>, error: Error) {
         self.0.reply.send(Err(error));
+    }
+    fn forward(self: Box<Self>, silo: &Silo, router: Arc<dyn Router>, target: GrainId) {
+        forward_call(self.0, silo, router, target);
     }
 }

@@ -357,6 +357,51 @@ impl Silo {
         self.wait_empty(timeout).await
     }
 
+    /// Deactivates the activations whose ids match `which` (running
+    /// `on_deactivate`) and waits until they are gone or `timeout` passes.
+    /// Returns how many were asked to deactivate. Calls that arrive for
+    /// them meanwhile go wherever the grain belongs next.
+    pub async fn deactivate_where(
+        &self,
+        which: impl Fn(&GrainId) -> bool,
+        timeout: Duration,
+    ) -> usize {
+        let now = Instant::now();
+        let chosen: Vec<(GrainId, Arc<dyn Slot>)> = self
+            .inner
+            .table
+            .iter()
+            .filter(|e| which(e.key()))
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (_, slot) in &chosen {
+            slot.clone().collect(
+                self,
+                now,
+                self.inner.config.idle_timeout,
+                Some(DeactivationReason::Rebalanced),
+            );
+        }
+        let until = now + timeout;
+        loop {
+            let left = chosen.iter().any(|(id, slot)| {
+                self.inner
+                    .table
+                    .get(id)
+                    .is_some_and(|cur| Arc::ptr_eq(cur.value(), slot))
+            });
+            if !left || Instant::now() >= until {
+                return chosen.len();
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The ids of the grains active on this silo.
+    pub fn active_grains(&self) -> Vec<GrainId> {
+        self.inner.table.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Runs one pass of idle collection now (it also runs periodically).
     pub fn collect_idle(&self) {
         self.collect(None);
@@ -476,6 +521,14 @@ impl Silo {
             let Some(slot) = self.inner.table.get(id) else {
                 if self.inner.stopping.load(Ordering::Relaxed) {
                     return Err(Error::SiloStopped);
+                }
+                // Not active here: activate only if this silo is where the
+                // grain belongs now; otherwise pass the call on (a caller
+                // with an older view, or a call queued on an activation
+                // that moved away).
+                if let Some(router) = self.remote_route(id) {
+                    req.forward(self, router.clone(), id.clone());
+                    return Ok(());
                 }
                 let entry = self.entry::<G>()?;
                 let slot: Arc<dyn Slot> = match entry.options.stateless_worker {

@@ -1,0 +1,314 @@
+//! Strong single activation: an oracle records every activation and
+//! deactivation with its silo and time; no grain may ever be live on two
+//! silos at once, while a silo joins under load or is cut off from the
+//! others and from the table.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actor_cluster::{
+    ClusterConfig, ClusterSilo, InMemoryMembership, MembershipEntry, MembershipSnapshot,
+    MembershipTable, RowEtag, SiloAddress, SiloStatus, TableVersion,
+};
+use actor_core::prelude::*;
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Event {
+    Up,
+    Down,
+}
+
+/// One activation or deactivation: grain, silo, what, when.
+type Record = (GrainId, String, Event, Instant);
+
+/// The single-activation oracle's record.
+#[derive(Default, Clone)]
+struct Oracle(Arc<Mutex<Vec<Record>>>);
+
+impl Oracle {
+    fn record(&self, id: &GrainId, silo: &str, e: Event) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((id.clone(), silo.to_owned(), e, Instant::now()));
+    }
+
+    /// Panics if a grain was ever live on two silos at once.
+    fn check(&self) -> HashMap<String, usize> {
+        let mut events = self.0.lock().unwrap().clone();
+        events.sort_by_key(|e| e.3);
+        let mut live: HashMap<GrainId, Vec<String>> = HashMap::new();
+        let mut per_silo = HashMap::new();
+        for (id, silo, e, at) in events {
+            let here = live.entry(id.clone()).or_default();
+            match e {
+                Event::Up => {
+                    here.push(silo.clone());
+                    *per_silo.entry(silo).or_insert(0) += 1;
+                    assert!(here.len() <= 1, "{id} live on {here:?} at {at:?}");
+                }
+                Event::Down => {
+                    let at = here.iter().position(|s| *s == silo).expect("down after up");
+                    here.remove(at);
+                }
+            }
+        }
+        per_silo
+    }
+}
+
+/// A grain the oracle watches.
+pub struct Tracked {
+    oracle: Oracle,
+    n: u64,
+}
+
+impl Grain for Tracked {
+    const TYPE_NAME: &'static str = "tracked";
+    fn register(m: &mut actor_core::Methods<Self>) {
+        Self::register_methods(m);
+    }
+    async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
+        self.oracle.record(ctx.id(), ctx.silo().name(), Event::Up);
+        Ok(())
+    }
+    async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, _: actor_core::DeactivationReason) {
+        self.oracle.record(ctx.id(), ctx.silo().name(), Event::Down);
+    }
+}
+
+#[grain_methods]
+impl Tracked {
+    /// Counts a call.
+    pub async fn touch(&mut self) -> u64 {
+        self.n += 1;
+        self.n
+    }
+}
+
+/// A view of the shared table that one silo can lose.
+#[derive(Clone)]
+struct Cuttable {
+    inner: InMemoryMembership,
+    cut: Arc<AtomicBool>,
+}
+
+impl Cuttable {
+    fn check(&self) -> actor_cluster::Result<()> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Err(actor_cluster::Error::TableUnavailable {
+                url: "cut".into(),
+                source: sqlx::Error::PoolTimedOut,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl MembershipTable for Cuttable {
+    fn read_all(&self) -> BoxFuture<'_, actor_cluster::Result<MembershipSnapshot>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.read_all().await
+        })
+    }
+    fn insert(
+        &self,
+        e: MembershipEntry,
+        v: TableVersion,
+    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.insert(e, v).await
+        })
+    }
+    fn update(
+        &self,
+        e: MembershipEntry,
+        t: RowEtag,
+        v: TableVersion,
+    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.update(e, t, v).await
+        })
+    }
+    fn update_i_am_alive(
+        &self,
+        s: &SiloAddress,
+        at: i64,
+    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
+        let s = s.clone();
+        Box::pin(async move {
+            self.check()?;
+            self.inner.update_i_am_alive(&s, at).await
+        })
+    }
+    fn cleanup_defunct(&self, b: i64) -> BoxFuture<'_, actor_cluster::Result<u64>> {
+        Box::pin(async move {
+            self.check()?;
+            self.inner.cleanup_defunct(b).await
+        })
+    }
+}
+
+async fn start(
+    name: &str,
+    table: &InMemoryMembership,
+    oracle: &Oracle,
+) -> (ClusterSilo, Arc<AtomicBool>) {
+    let cut = Arc::new(AtomicBool::new(false));
+    let view = Cuttable {
+        inner: table.clone(),
+        cut: cut.clone(),
+    };
+    let o = oracle.clone();
+    let silo = ClusterSilo::start(
+        Silo::builder().name(name).grain_with(move |_| Tracked {
+            oracle: o.clone(),
+            n: 0,
+        }),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Arc::new(view),
+        ClusterConfig::fast(),
+    )
+    .await
+    .unwrap();
+    (silo, cut)
+}
+
+async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < until, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Calls grains 0..keys from `silos` in a loop until `stop`; counts
+/// successes and failures.
+fn load(
+    silos: Vec<Silo>,
+    keys: i64,
+    stop: Arc<AtomicBool>,
+) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (o, f) = (ok.clone(), failed.clone());
+    let task = tokio::spawn(async move {
+        let mut i = 0i64;
+        while !stop.load(Ordering::SeqCst) {
+            let mut batch = Vec::new();
+            for s in &silos {
+                for _ in 0..8 {
+                    let g = s
+                        .get_grain::<Tracked>(i % keys)
+                        .with_timeout(Duration::from_secs(10));
+                    i += 7;
+                    batch.push(tokio::spawn(async move { g.touch().await }));
+                }
+            }
+            for b in batch {
+                match b.await.unwrap() {
+                    Ok(_) => o.fetch_add(1, Ordering::SeqCst),
+                    Err(_) => f.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }
+    });
+    (task, ok, failed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_joining_under_load_never_duplicates_a_grain() {
+    let table = InMemoryMembership::new();
+    let oracle = Oracle::default();
+    let (a, _) = start("a", &table, &oracle).await;
+    let (b, _) = start("b", &table, &oracle).await;
+    eventually("a and b see each other", Duration::from_secs(10), || {
+        a.active_members().len() == 2 && b.active_members().len() == 2
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (task, ok, failed) = load(vec![a.silo().clone(), b.silo().clone()], 120, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (c, _) = start("c", &table, &oracle).await;
+    // The joiner calls at once, before the others know it.
+    let (task_c, ok_c, failed_c) = load(vec![c.silo().clone()], 120, stop.clone());
+    eventually("all see three", Duration::from_secs(10), || {
+        [&a, &b, &c].iter().all(|s| s.active_members().len() == 3)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    task.await.unwrap();
+    task_c.await.unwrap();
+    assert_eq!(failed_c.load(Ordering::SeqCst), 0);
+    assert!(ok_c.load(Ordering::SeqCst) > 0);
+    // Every grain reachable from c too, after the move.
+    for k in 0..120 {
+        c.silo().get_grain::<Tracked>(k).touch().await.unwrap();
+    }
+    let per_silo = oracle.check();
+    assert!(
+        per_silo.get("c").copied().unwrap_or(0) > 10,
+        "grains moved to the joiner: {per_silo:?}"
+    );
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no call failed while c joined"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_cut_off_from_everyone_stops_before_its_grains_move() {
+    let table = InMemoryMembership::new();
+    let oracle = Oracle::default();
+    let (a, _) = start("a", &table, &oracle).await;
+    let (b, _) = start("b", &table, &oracle).await;
+    let (c, c_cut) = start("c", &table, &oracle).await;
+    eventually("all see three", Duration::from_secs(10), || {
+        [&a, &b, &c].iter().all(|s| s.active_members().len() == 3)
+    })
+    .await;
+    // Activate grains everywhere, c included.
+    for k in 0..60 {
+        a.silo().get_grain::<Tracked>(k).touch().await.unwrap();
+    }
+    let on_c = c.silo().activation_count();
+    assert!(on_c > 0);
+
+    // Cut c off: no table, no answers to the others. c itself runs on.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (task, ok, _failed) = load(vec![a.silo().clone(), b.silo().clone()], 60, stop.clone());
+    c_cut.store(true, Ordering::SeqCst);
+    c.set_answering(false);
+    eventually("a and b drop c", Duration::from_secs(10), || {
+        a.active_members().len() == 2 && b.active_members().len() == 2
+    })
+    .await;
+    eventually("c lets its grains go", Duration::from_secs(10), || {
+        c.silo().activation_count() == 0
+    })
+    .await;
+    // The survivors serve every grain again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    task.await.unwrap();
+    for k in 0..60 {
+        a.silo().get_grain::<Tracked>(k).touch().await.unwrap();
+    }
+    assert!(ok.load(Ordering::SeqCst) > 0);
+    let snap = table.read_all().await.unwrap();
+    assert_eq!(snap.entry(c.address()).unwrap().0.status, SiloStatus::Dead);
+    let per_silo = oracle.check();
+    assert!(
+        per_silo.get("a").copied().unwrap_or(0) + per_silo.get("b").copied().unwrap_or(0) >= 60
+    );
+}
