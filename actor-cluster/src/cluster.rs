@@ -139,7 +139,11 @@ impl ClusterSilo {
         let applied = Arc::new(AtomicI64::new(0));
         let service = LinkService::new(silo.clone(), config.max_frame)
             .with_liveness(address.generation, serving.clone())
-            .with_applied_view(applied.clone());
+            .with_applied_view(applied.clone())
+            .with_gateways({
+                let router = router.clone();
+                move || router.members()
+            });
         let server = serve_service(service, listener);
         set_own_status(&*table, &address, SiloStatus::Active).await?;
 

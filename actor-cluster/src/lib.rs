@@ -40,10 +40,14 @@
 //! that no grain is ever live on two silos while a silo joins under load or
 //! is cut off from everyone.
 //!
+//! [`ClusterClient`] calls grains from outside the cluster with the same
+//! typed references, through any silo as gateway; it learns the gateways
+//! from the cluster and fails over when its gateway dies.
+//!
 //! Still to come (see the design map): a directory with registration by
 //! compare-and-set (so placement other than hashing — prefer-local,
-//! activation-count, user-defined — can keep the same guarantee), the
-//! external `ClusterClient`, and graceful hand-off of grains on shutdown.
+//! activation-count, user-defined — can keep the same guarantee), W3C trace
+//! context across silos, and mutual TLS.
 //!
 //! ```
 //! use actor_cluster::{InMemoryMembership, MembershipEntry, MembershipTable, SiloAddress};
@@ -59,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+mod client;
 mod cluster;
 mod error;
 mod link;
@@ -67,9 +72,12 @@ mod memory;
 mod router;
 mod sql;
 
+pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo};
 pub use error::{Error, Result};
-pub use link::{BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, Prober, serve, serve_service};
+pub use link::{
+    BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, Prober, fetch_gateways, serve, serve_service,
+};
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
     Suspicion, TableVersion, now_millis,

@@ -47,6 +47,7 @@ pub struct LinkService {
     generation: i64,
     serving: Arc<AtomicBool>,
     applied: Arc<std::sync::atomic::AtomicI64>,
+    gateways: Option<Arc<dyn Fn() -> Vec<String> + Send + Sync>>,
 }
 
 impl std::fmt::Debug for LinkService {
@@ -68,6 +69,7 @@ impl LinkService {
             generation: 0,
             serving: Arc::new(AtomicBool::new(true)),
             applied: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            gateways: None,
         }
     }
 
@@ -77,6 +79,12 @@ impl LinkService {
     pub fn with_liveness(mut self, generation: i64, serving: Arc<AtomicBool>) -> Self {
         self.generation = generation;
         self.serving = serving;
+        self
+    }
+
+    /// Answers clients' gateway requests with `list()` (the active silos).
+    pub fn with_gateways(mut self, list: impl Fn() -> Vec<String> + Send + Sync + 'static) -> Self {
+        self.gateways = Some(Arc::new(list));
         self
     }
 
@@ -182,6 +190,37 @@ impl SiloLink for LinkService {
             applied_version: self.applied.load(Ordering::SeqCst),
         }))
     }
+
+    async fn gateways(
+        &self,
+        _request: Request<pb::GatewaysRequest>,
+    ) -> std::result::Result<Response<pb::GatewaysReply>, Status> {
+        if !self.serving.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("this silo has stopped serving"));
+        }
+        let endpoints = self.gateways.as_ref().map(|f| f()).unwrap_or_default();
+        Ok(Response::new(pb::GatewaysReply { endpoints }))
+    }
+}
+
+/// Asks the silo at `endpoint` for the cluster's gateways.
+pub async fn fetch_gateways(endpoint: &str, timeout: Duration) -> Result<Vec<String>> {
+    let unavailable = |reason: String| Error::SiloUnavailable {
+        endpoint: endpoint.to_owned(),
+        reason,
+    };
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let reply = SiloLinkClient::new(channel)
+        .gateways(Request::new(pb::GatewaysRequest {}))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok(reply.into_inner().endpoints)
 }
 
 /// Sends liveness probes to silos, keeping one connection per silo.

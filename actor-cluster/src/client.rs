@@ -1,0 +1,155 @@
+//! The external cluster client: calls grains from outside the cluster (an
+//! axum front, a CLI) with the same typed references, through any silo
+//! acting as gateway.
+//!
+//! The client is a silo that hosts no grains and whose router sends every
+//! call to a gateway; the gateway passes it to the grain's owner. The
+//! client refreshes its gateway list from the cluster and fails over to
+//! another gateway when its gateway cannot be reached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actor_core::{EncodedCall, Grain, GrainId, GrainKey, GrainRef, Router, Silo};
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::link::{DEFAULT_MAX_FRAME, Link, fetch_gateways};
+
+/// A connection to a cluster from outside it.
+pub struct ClusterClient {
+    silo: Silo,
+    router: Arc<ClientRouter>,
+    refresher: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("gateways", &self.gateways())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterClient {
+    /// Connects through the first of `gateways` that answers, learns the
+    /// others from it, and refreshes the list every `refresh`.
+    pub async fn connect(gateways: Vec<String>, refresh: Duration) -> Result<Self> {
+        let mut last = Error::Config("no gateway given".into());
+        let mut known = None;
+        for g in &gateways {
+            match fetch_gateways(g, Duration::from_secs(2)).await {
+                Ok(list) if !list.is_empty() => {
+                    known = Some(list);
+                    break;
+                }
+                Ok(_) => last = Error::Config(format!("gateway {g} knows no active silo")),
+                Err(e) => last = e,
+            }
+        }
+        let known = known.ok_or(last)?;
+        let router = Arc::new(ClientRouter {
+            gateways: Mutex::new(known),
+            links: DashMap::new(),
+        });
+        let silo = Silo::builder()
+            .name("cluster-client")
+            .router(Arc::new(ClientRouting(router.clone())))
+            .start()
+            .await
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let r = router.clone();
+        let refresher = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(refresh).await;
+                r.refresh().await;
+            }
+        });
+        Ok(ClusterClient {
+            silo,
+            router,
+            refresher,
+        })
+    }
+
+    /// A typed reference to a grain anywhere in the cluster.
+    pub fn get_grain<G: Grain>(&self, key: impl Into<GrainKey>) -> GrainRef<G> {
+        self.silo.get_grain(key)
+    }
+
+    /// The gateways the client knows now.
+    pub fn gateways(&self) -> Vec<String> {
+        self.router.gateways.lock().clone()
+    }
+}
+
+impl Drop for ClusterClient {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+struct ClientRouter {
+    gateways: Mutex<Vec<String>>,
+    links: DashMap<String, Arc<Link>>,
+}
+
+impl ClientRouter {
+    async fn refresh(&self) {
+        let known = self.gateways.lock().clone();
+        for g in known {
+            if let Ok(list) = fetch_gateways(&g, Duration::from_secs(2)).await
+                && !list.is_empty()
+            {
+                *self.gateways.lock() = list;
+                return;
+            }
+        }
+    }
+
+    async fn link(&self, gateway: &str) -> Option<Arc<Link>> {
+        if let Some(l) = self.links.get(gateway).filter(|l| l.is_alive()) {
+            return Some(l.clone());
+        }
+        let link = Link::connect(gateway, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+            .await
+            .ok()?;
+        let link = Arc::new(link);
+        self.links.insert(gateway.to_owned(), link.clone());
+        Some(link)
+    }
+
+    async fn call(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
+        let gateways = self.gateways.lock().clone();
+        // Start at a gateway chosen by the grain, so load spreads.
+        let start = (crate::router::stable_hash(call.target.to_string().as_bytes()) as usize)
+            % gateways.len().max(1);
+        for i in 0..gateways.len() {
+            let g = &gateways[(start + i) % gateways.len()];
+            // Only a gateway that could not be reached is skipped: the call
+            // provably never left, so trying the next one cannot run it twice.
+            let Some(link) = self.link(g).await else {
+                continue;
+            };
+            return link.call(call).await;
+        }
+        Err(actor_core::Error::SiloUnavailable {
+            silo: format!("no gateway of {gateways:?} answered"),
+        })
+    }
+}
+
+struct ClientRouting(Arc<ClientRouter>);
+
+impl Router for ClientRouting {
+    fn is_local(&self, _: &GrainId) -> bool {
+        false
+    }
+
+    fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
+        Box::pin(self.0.clone().call(call))
+    }
+}
