@@ -243,6 +243,23 @@ impl GrainId {
     }
 }
 
+impl GrainId {
+    /// An unambiguous, stable text form for storage keys:
+    /// `type/i:42`, `type/s:name`, `type/u:<uuid>`, `type/is:42+ext`,
+    /// `type/us:<uuid>+ext`. Unlike [`Display`](fmt::Display) (meant for
+    /// people), the integer key 42 and the string key "42" differ here.
+    pub fn storage_key(&self) -> String {
+        let (tag, key) = match &self.key {
+            GrainKey::Int(i) => ("i", i.to_string()),
+            GrainKey::Str(s) => ("s", s.to_string()),
+            GrainKey::Uuid(u) => ("u", u.to_string()),
+            GrainKey::IntCompound(i, e) => ("is", format!("{i}+{e}")),
+            GrainKey::UuidCompound(u, e) => ("us", format!("{u}+{e}")),
+        };
+        format!("{}/{tag}:{key}", self.grain_type)
+    }
+}
+
 impl fmt::Display for GrainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.grain_type, self.key)
@@ -291,6 +308,27 @@ mod tests {
         b.hash(&mut h2);
         assert_eq!(h1.finish(), h2.finish());
         assert_eq!(a.to_string(), "counter/1");
+    }
+
+    #[test]
+    fn storage_keys_tell_key_kinds_apart() {
+        let u = Uuid::from_u128(1);
+        let keys = [
+            GrainId::new("c", 42),
+            GrainId::new("c", "42"),
+            GrainId::new("c", (1, "x")),
+            GrainId::new("c", "1+x"),
+            GrainId::new("c", u),
+            GrainId::new("c", u.to_string()),
+            GrainId::new("c", (u, "x")),
+        ];
+        let texts: std::collections::HashSet<_> = keys.iter().map(|k| k.storage_key()).collect();
+        assert_eq!(texts.len(), keys.len());
+        assert_eq!(GrainId::new("counter", 42).storage_key(), "counter/i:42");
+        assert_eq!(
+            GrainId::new("counter", "a/b").storage_key(),
+            "counter/s:a/b"
+        );
     }
 
     #[test]

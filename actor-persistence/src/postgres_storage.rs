@@ -1,0 +1,584 @@
+//! Grain state in PostgreSQL: the provider for real deployments.
+//!
+//! Each write is one conditional statement (an `UPDATE ... WHERE etag = $n`
+//! or an `INSERT ... ON CONFLICT DO NOTHING`); PostgreSQL's row locks make
+//! it atomic, and the affected-row count tells whether the compare-and-set
+//! held. The DDL runs under a transaction-scoped advisory lock, so that
+//! several silos starting at once do not race on `CREATE TABLE`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Row};
+
+use crate::error::{Error, Result};
+use crate::etag::ETag;
+use crate::event_store::{EventStore, Snapshot, StoredEvent};
+use crate::provider::{BoxFuture, StateKey, StorageProvider, StoredState};
+use crate::sql::{check_table_name, classify, redact};
+use crate::sqlite_storage::DEFAULT_TABLE_PREFIX;
+
+const PROVIDER: &str = "postgres";
+
+/// Grain state (and journals, see [`EventStore`](crate::EventStore)) in a
+/// PostgreSQL database, through sqlx. Cheap to clone: clones share one
+/// connection pool.
+///
+/// ```no_run
+/// # async fn f() -> actor_persistence::Result<()> {
+/// use actor_persistence::PostgresStorage;
+/// let storage = PostgresStorage::connect("postgres://postgres@127.0.0.1:5432/test").await?;
+/// # Ok(()) }
+/// ```
+///
+/// The tables are created on connect if missing (see
+/// [`PostgresStorage::schema`] for the DDL, to run it yourself).
+#[derive(Clone)]
+pub struct PostgresStorage {
+    pub(crate) pool: PgPool,
+    pub(crate) url: Arc<str>,
+    pub(crate) sql: Arc<Statements>,
+    operation_timeout: Duration,
+}
+
+pub(crate) struct Statements {
+    pub(crate) prefix: String,
+    read: String,
+    etag: String,
+    insert: String,
+    update: String,
+    delete: String,
+    pub(crate) events_append_first: String,
+    pub(crate) events_insert: String,
+    pub(crate) events_read: String,
+    pub(crate) events_version: String,
+    pub(crate) snapshot_read: String,
+    pub(crate) snapshot_write: String,
+}
+
+impl Statements {
+    fn new(prefix: &str) -> Self {
+        let s = format!("{prefix}_state");
+        let e = format!("{prefix}_events");
+        let n = format!("{prefix}_snapshots");
+        let pk = "grain_type = $1 AND grain_id = $2 AND state_name = $3";
+        let spk = "grain_type = $1 AND grain_id = $2 AND stream_name = $3";
+        Statements {
+            prefix: prefix.to_owned(),
+            read: format!("SELECT payload, etag FROM {s} WHERE {pk}"),
+            etag: format!("SELECT etag FROM {s} WHERE {pk}"),
+            insert: format!(
+                "INSERT INTO {s} (grain_type, grain_id, state_name, etag, payload) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (grain_type, grain_id, state_name) DO NOTHING"
+            ),
+            update: format!(
+                "UPDATE {s} SET etag = $4, payload = $5, updated_at = now() \
+                 WHERE {pk} AND etag = $6"
+            ),
+            delete: format!("DELETE FROM {s} WHERE {pk} AND etag = $4"),
+            events_append_first: format!(
+                "INSERT INTO {e} (grain_type, grain_id, stream_name, version, payload) \
+                 SELECT $1, $2, $3, $4, $5 \
+                 WHERE (SELECT COALESCE(MAX(version), 0) FROM {e} WHERE {spk}) = $6"
+            ),
+            events_insert: format!(
+                "INSERT INTO {e} (grain_type, grain_id, stream_name, version, payload) \
+                 VALUES ($1, $2, $3, $4, $5)"
+            ),
+            events_read: format!(
+                "SELECT version, payload FROM {e} WHERE {spk} AND version > $4 ORDER BY version"
+            ),
+            events_version: format!("SELECT COALESCE(MAX(version), 0) FROM {e} WHERE {spk}"),
+            snapshot_read: format!("SELECT version, payload FROM {n} WHERE {spk}"),
+            snapshot_write: format!(
+                "INSERT INTO {n} (grain_type, grain_id, stream_name, version, payload) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (grain_type, grain_id, stream_name) DO UPDATE SET \
+                 version = excluded.version, payload = excluded.payload, created_at = now() \
+                 WHERE excluded.version > {n}.version"
+            ),
+        }
+    }
+}
+
+/// Configures a [`PostgresStorage`]; start from
+/// [`PostgresStorage::builder`].
+#[derive(Debug, Clone)]
+pub struct PostgresStorageBuilder {
+    url: String,
+    prefix: String,
+    connect_timeout: Duration,
+    operation_timeout: Duration,
+    max_connections: u32,
+}
+
+impl PostgresStorageBuilder {
+    /// Tables `{prefix}_state`, `{prefix}_events` and `{prefix}_snapshots`
+    /// (default prefix `grain`).
+    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long to wait for a connection before failing as unavailable
+    /// (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one operation (read, write, clear, append, ...) may take,
+    /// waiting for a connection included, before it fails as unavailable
+    /// (default 10 s). A write cut off this way may or may not have been
+    /// applied.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// Connections in the pool (default 10).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Connects and creates the tables if missing.
+    pub async fn connect(self) -> Result<PostgresStorage> {
+        check_table_name(&format!("{}_snapshots", self.prefix))?;
+        let shown = redact(&self.url);
+        let options: PgConnectOptions = self
+            .url
+            .parse()
+            .map_err(|e| Error::Config(format!("invalid PostgreSQL URL `{shown}`: {e}")))?;
+        // One connection first, so that a refused or unknown server fails
+        // at once with the driver's reason instead of a pool timeout.
+        let mut conn = tokio::time::timeout(self.connect_timeout, options.connect())
+            .await
+            .map_err(|_| Error::Unavailable {
+                provider: PROVIDER.into(),
+                url: shown.clone(),
+                reason: format!("no connection within {:?}", self.connect_timeout),
+            })?
+            .map_err(|e| classify(PROVIDER, &shown, e))?;
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(|e| classify(PROVIDER, &shown, e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(format!("actor-persistence schema {}", self.prefix))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(PROVIDER, &shown, e))?;
+        for ddl in PostgresStorage::schema(&self.prefix) {
+            sqlx::query(&ddl)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| classify(PROVIDER, &shown, e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| classify(PROVIDER, &shown, e))?;
+        let _ = conn.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.connect_timeout)
+            .connect_lazy_with(options);
+        Ok(PostgresStorage {
+            pool,
+            url: shown.into(),
+            sql: Arc::new(Statements::new(&self.prefix)),
+            operation_timeout: self.operation_timeout,
+        })
+    }
+}
+
+impl PostgresStorage {
+    /// Connects to `url` (`postgres://user@host:port/db`) with the default
+    /// tables, creating them if missing.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+
+    /// Configures storage in the database at `url`.
+    pub fn builder(url: impl Into<String>) -> PostgresStorageBuilder {
+        PostgresStorageBuilder {
+            url: url.into(),
+            prefix: DEFAULT_TABLE_PREFIX.to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(10),
+            max_connections: 10,
+        }
+    }
+
+    /// The DDL the provider runs on connect, for tables prefixed `prefix`
+    /// (idempotent: `CREATE ... IF NOT EXISTS`).
+    ///
+    /// - `{prefix}_state`: one row per grain state; `payload` holds the
+    ///   state (UTF-8 JSON when written by `PersistentState`: read it with
+    ///   `convert_from(payload, 'UTF8')::jsonb`), `etag` the
+    ///   compare-and-set token.
+    /// - `{prefix}_events`: one row per journal event, `version` counting
+    ///   from 1 per stream.
+    /// - `{prefix}_snapshots`: the latest snapshot of each journal.
+    pub fn schema(prefix: &str) -> Vec<String> {
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {prefix}_state (
+    grain_type TEXT        NOT NULL,
+    grain_id   TEXT        NOT NULL,
+    state_name TEXT        NOT NULL,
+    etag       TEXT        NOT NULL,
+    payload    BYTEA       NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (grain_type, grain_id, state_name)
+)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {prefix}_events (
+    grain_type  TEXT        NOT NULL,
+    grain_id    TEXT        NOT NULL,
+    stream_name TEXT        NOT NULL,
+    version     BIGINT      NOT NULL,
+    payload     BYTEA       NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (grain_type, grain_id, stream_name, version)
+)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {prefix}_snapshots (
+    grain_type  TEXT        NOT NULL,
+    grain_id    TEXT        NOT NULL,
+    stream_name TEXT        NOT NULL,
+    version     BIGINT      NOT NULL,
+    payload     BYTEA       NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (grain_type, grain_id, stream_name)
+)"
+            ),
+        ]
+    }
+
+    /// The connection pool, to run your own queries on the same database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The name of the state table (`{prefix}_state`).
+    pub fn state_table(&self) -> String {
+        format!("{}_state", self.sql.prefix)
+    }
+
+    pub(crate) fn err(&self, e: sqlx::Error) -> Error {
+        classify(PROVIDER, &self.url, e)
+    }
+
+    /// Bounds an operation: a server that stops answering (without closing
+    /// the connection) is an outage, not a hang.
+    async fn bounded<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
+        match tokio::time::timeout(self.operation_timeout, op).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable {
+                provider: PROVIDER.into(),
+                url: self.url.to_string(),
+                reason: format!("no answer within {:?}", self.operation_timeout),
+            }),
+        }
+    }
+
+    async fn current_etag(&self, key: &StateKey) -> Result<Option<ETag>> {
+        let row = sqlx::query(&self.sql.etag)
+            .bind(key.grain_type())
+            .bind(key.grain_id())
+            .bind(key.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| ETag::from(r.get::<String, _>(0))))
+    }
+
+    async fn read_row(&self, key: &StateKey) -> Result<Option<StoredState>> {
+        let row = sqlx::query(&self.sql.read)
+            .bind(key.grain_type())
+            .bind(key.grain_id())
+            .bind(key.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| StoredState {
+            data: r.get(0),
+            etag: ETag::from(r.get::<String, _>(1)),
+        }))
+    }
+
+    async fn write_row(
+        &self,
+        key: &StateKey,
+        data: &[u8],
+        expected: Option<&ETag>,
+    ) -> Result<ETag> {
+        let etag = ETag::generate();
+        let query = match expected {
+            None => sqlx::query(&self.sql.insert),
+            Some(_) => sqlx::query(&self.sql.update),
+        };
+        let mut query = query
+            .bind(key.grain_type())
+            .bind(key.grain_id())
+            .bind(key.name())
+            .bind(etag.as_str())
+            .bind(data);
+        if let Some(expected) = expected {
+            query = query.bind(expected.as_str());
+        }
+        let done = query.execute(&self.pool).await.map_err(|e| self.err(e))?;
+        if done.rows_affected() == 1 {
+            Ok(etag)
+        } else {
+            Err(Error::Conflict {
+                key: key.to_string(),
+                expected: expected.cloned(),
+                actual: self.current_etag(key).await?,
+            })
+        }
+    }
+
+    async fn clear_row(&self, key: &StateKey, expected: Option<&ETag>) -> Result<()> {
+        let Some(expected) = expected else {
+            return match self.current_etag(key).await? {
+                None => Ok(()),
+                actual => Err(Error::Conflict {
+                    key: key.to_string(),
+                    expected: None,
+                    actual,
+                }),
+            };
+        };
+        let done = sqlx::query(&self.sql.delete)
+            .bind(key.grain_type())
+            .bind(key.grain_id())
+            .bind(key.name())
+            .bind(expected.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(Error::Conflict {
+                key: key.to_string(),
+                expected: Some(expected.clone()),
+                actual: self.current_etag(key).await?,
+            })
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStorage")
+            .field("url", &self.url)
+            .field("table_prefix", &self.sql.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StorageProvider for PostgresStorage {
+    fn describe(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn read<'a>(&'a self, key: &'a StateKey) -> BoxFuture<'a, Result<Option<StoredState>>> {
+        Box::pin(self.bounded(self.read_row(key)))
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a StateKey,
+        data: &'a [u8],
+        expected: Option<&'a ETag>,
+    ) -> BoxFuture<'a, Result<ETag>> {
+        Box::pin(self.bounded(self.write_row(key, data, expected)))
+    }
+
+    fn clear<'a>(
+        &'a self,
+        key: &'a StateKey,
+        expected: Option<&'a ETag>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.bounded(self.clear_row(key, expected)))
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl PostgresStorage {
+    async fn stream_version(&self, stream: &StateKey) -> Result<u64> {
+        let v: i64 = sqlx::query_scalar(&self.sql.events_version)
+            .bind(stream.grain_type())
+            .bind(stream.grain_id())
+            .bind(stream.name())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(v.max(0) as u64)
+    }
+
+    async fn conflict(&self, stream: &StateKey, expected: u64) -> Error {
+        match self.stream_version(stream).await {
+            Ok(actual) => Error::VersionConflict {
+                stream: stream.to_string(),
+                expected,
+                actual,
+            },
+            Err(e) => e,
+        }
+    }
+
+    async fn append_events(
+        &self,
+        stream: &StateKey,
+        expected: u64,
+        events: &[Vec<u8>],
+    ) -> Result<u64> {
+        let Some((first, rest)) = events.split_first() else {
+            let actual = self.stream_version(stream).await?;
+            return if actual == expected {
+                Ok(actual)
+            } else {
+                Err(Error::VersionConflict {
+                    stream: stream.to_string(),
+                    expected,
+                    actual,
+                })
+            };
+        };
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // The first row carries the version check; the primary key
+        // (stream, version) makes one of two racing appends fail.
+        let first = sqlx::query(&self.sql.events_append_first)
+            .bind(stream.grain_type())
+            .bind(stream.grain_id())
+            .bind(stream.name())
+            .bind(to_i64(expected + 1))
+            .bind(first.as_slice())
+            .bind(to_i64(expected))
+            .execute(&mut *tx)
+            .await;
+        match first {
+            Ok(done) if done.rows_affected() == 1 => {}
+            Ok(_) => {
+                drop(tx);
+                return Err(self.conflict(stream, expected).await);
+            }
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                drop(tx);
+                return Err(self.conflict(stream, expected).await);
+            }
+            Err(e) => return Err(self.err(e)),
+        }
+        for (i, event) in rest.iter().enumerate() {
+            sqlx::query(&self.sql.events_insert)
+                .bind(stream.grain_type())
+                .bind(stream.grain_id())
+                .bind(stream.name())
+                .bind(to_i64(expected + 2 + i as u64))
+                .bind(event.as_slice())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(expected + events.len() as u64)
+    }
+
+    async fn events_after(&self, stream: &StateKey, after: u64) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&self.sql.events_read)
+            .bind(stream.grain_type())
+            .bind(stream.grain_id())
+            .bind(stream.name())
+            .bind(to_i64(after))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredEvent {
+                version: r.get::<i64, _>(0).max(0) as u64,
+                data: r.get(1),
+            })
+            .collect())
+    }
+
+    async fn snapshot(&self, stream: &StateKey) -> Result<Option<Snapshot>> {
+        let row = sqlx::query(&self.sql.snapshot_read)
+            .bind(stream.grain_type())
+            .bind(stream.grain_id())
+            .bind(stream.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| Snapshot {
+            version: r.get::<i64, _>(0).max(0) as u64,
+            data: r.get(1),
+        }))
+    }
+
+    async fn store_snapshot(&self, stream: &StateKey, snapshot: &Snapshot) -> Result<()> {
+        sqlx::query(&self.sql.snapshot_write)
+            .bind(stream.grain_type())
+            .bind(stream.grain_id())
+            .bind(stream.name())
+            .bind(to_i64(snapshot.version))
+            .bind(snapshot.data.as_slice())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+impl EventStore for PostgresStorage {
+    fn describe(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn read_events<'a>(
+        &'a self,
+        stream: &'a StateKey,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Vec<StoredEvent>>> {
+        Box::pin(self.bounded(self.events_after(stream, after)))
+    }
+
+    fn version<'a>(&'a self, stream: &'a StateKey) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.bounded(self.stream_version(stream)))
+    }
+
+    fn append<'a>(
+        &'a self,
+        stream: &'a StateKey,
+        expected: u64,
+        events: &'a [Vec<u8>],
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.bounded(self.append_events(stream, expected, events)))
+    }
+
+    fn read_snapshot<'a>(
+        &'a self,
+        stream: &'a StateKey,
+    ) -> BoxFuture<'a, Result<Option<Snapshot>>> {
+        Box::pin(self.bounded(self.snapshot(stream)))
+    }
+
+    fn write_snapshot<'a>(
+        &'a self,
+        stream: &'a StateKey,
+        snapshot: &'a Snapshot,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.bounded(self.store_snapshot(stream, snapshot)))
+    }
+}
