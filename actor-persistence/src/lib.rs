@@ -18,7 +18,10 @@
 //! `JournaledGrain`: raise events, confirm them with a compare-and-set on
 //! the stream version, rebuild by replay from the latest snapshot).
 //!
-//! Not here yet: durable reminders (they need the cluster's ring).
+//! And durable reminders ([`ReminderService`] over a [`ReminderTable`] in
+//! memory, SQLite or PostgreSQL): named timers of a grain that survive
+//! deactivation, silo restart and silo death, delivered as
+//! [`ReminderTick`] messages by the silo that owns the grain.
 //!
 //! ## A tour
 //!
@@ -177,6 +180,7 @@ mod persistent_state;
 mod postgres_storage;
 mod provider;
 mod redis_storage;
+mod reminders;
 mod sql;
 mod sqlite_storage;
 mod storage_registry;
@@ -190,6 +194,10 @@ pub use persistent_state::PersistentState;
 pub use postgres_storage::{PostgresStorage, PostgresStorageBuilder};
 pub use provider::{BoxFuture, StateKey, StorageProvider, StoredState};
 pub use redis_storage::{DEFAULT_KEY_PREFIX, RedisStorage, RedisStorageBuilder};
+pub use reminders::{
+    MemoryReminders, Ownership, Reminder, ReminderService, ReminderTable, ReminderTick,
+    SiloBuilderRemindersExt, SqlReminders,
+};
 pub use sqlite_storage::{DEFAULT_TABLE_PREFIX, SqliteStorage, SqliteStorageBuilder};
 pub use storage_registry::{
     DEFAULT_STORAGE, SiloBuilderStorageExt, SiloStorageExt, StateContext, StorageRegistry,
