@@ -212,10 +212,12 @@ impl StaticRouter {
         }
         let owner = self.owner(&call.target);
         if owner == self.me {
+            let silo = self.silo.get().ok_or(actor_core::Error::SiloStopped)?;
             // A grain may not be activated here before the silo that held it
-            // has let it go: wait (within the call's deadline).
+            // has let it go: wait (within the call's deadline). A grain
+            // already active here needs no wait.
             let until = tokio::time::Instant::now() + call.timeout;
-            while !self.may_activate() {
+            while !silo.is_active(&call.target) && !self.may_activate() {
                 if tokio::time::Instant::now() >= until {
                     return Err(actor_core::Error::Timeout {
                         grain: call.target,
@@ -225,7 +227,6 @@ impl StaticRouter {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let silo = self.silo.get().ok_or(actor_core::Error::SiloStopped)?;
             return silo.invoke_encoded(call).await;
         }
         self.link(&owner).await?.call(call).await

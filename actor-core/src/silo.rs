@@ -456,7 +456,13 @@ impl Silo {
     /// The router for grains that may live elsewhere, if this silo is part
     /// of a cluster and `id` is not known to be local.
     pub(crate) fn remote_route(&self, id: &GrainId) -> Option<&Arc<dyn Router>> {
-        self.inner.router.as_ref().filter(|r| !r.is_local(id))
+        // An activation here is the grain's one activation until it is
+        // deactivated (then its queued calls are routed anew): call it here
+        // whatever the router would decide for a new activation.
+        self.inner
+            .router
+            .as_ref()
+            .filter(|r| !r.is_local(id) && !self.inner.table.contains_key(id))
     }
 
     pub(crate) fn incoming_filters(&self) -> &[Arc<dyn IncomingCallFilter>] {
