@@ -19,9 +19,25 @@
 //! makes, never its caller. The context belongs to each call, not to the
 //! activation: concurrent, interleaved calls with different roles each see
 //! their own.
+//!
+//! **Across silos** ([`start_pair`], [`play_cluster_scenario`]) the same
+//! grains and the same web front run on two silos of one cluster. The front
+//! is served by the silo that hosts the audit log, and the scenario uses
+//! accounts that the cluster placed on the other silo. Each request
+//! therefore crosses twice: front -> account on the other silo -> audit log
+//! back on the front's silo. The request context travels inside the call
+//! envelope both ways. The account grain decides authorization from the
+//! role on its own silo, and the audit grain records the role, and the
+//! value the account grain set, on the first silo. The grains are the
+//! same code; they only list their messages in `Grain::register`, so that
+//! calls arriving serialized from another silo can be dispatched.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
+use actor_cluster::{ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable};
+use actor_core::SiloBuilder;
 use actor_core::prelude::*;
 use axum::Router;
 use axum::body::Body;
@@ -32,6 +48,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{delete, get};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 /// The request-context key of the caller's role.
@@ -62,6 +79,12 @@ impl Default for AccountGrain {
 
 impl Grain for AccountGrain {
     const TYPE_NAME: &'static str = "account";
+    // Calls from other silos arrive serialized: list the messages.
+    fn register(m: &mut actor_core::Methods<Self>) {
+        m.add::<GetBalance, _>()
+            .add::<DeleteAccount, _>()
+            .add::<Describe, _>();
+    }
 }
 
 /// A grain's refusal or failure, sent back inside its reply.
@@ -156,6 +179,10 @@ pub struct ContextView {
     /// What the audit grain saw under [`VISITED_BY`], set by the account
     /// grain's turn.
     pub audit_visited_by: Option<String>,
+    /// The silo the account grain ran on.
+    pub account_silo: String,
+    /// The silo the audit grain ran on.
+    pub audit_silo: String,
 }
 
 impl SharedHandler<GetBalance> for AccountGrain {
@@ -210,6 +237,8 @@ impl SharedHandler<Describe> for AccountGrain {
             account_role,
             audit_role: seen.role,
             audit_visited_by: seen.visited_by,
+            account_silo: ctx.silo().name().to_owned(),
+            audit_silo: seen.silo,
         })
     }
 }
@@ -222,6 +251,9 @@ pub struct AuditGrain {
 
 impl Grain for AuditGrain {
     const TYPE_NAME: &'static str = "audit";
+    fn register(m: &mut actor_core::Methods<Self>) {
+        m.add::<Record, _>().add::<Entries, _>().add::<Peek, _>();
+    }
 }
 
 /// One line of the audit log.
@@ -265,6 +297,8 @@ pub struct Seen {
     pub role: Option<String>,
     /// The value of [`VISITED_BY`].
     pub visited_by: Option<String>,
+    /// The silo the audit grain runs on.
+    pub silo: String,
 }
 
 impl Message for Peek {
@@ -288,22 +322,26 @@ impl SharedHandler<Entries> for AuditGrain {
 
 impl SharedHandler<Peek> for AuditGrain {
     const INTERLEAVE: Interleave = Interleave::ReadOnly;
-    async fn handle(&self, _: Peek, _: &GrainContext<Self>) -> Seen {
+    async fn handle(&self, _: Peek, ctx: &GrainContext<Self>) -> Seen {
         Seen {
             role: RequestContext::get(USER_ROLE),
             visited_by: RequestContext::get(VISITED_BY),
+            silo: ctx.silo().name().to_owned(),
         }
     }
 }
 
-/// Starts a silo hosting the account and audit grains.
-pub async fn build_silo() -> actor_core::Result<Silo> {
+/// A silo builder with the account and audit grains.
+pub fn silo_builder(name: &str) -> SiloBuilder {
     Silo::builder()
-        .name("request-context")
+        .name(name)
         .grain::<AccountGrain>()
         .grain::<AuditGrain>()
-        .start()
-        .await
+}
+
+/// Starts a silo hosting the account and audit grains.
+pub async fn build_silo() -> actor_core::Result<Silo> {
+    silo_builder("request-context").start().await
 }
 
 /// The web front: `GET /accounts/{name}/balance`, `DELETE /accounts/{name}`,
@@ -417,7 +455,7 @@ pub struct Exchange {
     /// The HTTP method.
     pub method: Method,
     /// The path.
-    pub uri: &'static str,
+    pub uri: String,
     /// The `X-User-Role` header sent, if any.
     pub role: Option<&'static str>,
     /// The response status.
@@ -440,9 +478,20 @@ pub async fn play_scenario(app: &Router) -> anyhow::Result<Vec<Exchange>> {
         (Method::GET, "/accounts/alice/balance", Some("admin")),
         (Method::GET, "/audit", Some("admin")),
     ];
-    let mut exchanges = Vec::with_capacity(steps.len());
+    play_steps(
+        app,
+        steps.map(|(method, uri, role)| (method, uri.to_owned(), role)),
+    )
+    .await
+}
+
+async fn play_steps(
+    app: &Router,
+    steps: impl IntoIterator<Item = (Method, String, Option<&'static str>)>,
+) -> anyhow::Result<Vec<Exchange>> {
+    let mut exchanges = Vec::new();
     for (method, uri, role) in steps {
-        let (status, body) = send(app, method.clone(), uri, role).await?;
+        let (status, body) = send(app, method.clone(), &uri, role).await?;
         exchanges.push(Exchange {
             method,
             uri,
@@ -452,4 +501,106 @@ pub async fn play_scenario(app: &Router) -> anyhow::Result<Vec<Exchange>> {
         });
     }
     Ok(exchanges)
+}
+
+/// Two silos of one cluster hosting the same grains: the web front runs on
+/// `front`, which hosts the audit log; the scenario's accounts live on
+/// `back`.
+#[derive(Debug)]
+pub struct SiloPair {
+    /// The silo the web front calls through; it hosts the audit log.
+    pub front: ClusterSilo,
+    /// The other silo.
+    pub back: ClusterSilo,
+}
+
+impl SiloPair {
+    /// `n` account names whose grain the cluster places on `back`
+    /// (placement is by hashing; the scenario looks up where names land so
+    /// that the calls cross).
+    pub fn accounts_on_back(&self, n: usize) -> Vec<String> {
+        let back = &self.back.address().endpoint;
+        let names = [
+            "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+        ];
+        let extra = (0..).map(|i| format!("customer-{i}"));
+        names
+            .iter()
+            .map(|s| s.to_string())
+            .chain(extra)
+            .filter(|name| {
+                self.front
+                    .owner_of(&GrainId::new(AccountGrain::TYPE_NAME, name.as_str()))
+                    == *back
+            })
+            .take(n)
+            .collect()
+    }
+
+    /// The web front, calling grains through `front`.
+    pub fn router(&self) -> Router {
+        router(self.front.silo().clone())
+    }
+
+    /// Leaves the cluster, both silos.
+    pub async fn leave(self) -> anyhow::Result<()> {
+        self.front.leave().await?;
+        self.back.leave().await?;
+        Ok(())
+    }
+}
+
+/// Starts two silos, `a` and `b`, in one cluster (an in-memory membership
+/// table: both live in this process, talking over 127.0.0.1), waits until
+/// both see each other, and picks the one hosting the audit log as the
+/// front.
+pub async fn start_pair(config: ClusterConfig) -> anyhow::Result<SiloPair> {
+    let table: Arc<dyn MembershipTable> = Arc::new(InMemoryMembership::new());
+    let mut silos = Vec::new();
+    for name in ["a", "b"] {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        silos.push(
+            ClusterSilo::start(silo_builder(name), listener, table.clone(), config.clone()).await?,
+        );
+    }
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while silos.iter().any(|s| s.active_members().len() != 2) {
+        if tokio::time::Instant::now() >= until {
+            anyhow::bail!("the two silos did not see each other within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = silos.pop().expect("two silos");
+    let a = silos.pop().expect("two silos");
+    let log = GrainId::new(AuditGrain::TYPE_NAME, AUDIT_LOG);
+    let (front, back) = if a.owner_of(&log) == a.address().endpoint {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    Ok(SiloPair { front, back })
+}
+
+/// The scenario across two silos, with an account placed on `back`: a
+/// user looks at the context seen two calls deep, an anonymous caller and
+/// a user are refused, an admin deletes the account, and the audit log on
+/// the front's silo shows who did it.
+pub async fn play_cluster_scenario(pair: &SiloPair) -> anyhow::Result<Vec<Exchange>> {
+    let account = pair.accounts_on_back(1).remove(0);
+    let steps = [
+        (
+            Method::GET,
+            format!("/accounts/{account}/context"),
+            Some("user"),
+        ),
+        (Method::GET, format!("/accounts/{account}/balance"), None),
+        (Method::DELETE, format!("/accounts/{account}"), Some("user")),
+        (
+            Method::DELETE,
+            format!("/accounts/{account}"),
+            Some("admin"),
+        ),
+        (Method::GET, "/audit".to_owned(), Some("admin")),
+    ];
+    play_steps(&pair.router(), steps).await
 }

@@ -1,11 +1,16 @@
 //! Run with: cargo run -p example-request-context
 //!
 //! Plays requests with the roles `user` and `admin` (and none) against the
-//! web front and prints the answers. With `--serve` it serves on
-//! 127.0.0.1:3000 instead, e.g.
+//! web front and prints the answers: first on one silo, then on two silos
+//! of one cluster, where every request crosses from the front's silo to
+//! the account's and back to the audit log's. With `--serve` it serves the
+//! single-silo front on 127.0.0.1:3000 instead, e.g.
 //! `curl -X DELETE -H 'X-User-Role: admin' localhost:3000/accounts/alice`.
 
-use example_request_context::{build_silo, play_scenario, router};
+use actor_cluster::ClusterConfig;
+use example_request_context::{
+    Exchange, build_silo, play_cluster_scenario, play_scenario, router, start_pair,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,18 +24,36 @@ async fn main() -> anyhow::Result<()> {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;
-    } else {
-        for ex in play_scenario(&app).await? {
-            let role = ex.role.unwrap_or("(none)");
-            println!(
-                "{:<6} {:<24} X-User-Role: {role:<6} -> {} {}",
-                ex.method.as_str(),
-                ex.uri,
-                ex.status,
-                ex.body
-            );
-        }
+        silo.shutdown().await;
+        return Ok(());
     }
+
+    println!("One silo:");
+    print_all(&play_scenario(&app).await?);
     silo.shutdown().await;
+
+    let pair = start_pair(ClusterConfig::default()).await?;
+    let account = pair.accounts_on_back(1).remove(0);
+    println!(
+        "\nTwo silos: the web front calls through silo {} (which hosts the audit log); \
+         account {account} lives on silo {}:",
+        pair.front.silo().name(),
+        pair.back.silo().name()
+    );
+    print_all(&play_cluster_scenario(&pair).await?);
+    pair.leave().await?;
     Ok(())
+}
+
+fn print_all(exchanges: &[Exchange]) {
+    for ex in exchanges {
+        let role = ex.role.unwrap_or("(none)");
+        println!(
+            "{:<6} {:<24} X-User-Role: {role:<6} -> {} {}",
+            ex.method.as_str(),
+            ex.uri,
+            ex.status,
+            ex.body
+        );
+    }
 }
