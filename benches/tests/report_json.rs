@@ -1,0 +1,115 @@
+//! A tiny run of every scenario (debug build, tiny counts) and the shape of
+//! the JSON it writes: what CI and the issue's checker read.
+
+use serde_json::Value;
+
+#[test]
+fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
+    let report = benches::run(&benches::Config::tiny(), "test");
+    let json: Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
+
+    assert_eq!(json["mode"], "tiny");
+    assert!(json["machine"]["nproc"].as_u64().unwrap() >= 1);
+    assert!(json["duration_s"].as_f64().unwrap() > 0.0);
+
+    let scenarios = json["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for want in [
+        "ask_latency/current_thread",
+        "ask_latency/multi_thread",
+        "ask_throughput/64_callers_1_grain",
+        "ask_throughput/1000_callers_1_grain",
+        "ask_throughput/64_callers_1000_grains",
+        "ask_throughput/1000_callers_1000_grains",
+        "tell_throughput/1_grain",
+        "activation/rate_640",
+        "activation/idle_memory_1k",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+
+    for s in scenarios {
+        let name = s["name"].as_str().unwrap();
+        for key in ["unit", "group", "description", "subject"] {
+            assert!(s[key].is_string(), "{name}: {key}");
+        }
+        let (median, min, max) = (
+            s["median"].as_f64().unwrap(),
+            s["min"].as_f64().unwrap(),
+            s["max"].as_f64().unwrap(),
+        );
+        assert!(median > 0.0 && min <= median && median <= max, "{name}");
+        assert!(s["runs"].as_u64().unwrap() >= 1, "{name}");
+
+        let comparisons = s["comparisons"].as_array().unwrap();
+        let against: Vec<&str> = comparisons
+            .iter()
+            .map(|c| c["against"].as_str().unwrap())
+            .collect();
+        assert!(
+            comparisons.iter().any(|c| c["kind"] == "floor"),
+            "{name}: no floor"
+        );
+        for peer in ["kameo 0.22", "ractor 0.16", "actix 0.13"] {
+            assert!(against.contains(&peer), "{name}: {peer} missing");
+        }
+        for c in comparisons {
+            let theirs = c["median"].as_f64().unwrap();
+            let ratio = c["ratio"].as_f64().unwrap();
+            assert!(theirs > 0.0, "{name}");
+            assert!(c["paired_ratio"].as_f64().unwrap() > 0.0, "{name}");
+            // CPU time per operation, except for memory (not timed).
+            assert_eq!(
+                c["cpu_ratio"].is_number(),
+                !name.contains("memory"),
+                "{name}"
+            );
+            assert!(
+                (ratio - median / theirs).abs() < 1e-9 * ratio.max(1.0),
+                "{name}"
+            );
+            // Present even without a target (then null).
+            assert!(c.get("target_ratio").is_some() && c.get("met").is_some());
+            if c["target_ratio"].is_number() {
+                assert!(c["met"].is_boolean(), "{name}");
+            }
+        }
+    }
+
+    let latency = &scenarios[names
+        .iter()
+        .position(|n| *n == "ask_latency/current_thread")
+        .unwrap()];
+    let floor = latency["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "floor")
+        .unwrap();
+    assert_eq!(floor["target_ratio"], 1.5);
+
+    let memory = &scenarios[names
+        .iter()
+        .position(|n| *n == "activation/idle_memory_1k")
+        .unwrap()];
+    assert_eq!(memory["target"]["target"], 512.0);
+    assert!(memory["target"]["met"].is_boolean());
+
+    let later: Vec<&str> = json["not_measured"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(later, ["remote/*", "storage/*"]);
+
+    assert!(report.to_table().contains("| scenario |"));
+    assert!(
+        report
+            .to_markdown()
+            .contains("### ask_latency/current_thread")
+    );
+}
