@@ -223,11 +223,13 @@ impl ClusterSilo {
         self.serving.store(on, Ordering::SeqCst);
     }
 
-    /// Stops the silo abruptly, as a crash would: it answers nothing more
-    /// and writes nothing more to the table. (For tests and tools; the
+    /// Stops the silo abruptly, as a crash would: it answers nothing more,
+    /// writes nothing more to the table, and its grains can call no one
+    /// (the local silo is halted: no `on_deactivate`). (For tests and tools; the
     /// others must find out by probing.)
     pub fn kill(&self) {
         self.serving.store(false, Ordering::SeqCst);
+        self.silo.halt();
         for t in &self.tasks {
             t.abort();
         }

@@ -91,6 +91,14 @@ impl<G: Grain> GrainRef<G> {
                 reply: ReplyTo::Local(tx),
             }),
         )?;
+        let mut rx = rx;
+        // Most local replies come back within one round of the scheduler
+        // (the grain's turn runs while this task yields): only a call still
+        // waiting after that arms its deadline timer, which costs more than
+        // the whole rest of a call.
+        if let Some(done) = reply_after_one_round(&mut rx).await {
+            return done.unwrap_or(Err(Error::SiloStopped));
+        }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(Error::SiloStopped),
@@ -135,6 +143,26 @@ impl<G: Grain> GrainRef<G> {
             }),
         )
     }
+}
+
+/// Polls `rx`; if it is not ready, yields once (without waiting for the I/O
+/// driver) and polls again. `None` if the reply is still not there.
+async fn reply_after_one_round<T>(
+    rx: &mut oneshot::Receiver<T>,
+) -> Option<std::result::Result<T, oneshot::error::RecvError>> {
+    use std::future::Future;
+    use std::task::Poll;
+    let mut yielded = false;
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *rx).poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending if !yielded => {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 impl<G: Grain> GrainRef<G> {

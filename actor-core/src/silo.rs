@@ -448,6 +448,17 @@ impl Silo {
         self.inner.table.clear();
     }
 
+    /// Stops the silo at once, as a crash would: no `on_deactivate`, every
+    /// call into or out of it fails with [`Error::SiloStopped`] from now
+    /// on (turns already running finish, but cannot call anyone). For
+    /// fault-injection tests and tools; use [`shutdown`](Silo::shutdown)
+    /// otherwise.
+    pub fn halt(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.table.clear();
+    }
+
     /// Whether [`shutdown`](Silo::shutdown) has begun.
     pub fn is_stopping(&self) -> bool {
         self.inner.stopping.load(Ordering::Relaxed)
@@ -478,6 +489,9 @@ impl Silo {
         timeout: Duration,
         one_way: bool,
     ) -> Result<CallHeader> {
+        if self.inner.stopped.load(Ordering::Relaxed) {
+            return Err(Error::SiloStopped);
+        }
         let (mut context, chain, sender) = ambient(one_way);
         for f in &self.inner.outgoing {
             let mut call = OutgoingCall {

@@ -744,3 +744,23 @@ async fn async_factories_load_from_silo_extensions_before_activation() {
     assert!(!silo.is_active(&GrainId::new("life", "broken")));
     assert!(silo.extension::<String>().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_silo_fails_every_call_at_once_like_a_crashed_one() {
+    let journal = Journal::default();
+    let silo = builder(&journal).start().await.unwrap();
+    let g = silo.get_grain::<Life>(1);
+    g.ask(Add(1)).await.unwrap();
+    let slow = tokio::spawn({
+        let g = g.clone();
+        async move { g.ask(Nap(200)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    silo.halt();
+    assert!(matches!(g.ask(Add(1)).await, Err(Error::SiloStopped)));
+    assert!(matches!(g.tell(Add(1)), Err(Error::SiloStopped)));
+    assert_eq!(silo.activation_count(), 0);
+    // The turn already running finishes; nothing ran on_deactivate.
+    slow.await.unwrap().unwrap();
+    assert_eq!(journal.count("deactivate"), 0);
+}
