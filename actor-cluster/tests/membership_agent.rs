@@ -3,16 +3,18 @@
 //! survivors. A silo that reads itself dead stops serving, and an
 //! unreachable table declares nobody dead.
 
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actor_cluster::{
-    ClusterConfig, ClusterSilo, InMemoryMembership, MembershipEntry, MembershipSnapshot,
-    MembershipTable, RowEtag, SiloAddress, SiloStatus, SqlMembership, TableVersion,
+    ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable, SiloAddress, SiloStatus,
+    SqlMembership,
 };
 use actor_core::prelude::*;
-use futures::future::BoxFuture;
+use common::Cuttable;
 use tokio::net::TcpListener;
 
 /// A grain that counts its hits and reports its silo.
@@ -187,78 +189,9 @@ async fn graceful_leave_hands_over_without_suspicion() {
     .await;
 }
 
-/// A table that can be switched off: every call fails while it is.
-#[derive(Clone)]
-struct Switchable {
-    inner: InMemoryMembership,
-    down: Arc<AtomicBool>,
-}
-
-impl Switchable {
-    fn check(&self) -> actor_cluster::Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(actor_cluster::Error::TableUnavailable {
-                url: "switched-off".into(),
-                source: sqlx::Error::PoolTimedOut,
-            });
-        }
-        Ok(())
-    }
-}
-
-impl MembershipTable for Switchable {
-    fn read_all(&self) -> BoxFuture<'_, actor_cluster::Result<MembershipSnapshot>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.read_all().await
-        })
-    }
-    fn insert(
-        &self,
-        e: MembershipEntry,
-        v: TableVersion,
-    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.insert(e, v).await
-        })
-    }
-    fn update(
-        &self,
-        e: MembershipEntry,
-        etag: RowEtag,
-        v: TableVersion,
-    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.update(e, etag, v).await
-        })
-    }
-    fn update_i_am_alive(
-        &self,
-        s: &SiloAddress,
-        at: i64,
-    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
-        let s = s.clone();
-        Box::pin(async move {
-            self.check()?;
-            self.inner.update_i_am_alive(&s, at).await
-        })
-    }
-    fn cleanup_defunct(&self, before: i64) -> BoxFuture<'_, actor_cluster::Result<u64>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.cleanup_defunct(before).await
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_table_is_unreachable_nobody_joins_and_nobody_dies() {
-    let table = Switchable {
-        inner: InMemoryMembership::new(),
-        down: Arc::new(AtomicBool::new(false)),
-    };
+    let table = Cuttable::new(InMemoryMembership::new());
     let shared: Arc<dyn MembershipTable> = Arc::new(table.clone());
     let a = start("a", shared.clone()).await;
     let b = start("b", shared.clone()).await;
@@ -266,7 +199,7 @@ async fn while_the_table_is_unreachable_nobody_joins_and_nobody_dies() {
         a.active_members().len() == 2 && b.active_members().len() == 2
     })
     .await;
-    table.down.store(true, Ordering::SeqCst);
+    table.cut.store(true, Ordering::SeqCst);
     b.kill();
     // A joiner fails clearly instead of pretending to be in.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -282,7 +215,7 @@ async fn while_the_table_is_unreachable_nobody_joins_and_nobody_dies() {
         Err(actor_cluster::Error::TableUnavailable { .. })
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    table.down.store(false, Ordering::SeqCst);
+    table.cut.store(false, Ordering::SeqCst);
     let snap = table.inner.read_all().await.unwrap();
     assert_eq!(
         snap.entry(b.address()).unwrap().0.status,

@@ -3,17 +3,16 @@
 //! silos at once, while a silo joins under load or is cut off from the
 //! others and from the table.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actor_cluster::{
-    ClusterConfig, ClusterSilo, InMemoryMembership, MembershipEntry, MembershipSnapshot,
-    MembershipTable, RowEtag, SiloAddress, SiloStatus, TableVersion,
-};
+use actor_cluster::{ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable, SiloStatus};
 use actor_core::prelude::*;
-use futures::future::BoxFuture;
+use common::Cuttable;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,82 +89,13 @@ impl Tracked {
     }
 }
 
-/// A view of the shared table that one silo can lose.
-#[derive(Clone)]
-struct Cuttable {
-    inner: InMemoryMembership,
-    cut: Arc<AtomicBool>,
-}
-
-impl Cuttable {
-    fn check(&self) -> actor_cluster::Result<()> {
-        if self.cut.load(Ordering::SeqCst) {
-            return Err(actor_cluster::Error::TableUnavailable {
-                url: "cut".into(),
-                source: sqlx::Error::PoolTimedOut,
-            });
-        }
-        Ok(())
-    }
-}
-
-impl MembershipTable for Cuttable {
-    fn read_all(&self) -> BoxFuture<'_, actor_cluster::Result<MembershipSnapshot>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.read_all().await
-        })
-    }
-    fn insert(
-        &self,
-        e: MembershipEntry,
-        v: TableVersion,
-    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.insert(e, v).await
-        })
-    }
-    fn update(
-        &self,
-        e: MembershipEntry,
-        t: RowEtag,
-        v: TableVersion,
-    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.update(e, t, v).await
-        })
-    }
-    fn update_i_am_alive(
-        &self,
-        s: &SiloAddress,
-        at: i64,
-    ) -> BoxFuture<'_, actor_cluster::Result<bool>> {
-        let s = s.clone();
-        Box::pin(async move {
-            self.check()?;
-            self.inner.update_i_am_alive(&s, at).await
-        })
-    }
-    fn cleanup_defunct(&self, b: i64) -> BoxFuture<'_, actor_cluster::Result<u64>> {
-        Box::pin(async move {
-            self.check()?;
-            self.inner.cleanup_defunct(b).await
-        })
-    }
-}
-
 async fn start(
     name: &str,
     table: &InMemoryMembership,
     oracle: &Oracle,
 ) -> (ClusterSilo, Arc<AtomicBool>) {
-    let cut = Arc::new(AtomicBool::new(false));
-    let view = Cuttable {
-        inner: table.clone(),
-        cut: cut.clone(),
-    };
+    let view = Cuttable::new(table.clone());
+    let cut = view.cut.clone();
     let o = oracle.clone();
     let silo = ClusterSilo::start(
         Silo::builder().name(name).grain_with(move |_| Tracked {
