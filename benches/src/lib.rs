@@ -9,14 +9,16 @@
 //! `target/benchmarks/latest.json`; `BENCHMARKS.md` at the repository root
 //! holds the figures of the last full run and how to read them.
 //!
-//! Only local scenarios exist so far. Remote calls across silos and
-//! persisted writes slot in as new modules of `scenarios` (reusing its
-//! runner for repetition, medians, ratios and targets) on the cluster and
-//! persistence crates; the report lists them as not measured until then.
-//!
-//! Every workload is written once over an internal `Subject` trait (one
-//! implementation each for actor-core, the raw floor, kameo, ractor and
-//! actix), so every subject runs exactly the same code.
+//! Three groups of scenarios:
+//! - **local**: one silo, no I/O; every workload is written once over an
+//!   internal `Subject` trait (one implementation each for actor-core, the
+//!   raw floor, kameo, ractor and actix), so every subject runs exactly the
+//!   same code;
+//! - **remote**: a silo calling grains on a silo in a second process (this
+//!   binary, started with `--remote-peer`) over actor-cluster's link,
+//!   against raw tonic (one bidirectional stream, and unary calls);
+//! - **storage**: persisted writes through `PersistentState` on SQLite and
+//!   PostgreSQL, against the provider's own statement run with raw sqlx.
 
 mod report;
 mod scenarios;
@@ -47,6 +49,15 @@ pub struct Config {
     pub activation_count: u64,
     /// Idle-memory scenarios: (actors, runs).
     pub memory: Vec<(u64, usize)>,
+    /// Calls per remote latency sample (throughput samples make four
+    /// times as many).
+    pub remote_calls: u64,
+    /// Persisted writes per storage sample.
+    pub storage_writes: u64,
+    /// The executable that serves as the remote peer process when started
+    /// with `--remote-peer` (the `benches` binary); without one, the remote
+    /// scenarios are reported as not measured.
+    pub peer_exe: Option<std::path::PathBuf>,
     /// Only scenarios whose name contains this.
     pub only: Option<String>,
 }
@@ -63,6 +74,9 @@ impl Config {
             tell_messages: 1_000_000,
             activation_count: 100_000,
             memory: vec![(100_000, 3), (1_000_000, 2)],
+            remote_calls: 20_000,
+            storage_writes: 8_000,
+            peer_exe: None,
             only: None,
         }
     }
@@ -78,6 +92,9 @@ impl Config {
             tell_messages: 200_000,
             activation_count: 100_000,
             memory: vec![(100_000, 2)],
+            remote_calls: 5_000,
+            storage_writes: 2_000,
+            peer_exe: None,
             only: None,
         }
     }
@@ -93,10 +110,23 @@ impl Config {
             tell_messages: 2_000,
             activation_count: 640,
             memory: vec![(1_000, 1)],
+            remote_calls: 200,
+            storage_writes: 64,
+            peer_exe: None,
             only: None,
         }
     }
 }
+
+/// Serves as the remote scenarios' peer process (what `benches
+/// --remote-peer` runs): a silo and a raw tonic echo server on loopback,
+/// until stdin closes.
+pub fn serve_remote_peer() -> Result<(), String> {
+    scenarios::remote::serve_peer()
+}
+
+/// The flag that makes the `benches` binary the remote peer process.
+pub const REMOTE_PEER_FLAG: &str = scenarios::remote::PEER_FLAG;
 
 /// Runs one workload once against one subject and returns its figure
 /// (in the scenario's unit) and CPU time per operation: what a profiler
@@ -114,7 +144,18 @@ pub fn run(config: &Config, command: &str) -> Report {
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let scenarios = scenarios::local::run(config);
+    let mut scenarios = scenarios::local::run(config);
+    let mut not_measured = Vec::new();
+    match scenarios::remote::run(config) {
+        Ok(remote) => scenarios.extend(remote),
+        Err(reason) => not_measured.push(NotMeasured {
+            scenario: "remote/*".to_owned(),
+            reason,
+        }),
+    }
+    let (storage, missing) = scenarios::storage::run(config);
+    scenarios.extend(storage);
+    not_measured.extend(missing);
     Report {
         mode: config.mode.clone(),
         command: command.to_owned(),
@@ -122,22 +163,6 @@ pub fn run(config: &Config, command: &str) -> Report {
         started_unix_s,
         duration_s: started.elapsed().as_secs_f64(),
         scenarios,
-        not_measured: vec![
-            NotMeasured {
-                scenario: "remote/*".to_owned(),
-                reason: "remote ask across two silos on loopback (sequential latency p50/p99; \
-                         64 and 1,000 calls in flight) against raw tonic unary and one \
-                         multiplexed bidi stream: not built yet (this suite's first step is \
-                         local; it slots in as scenarios/remote.rs on actor-cluster)"
-                    .to_owned(),
-            },
-            NotMeasured {
-                scenario: "storage/*".to_owned(),
-                reason: "persisted write throughput on SQLite and Postgres against the raw \
-                         sqlx write of the same row: not built yet (slots in as \
-                         scenarios/storage.rs on the persistence crate)"
-                    .to_owned(),
-            },
-        ],
+        not_measured,
     }
 }

@@ -11,6 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(benches::REMOTE_PEER_FLAG) {
+        return match benches::serve_remote_peer() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("remote peer: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut config = benches::Config::full();
     let mut out: Option<PathBuf> = None;
     let mut only = None;
@@ -55,6 +64,7 @@ fn main() -> ExitCode {
         }
     }
     config.only = only;
+    config.peer_exe = std::env::current_exe().ok();
     if cfg!(debug_assertions) {
         eprintln!("warning: a debug build; figures mean little (use --release)");
     }

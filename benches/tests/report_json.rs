@@ -5,7 +5,10 @@ use serde_json::Value;
 
 #[test]
 fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
-    let report = benches::run(&benches::Config::tiny(), "test");
+    let mut config = benches::Config::tiny();
+    // The remote scenarios' second process is the benches binary itself.
+    config.peer_exe = Some(env!("CARGO_BIN_EXE_benches").into());
+    let report = benches::run(&config, "test");
     let json: Value = serde_json::from_str(&report.to_json()).expect("valid JSON");
 
     assert_eq!(json["mode"], "tiny");
@@ -27,6 +30,12 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
         "tell_throughput/1_grain",
         "activation/rate_640",
         "activation/idle_memory_1k",
+        "remote/ask_latency_p50",
+        "remote/ask_latency_p99",
+        "remote/ask_throughput_64_in_flight",
+        "remote/ask_throughput_1000_in_flight",
+        "storage/write_sqlite",
+        "storage/write_postgres",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -53,8 +62,14 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
             comparisons.iter().any(|c| c["kind"] == "floor"),
             "{name}: no floor"
         );
-        for peer in ["kameo 0.22", "ractor 0.16", "actix 0.13"] {
-            assert!(against.contains(&peer), "{name}: {peer} missing");
+        let wanted: &[&str] = match s["group"].as_str().unwrap() {
+            "local" => &["kameo 0.22", "ractor 0.16", "actix 0.13"],
+            "remote" => &["floor: tonic bidi stream", "tonic unary"],
+            "storage" => &["floor: raw sqlx UPDATE"],
+            other => panic!("{name}: unknown group {other}"),
+        };
+        for peer in wanted {
+            assert!(against.contains(peer), "{name}: {peer} missing");
         }
         for c in comparisons {
             let theirs = c["median"].as_f64().unwrap();
@@ -98,13 +113,20 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
     assert_eq!(memory["target"]["target"], 512.0);
     assert!(memory["target"]["met"].is_boolean());
 
-    let later: Vec<&str> = json["not_measured"]
+    // Everything was measured: PostgreSQL is one of the project's services.
+    assert_eq!(json["not_measured"], serde_json::json!([]));
+
+    let remote = &scenarios[names
+        .iter()
+        .position(|n| *n == "remote/ask_throughput_64_in_flight")
+        .unwrap()];
+    let floor = remote["comparisons"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["scenario"].as_str().unwrap())
-        .collect();
-    assert_eq!(later, ["remote/*", "storage/*"]);
+        .find(|c| c["kind"] == "floor")
+        .unwrap();
+    assert_eq!(floor["target_ratio"], 0.6);
 
     assert!(report.to_table().contains("| scenario |"));
     assert!(

@@ -32,6 +32,22 @@ impl Entry {
             run: Box::new(move || w.run::<S>()),
         }
     }
+
+    /// A subject that is not a [`Subject`] (remote and storage scenarios
+    /// measure other things than actors): one sample per call of `run`.
+    pub(crate) fn from_fn(
+        name: &'static str,
+        role: Role,
+        note: Option<&'static str>,
+        run: impl FnMut() -> Result<Sample, String> + 'static,
+    ) -> Entry {
+        Entry {
+            name,
+            role,
+            note,
+            run: Box::new(run),
+        }
+    }
 }
 
 /// What the Targets ask of a scenario.

@@ -1,0 +1,13 @@
+//! Generates the remote floor's gRPC code with a vendored `protoc`, so
+//! building needs no system tool.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_with_config(config, &["proto/floor.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto/floor.proto");
+    Ok(())
+}

@@ -1,0 +1,507 @@
+//! Remote scenarios: a grain call from one silo to a grain on another silo
+//! in a second process, over actor-cluster's link on loopback, beside raw
+//! tonic doing the same exchange (same payload, a small reply) as one
+//! unary call per request and as one multiplexed bidirectional stream.
+//!
+//! The second process is this same binary started with
+//! [`PEER_FLAG`]: it hosts the callee silo (the grain `echo`) and the raw
+//! tonic echo server, prints their addresses and lives until its stdin
+//! closes. Both sides run on two-worker tokio runtimes.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actor_cluster::{DEFAULT_MAX_FRAME, StaticRouter, StaticRouting};
+use actor_core::prelude::*;
+use actor_core::{GrainId, Methods};
+use cpu_time::ProcessTime;
+use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::runner::{self, Entry, Plan, Targets};
+use crate::Config;
+use crate::report::{Better, Rule, Scenario};
+use crate::subjects::Role;
+use crate::workloads::Sample;
+
+mod proto {
+    #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+    tonic::include_proto!("benchfloor");
+}
+
+use proto::Msg;
+use proto::echo_client::EchoClient;
+use proto::echo_server::{Echo, EchoServer};
+
+/// The flag that turns this binary into the remote peer process.
+pub(crate) const PEER_FLAG: &str = "--remote-peer";
+
+/// Bytes of every request's payload (the reply is a `u64`).
+const PAYLOAD: usize = 64;
+
+/// Untimed calls before every sample.
+const WARM_UP: u64 = 500;
+
+// ---------------------------------------------------------------- peer side
+
+/// The callee grain: answers the payload's length.
+#[derive(Default)]
+struct EchoGrain;
+
+impl Grain for EchoGrain {
+    const TYPE_NAME: &'static str = "echo";
+    fn register(m: &mut Methods<Self>) {
+        Self::register_methods(m);
+    }
+}
+
+#[grain_methods]
+impl EchoGrain {
+    /// The payload's length.
+    async fn echo(&mut self, payload: Vec<u8>) -> u64 {
+        payload.len() as u64
+    }
+}
+
+/// The raw tonic echo: the same answer, no runtime.
+struct FloorEcho;
+
+type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send>>;
+
+fn reply_to(m: &Msg) -> Msg {
+    Msg {
+        id: m.id,
+        payload: (m.payload.len() as u64).to_le_bytes().to_vec(),
+    }
+}
+
+/// The `u64` a floor reply carries.
+fn decode(reply: &Msg) -> u64 {
+    let bytes: [u8; 8] = reply.payload.as_slice().try_into().unwrap_or_default();
+    u64::from_le_bytes(bytes)
+}
+
+#[tonic::async_trait]
+impl Echo for FloorEcho {
+    async fn unary(&self, request: Request<Msg>) -> Result<Response<Msg>, Status> {
+        Ok(Response::new(reply_to(request.get_ref())))
+    }
+
+    type StreamStream = MsgStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<Msg>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let replies = request.into_inner().map(|m| m.map(|m| reply_to(&m)));
+        Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Runs the peer process: the callee silo and the raw echo server, until
+/// stdin closes. Prints `READY <link address> <floor address>`.
+pub(crate) fn serve_peer() -> Result<(), String> {
+    runtime().block_on(async {
+        let link = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let floor = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let link_at = link.local_addr().map_err(|e| e.to_string())?.to_string();
+        let floor_at = floor.local_addr().map_err(|e| e.to_string())?.to_string();
+        // The peer owns every grain it is asked for.
+        let router = StaticRouter::new(link_at.clone(), vec![link_at.clone()]);
+        let silo = Silo::builder()
+            .name("bench-peer")
+            .grain::<EchoGrain>()
+            .router(Arc::new(StaticRouting(router.clone())))
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        router.attach(&silo);
+        let _link = actor_cluster::serve(silo.clone(), link, DEFAULT_MAX_FRAME);
+        let incoming = tonic::transport::server::TcpIncoming::from(floor).with_nodelay(Some(true));
+        let _floor = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(EchoServer::new(FloorEcho))
+                .serve_with_incoming(incoming),
+        );
+        println!("READY {link_at} {floor_at}");
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        // Until the parent closes our stdin (or dies).
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                line.clear();
+            }
+        })
+        .await;
+        silo.shutdown().await;
+        Ok(())
+    })
+}
+
+/// The running peer process; it exits when this is dropped.
+struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    link: String,
+    floor: String,
+}
+
+impl Peer {
+    fn start(exe: &Path) -> Result<Peer, String> {
+        let mut child = Command::new(exe)
+            .arg(PEER_FLAG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the peer process {}: {e}", exe.display()))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("the peer has no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| format!("the peer did not report its addresses: {e}"))?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("READY"), Some(link), Some(floor)) => Ok(Peer {
+                link: link.to_owned(),
+                floor: floor.to_owned(),
+                child,
+                stdin,
+            }),
+            _ => {
+                let _ = child.kill();
+                Err(format!("the peer said `{}`, not READY", line.trim()))
+            }
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        // Give it a moment to shut its silo down, then make sure.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// -------------------------------------------------------------- caller side
+
+/// A caller of the remote echo: one call with a key (a grain or a stream
+/// id) and a payload. Boxed so that every subject pays the same.
+type CallFuture = Pin<Box<dyn std::future::Future<Output = u64> + Send>>;
+type Call = Arc<dyn Fn(u64, Vec<u8>) -> CallFuture + Send + Sync>;
+
+/// Calls onto `key`s owned by the peer, through a local silo whose router
+/// knows both silos.
+async fn ours(peer: &Peer, keys: u64) -> (Call, Silo, tokio::task::JoinHandle<()>) {
+    let me = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let me_at = me.local_addr().expect("address").to_string();
+    let router = StaticRouter::new(me_at.clone(), vec![me_at, peer.link.clone()]);
+    let silo = Silo::builder()
+        .name("bench-caller")
+        .grain::<EchoGrain>()
+        .router(Arc::new(StaticRouting(router.clone())))
+        .start()
+        .await
+        .expect("silo starts");
+    router.attach(&silo);
+    let server = actor_cluster::serve(silo.clone(), me, DEFAULT_MAX_FRAME);
+    // The i-th key the peer owns, for i in 0..keys.
+    let remote: Arc<Vec<i64>> = Arc::new(
+        (0i64..)
+            .filter(|k| router.owner(&GrainId::new("echo", *k)) == peer.link)
+            .take(keys as usize)
+            .collect(),
+    );
+    let s = silo.clone();
+    let call: Call = Arc::new(move |key, payload| {
+        let g = s.get_grain::<EchoGrain>(remote[key as usize % remote.len()]);
+        Box::pin(async move { g.echo(payload).await.expect("remote grain call") })
+    });
+    (call, silo, server)
+}
+
+async fn unary(peer: &Peer) -> Call {
+    let client = EchoClient::connect(format!("http://{}", peer.floor))
+        .await
+        .expect("the floor's tonic server answers");
+    Arc::new(move |key, payload| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            let reply = client
+                .unary(Msg { id: key, payload })
+                .await
+                .expect("unary call")
+                .into_inner();
+            decode(&reply)
+        })
+    })
+}
+
+/// The bidi floor's calls waiting for their reply, by id.
+type Pending = std::sync::Mutex<HashMap<u64, oneshot::Sender<Msg>>>;
+
+async fn stream(peer: &Peer) -> Call {
+    let mut client = EchoClient::connect(format!("http://{}", peer.floor))
+        .await
+        .expect("the floor's tonic server answers");
+    let (tx, rx) = mpsc::unbounded_channel::<Msg>();
+    let requests =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut replies = client
+        .stream(requests)
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let pending: Arc<Pending> = Arc::new(Pending::new(HashMap::new()));
+    let table = pending.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(reply)) = replies.message().await {
+            let waiter = table.lock().expect("not poisoned").remove(&reply.id);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(reply);
+            }
+        }
+    });
+    let next = Arc::new(AtomicU64::new(0));
+    Arc::new(move |_key, payload| {
+        let id = next.fetch_add(1, Ordering::Relaxed);
+        let (done, reply) = oneshot::channel();
+        pending.lock().expect("not poisoned").insert(id, done);
+        tx.send(Msg { id, payload }).expect("the stream is open");
+        Box::pin(async move { decode(&reply.await.expect("a reply")) })
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject {
+    Ours,
+    Unary,
+    Stream,
+}
+
+impl Subject {
+    fn name(self) -> &'static str {
+        match self {
+            Subject::Ours => "actor-core",
+            Subject::Unary => "tonic unary",
+            Subject::Stream => "tonic bidi stream",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// One caller, calls in sequence; the figure is this percentile of the
+    /// per-call latency (µs).
+    Latency { calls: u64, percentile: f64 },
+    /// `in_flight` callers, each in sequence onto its own key; calls/s.
+    Throughput { in_flight: u64, calls: u64 },
+}
+
+fn sample(peer: &Peer, subject: Subject, shape: Shape) -> Sample {
+    let rt = runtime();
+    rt.block_on(async {
+        let keys = match shape {
+            Shape::Latency { .. } => 1,
+            Shape::Throughput { in_flight, .. } => in_flight,
+        };
+        let mut silo = None;
+        let call = match subject {
+            Subject::Ours => {
+                let (call, s, server) = ours(peer, keys).await;
+                silo = Some((s, server));
+                call
+            }
+            Subject::Unary => unary(peer).await,
+            Subject::Stream => stream(peer).await,
+        };
+        let payload = vec![7u8; PAYLOAD];
+        // Warm up every key (activates the grains on the peer).
+        for key in 0..keys.max(WARM_UP) {
+            assert_eq!(call(key % keys, payload.clone()).await, PAYLOAD as u64);
+        }
+        let out = match shape {
+            Shape::Latency { calls, percentile } => {
+                let c = call.clone();
+                let p = payload.clone();
+                tokio::spawn(async move {
+                    let mut took = Vec::with_capacity(calls as usize);
+                    let cpu = ProcessTime::now();
+                    for _ in 0..calls {
+                        let t = Instant::now();
+                        std::hint::black_box(c(0, p.clone()).await);
+                        took.push(t.elapsed().as_nanos() as f64 / 1_000.0);
+                    }
+                    let cpu = cpu.elapsed().as_nanos() as f64 / calls as f64;
+                    took.sort_by(f64::total_cmp);
+                    let at = ((took.len() - 1) as f64 * percentile).round() as usize;
+                    Sample {
+                        value: took[at],
+                        cpu_ns_per_op: Some(cpu),
+                    }
+                })
+                .await
+                .expect("the caller task")
+            }
+            Shape::Throughput { in_flight, calls } => {
+                let per_caller = (calls / in_flight).max(1);
+                let start = Instant::now();
+                let cpu = ProcessTime::now();
+                let callers: Vec<_> = (0..in_flight)
+                    .map(|key| {
+                        let c = call.clone();
+                        let p = payload.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..per_caller {
+                                std::hint::black_box(c(key, p.clone()).await);
+                            }
+                        })
+                    })
+                    .collect();
+                for c in callers {
+                    c.await.expect("a caller task");
+                }
+                let wall = start.elapsed();
+                let done = per_caller * in_flight;
+                Sample {
+                    value: done as f64 / wall.as_secs_f64(),
+                    cpu_ns_per_op: Some(cpu.elapsed().as_nanos() as f64 / done as f64),
+                }
+            }
+        };
+        if let Some((silo, server)) = silo {
+            server.abort();
+            silo.shutdown().await;
+        }
+        out
+    })
+}
+
+fn entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
+    [Subject::Ours, Subject::Stream, Subject::Unary]
+        .into_iter()
+        .map(|subject| {
+            let peer = peer.clone();
+            let role = match subject {
+                Subject::Ours => Role::Ours,
+                Subject::Stream => Role::Floor,
+                Subject::Unary => Role::Peer,
+            };
+            let note = match subject {
+                Subject::Unary => Some("raw tonic, one unary call per request (a second floor)"),
+                _ => None,
+            };
+            Entry::from_fn(subject.name(), role, note, move || {
+                Ok(sample(&peer, subject, shape))
+            })
+        })
+        .collect()
+}
+
+/// Runs the remote scenarios whose name contains `config.only`, with the
+/// peer process started from `config.peer_exe`.
+pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
+    let wanted = |name: &str| config.only.as_deref().is_none_or(|o| name.contains(o));
+    let names = [
+        "remote/ask_latency_p50",
+        "remote/ask_latency_p99",
+        "remote/ask_throughput_64_in_flight",
+        "remote/ask_throughput_1000_in_flight",
+    ];
+    if !names.iter().any(|n| wanted(n)) {
+        return Ok(Vec::new());
+    }
+    let exe = config
+        .peer_exe
+        .as_deref()
+        .ok_or("no peer executable configured (Config::peer_exe)")?;
+    let peer = Arc::new(Peer::start(exe)?);
+    let mut out = Vec::new();
+    let floor_name = "floor: tonic bidi stream";
+    for (percentile, label) in [(0.5, "p50"), (0.99, "p99")] {
+        let name = format!("remote/ask_latency_{label}");
+        if !wanted(&name) {
+            continue;
+        }
+        let plan = Plan {
+            name,
+            description: format!(
+                "{label} of the latency of {} sequential asks from a silo to a grain on a \
+                 silo in a second process, over loopback, {PAYLOAD}-byte payload, u64 reply; \
+                 floor: the same exchange with one call in flight on one raw tonic \
+                 bidirectional stream; also raw tonic unary.",
+                config.remote_calls
+            ),
+            unit: "µs/call",
+            better: Better::Lower,
+            runs: config.runs,
+            targets: Targets {
+                floor: Some((Rule::AtMost, 1.3)),
+                ..Targets::default()
+            },
+            floor_name,
+        };
+        let shape = Shape::Latency {
+            calls: config.remote_calls,
+            percentile,
+        };
+        out.push(runner::run(plan, entries(&peer, shape), "remote"));
+    }
+    for in_flight in [64, 1000] {
+        let name = format!("remote/ask_throughput_{in_flight}_in_flight");
+        if !wanted(&name) {
+            continue;
+        }
+        let calls = config.remote_calls * 4;
+        let plan = Plan {
+            name,
+            description: format!(
+                "{in_flight} caller tasks on one silo, each asking its own grain on a silo \
+                 in a second process in sequence, {calls} calls in all, {PAYLOAD}-byte \
+                 payload; floor: {in_flight} callers multiplexed on one raw tonic \
+                 bidirectional stream; also raw tonic unary (HTTP/2-multiplexed)."
+            ),
+            unit: "calls/s",
+            better: Better::Higher,
+            runs: config.runs,
+            targets: Targets {
+                floor: Some((Rule::AtLeast, 0.6)),
+                ..Targets::default()
+            },
+            floor_name,
+        };
+        let shape = Shape::Throughput { in_flight, calls };
+        out.push(runner::run(plan, entries(&peer, shape), "remote"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,377 @@
+//! Storage scenarios: persisted writes through a grain's
+//! `PersistentState` (one grain call, JSON, the ETag-checked statement)
+//! against the floor, the same conditional `UPDATE` issued with raw sqlx on
+//! the provider's own pool, with the same writers, rows and payloads.
+//!
+//! SQLite writes to a file in a temporary directory; PostgreSQL to
+//! 127.0.0.1:5432 (`BENCH_POSTGRES_URL` overrides), in tables with a
+//! prefix of their own that are dropped afterwards.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actor_core::Methods;
+use actor_core::prelude::*;
+use actor_persistence::{
+    ETag, PersistentState, PostgresStorage, SiloBuilderStorageExt, SqliteStorage, StorageProvider,
+};
+use cpu_time::ProcessTime;
+use serde::{Deserialize, Serialize};
+
+use super::runner::{self, Entry, Plan, Targets};
+use crate::Config;
+use crate::report::{Better, NotMeasured, Rule, Scenario};
+use crate::subjects::Role;
+use crate::workloads::Sample;
+
+/// Concurrent writers, each on its own grain (its own row).
+const WRITERS: u64 = 16;
+
+/// The stored state: a counter, as in the persistence example.
+#[derive(Default, Serialize, Deserialize)]
+struct Count {
+    value: u64,
+}
+
+struct Writer {
+    count: PersistentState<Count>,
+}
+
+impl Grain for Writer {
+    const TYPE_NAME: &'static str = "bench-writer";
+    fn register(m: &mut Methods<Self>) {
+        Self::register_methods(m);
+    }
+}
+
+#[grain_methods]
+impl Writer {
+    /// Adds one and stores it before answering.
+    async fn bump(&mut self) -> Result<u64, actor_persistence::Error> {
+        self.count.value += 1;
+        self.count.write().await?;
+        Ok(self.count.value)
+    }
+}
+
+/// A database under test: the provider and how to issue its write raw.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStorage),
+    Postgres(PostgresStorage),
+}
+
+impl Backend {
+    fn provider(&self) -> Arc<dyn StorageProvider> {
+        match self {
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+            Backend::Postgres(p) => Arc::new(p.clone()),
+        }
+    }
+
+    /// The provider's own statements for a first write and a checked
+    /// update, on its own table.
+    async fn raw_insert(&self, id: &str, etag: &str, payload: &[u8]) -> Result<(), String> {
+        let done = match self {
+            Backend::Sqlite(s) => sqlx::query(&format!(
+                "INSERT INTO {} (grain_type, grain_id, state_name, etag, payload, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+                 ON CONFLICT (grain_type, grain_id, state_name) DO UPDATE SET \
+                 etag = excluded.etag, payload = excluded.payload",
+                s.state_table()
+            ))
+            .bind("bench-floor")
+            .bind(id)
+            .bind("count")
+            .bind(etag)
+            .bind(payload)
+            .execute(s.pool())
+            .await
+            .map(|r| r.rows_affected()),
+            Backend::Postgres(p) => sqlx::query(&format!(
+                "INSERT INTO {} (grain_type, grain_id, state_name, etag, payload) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (grain_type, grain_id, state_name) \
+                 DO UPDATE SET etag = excluded.etag, payload = excluded.payload",
+                p.state_table()
+            ))
+            .bind("bench-floor")
+            .bind(id)
+            .bind("count")
+            .bind(etag)
+            .bind(payload)
+            .execute(p.pool())
+            .await
+            .map(|r| r.rows_affected()),
+        };
+        match done {
+            Ok(1) => Ok(()),
+            Ok(n) => Err(format!("the floor's insert touched {n} rows")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn raw_update(
+        &self,
+        sql: &str,
+        id: &str,
+        etag: &str,
+        payload: &[u8],
+        expected: &str,
+    ) -> Result<(), String> {
+        let done = match self {
+            Backend::Sqlite(s) => sqlx::query(sql)
+                .bind("bench-floor")
+                .bind(id)
+                .bind("count")
+                .bind(etag)
+                .bind(payload)
+                .bind(expected)
+                .execute(s.pool())
+                .await
+                .map(|r| r.rows_affected()),
+            Backend::Postgres(p) => sqlx::query(sql)
+                .bind("bench-floor")
+                .bind(id)
+                .bind("count")
+                .bind(etag)
+                .bind(payload)
+                .bind(expected)
+                .execute(p.pool())
+                .await
+                .map(|r| r.rows_affected()),
+        };
+        match done {
+            Ok(1) => Ok(()),
+            Ok(n) => Err(format!(
+                "the floor's update touched {n} rows (a stale ETag?)"
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The same `UPDATE ... WHERE etag = ?` the provider runs.
+    fn update_sql(&self) -> String {
+        match self {
+            Backend::Sqlite(s) => format!(
+                "UPDATE {} SET etag = ?4, payload = ?5, \
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+                 WHERE grain_type = ?1 AND grain_id = ?2 AND state_name = ?3 AND etag = ?6",
+                s.state_table()
+            ),
+            Backend::Postgres(p) => format!(
+                "UPDATE {} SET etag = $4, payload = $5, updated_at = now() \
+                 WHERE grain_type = $1 AND grain_id = $2 AND state_name = $3 AND etag = $6",
+                p.state_table()
+            ),
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn timed(writes: u64, start: Instant, cpu: ProcessTime) -> Sample {
+    Sample {
+        value: writes as f64 / start.elapsed().as_secs_f64(),
+        cpu_ns_per_op: Some(cpu.elapsed().as_nanos() as f64 / writes as f64),
+    }
+}
+
+/// `writes` grain calls, each storing the grain's state, from
+/// [`WRITERS`] callers onto their own grains.
+fn ours(rt: &tokio::runtime::Runtime, backend: &Backend, writes: u64) -> Result<Sample, String> {
+    rt.block_on(async {
+        let provider = backend.provider();
+        let silo = Silo::builder()
+            .name("bench-storage")
+            .with_default_storage(provider)
+            .grain_with_async(|ctx| async move {
+                Ok(Writer {
+                    count: PersistentState::load(&ctx, "count").await?,
+                })
+            })
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        let grains: Vec<_> = (0..WRITERS as i64)
+            .map(|k| silo.get_grain::<Writer>(k))
+            .collect();
+        // Activate (load) untimed.
+        for g in &grains {
+            g.bump()
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        let per_writer = writes / WRITERS;
+        let start = Instant::now();
+        let cpu = ProcessTime::now();
+        let tasks: Vec<_> = grains
+            .into_iter()
+            .map(|g| {
+                tokio::spawn(async move {
+                    for _ in 0..per_writer {
+                        g.bump()
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok::<_, String>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        let sample = timed(per_writer * WRITERS, start, cpu);
+        silo.shutdown().await;
+        Ok(sample)
+    })
+}
+
+/// The floor: the same rows written with the provider's statement straight
+/// through sqlx: a fresh ETag and the JSON of the new value per write.
+fn floor(rt: &tokio::runtime::Runtime, backend: &Backend, writes: u64) -> Result<Sample, String> {
+    rt.block_on(async {
+        let sql: Arc<str> = backend.update_sql().into();
+        let mut rows = Vec::new();
+        for k in 0..WRITERS {
+            let id = format!("i:{k}");
+            let etag = ETag::generate();
+            let payload = serde_json::to_vec(&Count { value: 0 }).map_err(|e| e.to_string())?;
+            backend.raw_insert(&id, etag.as_str(), &payload).await?;
+            rows.push((id, etag));
+        }
+        let per_writer = writes / WRITERS;
+        let start = Instant::now();
+        let cpu = ProcessTime::now();
+        let tasks: Vec<_> = rows
+            .into_iter()
+            .map(|(id, mut expected)| {
+                let backend = backend.clone();
+                let sql = sql.clone();
+                tokio::spawn(async move {
+                    for value in 1..=per_writer {
+                        let etag = ETag::generate();
+                        let payload =
+                            serde_json::to_vec(&Count { value }).map_err(|e| e.to_string())?;
+                        backend
+                            .raw_update(&sql, &id, etag.as_str(), &payload, expected.as_str())
+                            .await?;
+                        expected = etag;
+                    }
+                    Ok::<_, String>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        Ok(timed(per_writer * WRITERS, start, cpu))
+    })
+}
+
+fn entries(backend: &Backend, writes: u64) -> Vec<Entry> {
+    let rt = Arc::new(runtime());
+    let (b, r) = (backend.clone(), rt.clone());
+    let ours = Entry::from_fn("actor-core", Role::Ours, None, move || ours(&r, &b, writes));
+    let (b, r) = (backend.clone(), rt);
+    let floor = Entry::from_fn("raw sqlx", Role::Floor, None, move || floor(&r, &b, writes));
+    vec![ours, floor]
+}
+
+fn plan(config: &Config, db: &str, what: &str) -> Plan {
+    Plan {
+        name: format!("storage/write_{db}"),
+        description: format!(
+            "{WRITERS} callers each bump their own grain in sequence, {} writes in all: \
+             each call stores the grain's JSON state through PersistentState::write on \
+             {what} (ETag-checked UPDATE); floor: the same UPDATE with a fresh ETag and \
+             the JSON of the new value, issued with raw sqlx on the provider's pool by \
+             {WRITERS} tasks.",
+            config.storage_writes
+        ),
+        unit: "writes/s",
+        better: Better::Higher,
+        runs: config.runs,
+        targets: Targets {
+            floor: Some((Rule::AtLeast, 0.8)),
+            ..Targets::default()
+        },
+        floor_name: "floor: raw sqlx UPDATE",
+    }
+}
+
+/// Runs the storage scenarios whose name contains `config.only`; a
+/// database that cannot be reached is reported as not measured.
+pub(crate) fn run(config: &Config) -> (Vec<Scenario>, Vec<NotMeasured>) {
+    let wanted = |name: &str| config.only.as_deref().is_none_or(|o| name.contains(o));
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    let prefix = format!("bench{}", std::process::id());
+
+    if wanted("storage/write_sqlite") {
+        let setup = || -> Result<(tempfile::TempDir, SqliteStorage), String> {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let path = dir.path().join("bench.db");
+            let storage = runtime()
+                .block_on(SqliteStorage::builder(path.to_string_lossy()).open())
+                .map_err(|e| e.to_string())?;
+            Ok((dir, storage))
+        };
+        match setup() {
+            Ok((_dir, storage)) => {
+                let backend = Backend::Sqlite(storage);
+                let p = plan(config, "sqlite", "a SQLite file (WAL)");
+                out.push(runner::run(
+                    p,
+                    entries(&backend, config.storage_writes),
+                    "storage",
+                ));
+            }
+            Err(e) => missing.push(NotMeasured {
+                scenario: "storage/write_sqlite".to_owned(),
+                reason: format!("SQLite could not be opened: {e}"),
+            }),
+        }
+    }
+
+    if wanted("storage/write_postgres") {
+        let url = std::env::var("BENCH_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let rt = runtime();
+        match rt.block_on(
+            PostgresStorage::builder(url.clone())
+                .table_prefix(prefix.clone())
+                .max_connections(WRITERS as u32)
+                .connect(),
+        ) {
+            Ok(storage) => {
+                let backend = Backend::Postgres(storage.clone());
+                let p = plan(config, "postgres", "PostgreSQL on 127.0.0.1");
+                out.push(runner::run(
+                    p,
+                    entries(&backend, config.storage_writes),
+                    "storage",
+                ));
+                rt.block_on(async {
+                    for table in ["state", "events", "snapshots"] {
+                        let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {prefix}_{table}"))
+                            .execute(storage.pool())
+                            .await;
+                    }
+                });
+            }
+            Err(e) => missing.push(NotMeasured {
+                scenario: "storage/write_postgres".to_owned(),
+                reason: format!("PostgreSQL at {url} could not be reached: {e}"),
+            }),
+        }
+    }
+    (out, missing)
+}
