@@ -131,10 +131,17 @@ pub const REMOTE_PEER_FLAG: &str = scenarios::remote::PEER_FLAG;
 /// Runs one workload once against one subject and returns its figure
 /// (in the scenario's unit) and CPU time per operation: what a profiler
 /// runs (see `--profile` and BENCHMARKS.md). `subject` is one of
-/// `actor-core`, `floor`, `kameo`, `ractor`, `actix`; `count` sizes the
-/// run (calls, messages or actors).
+/// `actor-core`, `floor`, `kameo`, `ractor`, `actix` (remote workloads,
+/// `remote/...`: `actor-core`, `stream`, `unary`, with this executable as
+/// the peer process); `count` sizes the run (calls, messages or actors).
 pub fn profile(workload: &str, subject: &str, count: u64) -> Result<(f64, Option<f64>), String> {
-    scenarios::local::profile(workload, subject, count).map(|s| (s.value, s.cpu_ns_per_op))
+    let sample = if workload.starts_with("remote/") {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        scenarios::remote::profile(workload, subject, count, &exe)?
+    } else {
+        scenarios::local::profile(workload, subject, count)?
+    };
+    Ok((sample.value, sample.cpu_ns_per_op))
 }
 
 /// Runs every scenario `config` selects and returns the report; progress

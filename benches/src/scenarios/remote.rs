@@ -428,6 +428,46 @@ fn entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
         .collect()
 }
 
+/// One remote workload once against one subject, for profilers:
+/// `remote/ask_latency` (the p50 of `count` sequential calls) or
+/// `remote/ask_throughput_{N}_in_flight` (`count` calls), with subject
+/// `actor-core`, `stream` or `unary`.
+pub(crate) fn profile(
+    workload: &str,
+    subject: &str,
+    count: u64,
+    exe: &Path,
+) -> Result<Sample, String> {
+    let subject = match subject {
+        "actor-core" => Subject::Ours,
+        "stream" => Subject::Stream,
+        "unary" => Subject::Unary,
+        other => {
+            return Err(format!(
+                "unknown remote subject `{other}` (actor-core, stream, unary)"
+            ));
+        }
+    };
+    let shape = if workload == "remote/ask_latency" {
+        Shape::Latency {
+            calls: count,
+            percentile: 0.5,
+        }
+    } else {
+        let in_flight = workload
+            .strip_prefix("remote/ask_throughput_")
+            .and_then(|w| w.strip_suffix("_in_flight"))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("unknown workload `{workload}`"))?;
+        Shape::Throughput {
+            in_flight,
+            calls: count,
+        }
+    };
+    let peer = Peer::start(exe)?;
+    Ok(sample(&peer, subject, shape))
+}
+
 /// Runs the remote scenarios whose name contains `config.only`, with the
 /// peer process started from `config.peer_exe`.
 pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
