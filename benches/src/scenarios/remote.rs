@@ -29,7 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::runner::{self, Entry, Plan, Targets};
 use crate::Config;
 use crate::report::{Better, Rule, Scenario};
-use crate::subjects::Role;
+use crate::subjects::{Role, two_workers as runtime};
 use crate::workloads::Sample;
 
 mod proto {
@@ -104,14 +104,6 @@ impl Echo for FloorEcho {
         let replies = request.into_inner().map(|m| m.map(|m| reply_to(&m)));
         Ok(Response::new(Box::pin(replies)))
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 /// Runs the peer process: the callee silo and the raw echo server, until

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::runner::{self, Entry, Plan, Targets};
 use crate::Config;
 use crate::report::{Better, NotMeasured, Rule, Scenario};
-use crate::subjects::Role;
+use crate::subjects::{Role, two_workers as runtime};
 use crate::workloads::Sample;
 
 /// Concurrent writers, each on its own grain (its own row).
@@ -69,81 +69,59 @@ impl Backend {
         }
     }
 
-    /// The provider's own statements for a first write and a checked
-    /// update, on its own table.
-    async fn raw_insert(&self, id: &str, etag: &str, payload: &[u8]) -> Result<(), String> {
-        let done = match self {
-            Backend::Sqlite(s) => sqlx::query(&format!(
+    /// The floor's first write of a row (untimed).
+    fn insert_sql(&self) -> String {
+        match self {
+            Backend::Sqlite(s) => format!(
                 "INSERT INTO {} (grain_type, grain_id, state_name, etag, payload, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
                  ON CONFLICT (grain_type, grain_id, state_name) DO UPDATE SET \
                  etag = excluded.etag, payload = excluded.payload",
                 s.state_table()
-            ))
-            .bind("bench-floor")
-            .bind(id)
-            .bind("count")
-            .bind(etag)
-            .bind(payload)
-            .execute(s.pool())
-            .await
-            .map(|r| r.rows_affected()),
-            Backend::Postgres(p) => sqlx::query(&format!(
+            ),
+            Backend::Postgres(p) => format!(
                 "INSERT INTO {} (grain_type, grain_id, state_name, etag, payload) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (grain_type, grain_id, state_name) \
                  DO UPDATE SET etag = excluded.etag, payload = excluded.payload",
                 p.state_table()
-            ))
-            .bind("bench-floor")
-            .bind(id)
-            .bind("count")
-            .bind(etag)
-            .bind(payload)
-            .execute(p.pool())
-            .await
-            .map(|r| r.rows_affected()),
-        };
-        match done {
-            Ok(1) => Ok(()),
-            Ok(n) => Err(format!("the floor's insert touched {n} rows")),
-            Err(e) => Err(e.to_string()),
+            ),
         }
     }
 
-    async fn raw_update(
+    /// Runs `sql` (the insert, or the update with its `expected` ETag) on
+    /// the floor's row `id`; exactly one row must change.
+    async fn raw(
         &self,
         sql: &str,
         id: &str,
         etag: &str,
         payload: &[u8],
-        expected: &str,
+        expected: Option<&str>,
     ) -> Result<(), String> {
+        // The same binds on either database's pool.
+        macro_rules! run {
+            ($pool:expr) => {{
+                let q = sqlx::query(sql)
+                    .bind("bench-floor")
+                    .bind(id)
+                    .bind("count")
+                    .bind(etag)
+                    .bind(payload);
+                let q = match expected {
+                    Some(e) => q.bind(e),
+                    None => q,
+                };
+                q.execute($pool).await.map(|r| r.rows_affected())
+            }};
+        }
         let done = match self {
-            Backend::Sqlite(s) => sqlx::query(sql)
-                .bind("bench-floor")
-                .bind(id)
-                .bind("count")
-                .bind(etag)
-                .bind(payload)
-                .bind(expected)
-                .execute(s.pool())
-                .await
-                .map(|r| r.rows_affected()),
-            Backend::Postgres(p) => sqlx::query(sql)
-                .bind("bench-floor")
-                .bind(id)
-                .bind("count")
-                .bind(etag)
-                .bind(payload)
-                .bind(expected)
-                .execute(p.pool())
-                .await
-                .map(|r| r.rows_affected()),
+            Backend::Sqlite(s) => run!(s.pool()),
+            Backend::Postgres(p) => run!(p.pool()),
         };
         match done {
             Ok(1) => Ok(()),
             Ok(n) => Err(format!(
-                "the floor's update touched {n} rows (a stale ETag?)"
+                "the floor's write touched {n} rows (a stale ETag?)"
             )),
             Err(e) => Err(e.to_string()),
         }
@@ -165,14 +143,6 @@ impl Backend {
             ),
         }
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 fn timed(writes: u64, start: Instant, cpu: ProcessTime) -> Sample {
@@ -239,12 +209,15 @@ fn ours(rt: &tokio::runtime::Runtime, backend: &Backend, writes: u64) -> Result<
 fn floor(rt: &tokio::runtime::Runtime, backend: &Backend, writes: u64) -> Result<Sample, String> {
     rt.block_on(async {
         let sql: Arc<str> = backend.update_sql().into();
+        let insert = backend.insert_sql();
         let mut rows = Vec::new();
         for k in 0..WRITERS {
             let id = format!("i:{k}");
             let etag = ETag::generate();
             let payload = serde_json::to_vec(&Count { value: 0 }).map_err(|e| e.to_string())?;
-            backend.raw_insert(&id, etag.as_str(), &payload).await?;
+            backend
+                .raw(&insert, &id, etag.as_str(), &payload, None)
+                .await?;
             rows.push((id, etag));
         }
         let per_writer = writes / WRITERS;
@@ -261,7 +234,7 @@ fn floor(rt: &tokio::runtime::Runtime, backend: &Backend, writes: u64) -> Result
                         let payload =
                             serde_json::to_vec(&Count { value }).map_err(|e| e.to_string())?;
                         backend
-                            .raw_update(&sql, &id, etag.as_str(), &payload, expected.as_str())
+                            .raw(&sql, &id, etag.as_str(), &payload, Some(expected.as_str()))
                             .await?;
                         expected = etag;
                     }

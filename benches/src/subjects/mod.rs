@@ -37,6 +37,16 @@ pub(crate) enum Role {
     Peer,
 }
 
+/// A two-worker multi-thread tokio runtime (the machine has two cores):
+/// where the remote and storage scenarios run.
+pub(crate) fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// Where a subject's workload runs: a tokio runtime, or actix's own
 /// single-threaded `System` (actix actors cannot live on a tokio runtime's
 /// worker threads).
