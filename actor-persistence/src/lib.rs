@@ -182,6 +182,7 @@ mod provider;
 mod redis_storage;
 mod reminders;
 mod sql;
+mod sql_provider;
 mod sqlite_storage;
 mod storage_registry;
 
