@@ -30,8 +30,6 @@
 //! [`build_silo`], [`router`] and [`run_scenario`] are shared by `main.rs`
 //! and the tests.
 
-mod client;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,8 +42,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-
-pub use client::{HttpResponse, request};
 
 /// How long the consumer works on a job unless told otherwise.
 pub const DEFAULT_WORK: Duration = Duration::from_millis(100);
@@ -310,15 +306,12 @@ pub struct Summary {
     pub drained_after: Duration,
 }
 
-async fn get_stats(addr: SocketAddr) -> anyhow::Result<Stats> {
-    let res = request(addr, "GET", "/stats", None).await?;
-    anyhow::ensure!(
-        res.status == 200,
-        "GET /stats answered {}: {}",
-        res.status,
-        res.body
-    );
-    Ok(serde_json::from_str(&res.body)?)
+async fn get_stats(http: &reqwest::Client, addr: SocketAddr) -> anyhow::Result<Stats> {
+    let res = http.get(format!("http://{addr}/stats")).send().await?;
+    let status = res.status();
+    let body = res.text().await?;
+    anyhow::ensure!(status == 200, "GET /stats answered {status}: {body}");
+    Ok(serde_json::from_str(&body)?)
 }
 
 /// Posts `jobs` jobs one after the other to the server at `addr` (over
@@ -330,27 +323,29 @@ pub async fn run_scenario(
     poll: Duration,
     limit: Duration,
 ) -> anyhow::Result<Summary> {
+    let http = reqwest::Client::new();
     let started = Instant::now();
     let mut accepted = Vec::new();
     for i in 0..jobs {
-        let body = serde_json::to_string(&SubmitJob {
+        let job = SubmitJob {
             payload: format!("job-{i}"),
-        })?;
-        let res = request(addr, "POST", "/jobs", Some(&body)).await?;
-        anyhow::ensure!(
-            res.status == 202,
-            "POST /jobs answered {}: {}",
-            res.status,
-            res.body
-        );
-        accepted.push(serde_json::from_str(&res.body)?);
+        };
+        let res = http
+            .post(format!("http://{addr}/jobs"))
+            .json(&job)
+            .send()
+            .await?;
+        let status = res.status();
+        let body = res.text().await?;
+        anyhow::ensure!(status == 202, "POST /jobs answered {status}: {body}");
+        accepted.push(serde_json::from_str(&body)?);
     }
     let posting_took = started.elapsed();
-    let right_after = get_stats(addr).await?;
+    let right_after = get_stats(&http, addr).await?;
     let mut draining = Vec::new();
     loop {
         tokio::time::sleep(poll).await;
-        let stats = get_stats(addr).await?;
+        let stats = get_stats(&http, addr).await?;
         if stats.processed >= stats.accepted && stats.mailbox_depth == 0 {
             return Ok(Summary {
                 accepted,

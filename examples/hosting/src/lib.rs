@@ -30,8 +30,6 @@
 //! requests to the axum app over 127.0.0.1, then calls through a
 //! `ClusterClient`, for names the cluster placed on each of the two silos.
 
-mod http_client;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -51,7 +49,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use actor_cluster::ClusterClient;
-pub use http_client::{HttpResponse, request};
 
 /// The cluster id in the membership table.
 pub const CLUSTER_ID: &str = "hosting";
@@ -295,14 +292,16 @@ pub async fn play(
     }
     let mut answers = Vec::new();
     for name in &names {
-        let response = request(web_addr, "GET", &format!("/hello/{name}"), None).await?;
-        if response.status != 200 {
-            bail!("GET /hello/{name}: {} {}", response.status, response.body);
+        let response = reqwest::get(format!("http://{web_addr}/hello/{name}")).await?;
+        let status = response.status();
+        let body = response.text().await?;
+        if status != 200 {
+            bail!("GET /hello/{name}: {status} {body}");
         }
         answers.push(Answer {
             via: Via::Http,
             name: name.clone(),
-            hello: serde_json::from_str(&response.body)?,
+            hello: serde_json::from_str(&body)?,
         });
     }
     let client = ClusterClient::connect(vec![gateway.to_owned()], Duration::from_secs(1)).await?;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use actor_cluster::ClusterConfig;
 use example_hosting::{
-    ClusterClient, Hello, HelloGrain, HelloGrainRef, READY, STANDALONE, WEB, names_owned_by,
-    request, serve, sqlite_table, start_web, wait_for_members,
+    ClusterClient, Hello, HelloGrain, HelloGrainRef, READY, STANDALONE, WEB, names_owned_by, serve,
+    sqlite_table, start_web, wait_for_members,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -59,11 +59,11 @@ async fn a_standalone_silo_process_serves_the_web_app_and_clients() {
     let there = names_owned_by(&web, &endpoint, 2);
     let here = names_owned_by(&web, &web.address().endpoint, 2);
     for name in &there {
-        let r = bounded(request(server.addr, "GET", &format!("/hello/{name}"), None))
+        let r = bounded(reqwest::get(format!("http://{}/hello/{name}", server.addr)))
             .await
             .unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
-        let hello: Hello = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(r.status(), 200);
+        let hello: Hello = r.json().await.unwrap();
         assert_eq!((hello.silo.as_str(), hello.pid), (STANDALONE, pid));
     }
 
@@ -122,15 +122,13 @@ async fn a_standalone_silo_process_serves_the_web_app_and_clients() {
     );
     // Its grains come back in the web app's silo, fresh.
     bounded(wait_for_members(&web, 1, BOUND)).await.unwrap();
-    let r = bounded(request(
-        server.addr,
-        "GET",
-        &format!("/hello/{}", there[0]),
-        None,
-    ))
+    let r = bounded(reqwest::get(format!(
+        "http://{}/hello/{}",
+        server.addr, there[0]
+    )))
     .await
     .unwrap();
-    let hello: Hello = serde_json::from_str(&r.body).unwrap();
+    let hello: Hello = r.json().await.unwrap();
     assert_eq!((hello.silo.as_str(), hello.count), (WEB, 1));
     server.stop().await.unwrap();
     web.leave().await.unwrap();

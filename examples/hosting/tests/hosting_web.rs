@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use actor_cluster::{ClusterConfig, InMemoryMembership, MembershipTable};
 use example_hosting::{
-    Hello, STANDALONE, WEB, names_owned_by, request, serve, start_standalone, start_web,
-    wait_for_members,
+    Hello, STANDALONE, WEB, names_owned_by, serve, start_standalone, start_web, wait_for_members,
 };
 use tokio::net::TcpListener;
 
 const BOUND: Duration = Duration::from_secs(30);
+
+/// `GET path` on the app: status and body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_app_calls_grains_through_its_embedded_silo() {
@@ -32,11 +37,9 @@ async fn the_axum_app_calls_grains_through_its_embedded_silo() {
         for (endpoint, silo) in owners {
             for name in names_owned_by(&web, &endpoint, 3) {
                 for count in 1..=2 {
-                    let r = request(server.addr, "GET", &format!("/hello/{name}"), None)
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status, 200, "{}", r.body);
-                    let hello: Hello = serde_json::from_str(&r.body).unwrap();
+                    let r = get(server.addr, &format!("/hello/{name}")).await;
+                    assert_eq!(r.0, 200, "{}", r.1);
+                    let hello: Hello = serde_json::from_str(&r.1).unwrap();
                     assert_eq!(hello.silo, silo, "{name} lives on {silo}");
                     assert_eq!(hello.count, count, "one activation of {name}");
                     assert_eq!(hello.pid, std::process::id());
@@ -44,10 +47,10 @@ async fn the_axum_app_calls_grains_through_its_embedded_silo() {
                 }
             }
         }
-        let health = request(server.addr, "GET", "/health", None).await.unwrap();
-        assert_eq!((health.status, health.body.as_str()), (200, "ok"));
-        let missing = request(server.addr, "GET", "/nope", None).await.unwrap();
-        assert_eq!(missing.status, 404);
+        let health = get(server.addr, "/health").await;
+        assert_eq!((health.0, health.1.as_str()), (200, "ok"));
+        let missing = get(server.addr, "/nope").await;
+        assert_eq!(missing.0, 404);
     })
     .await
     .expect("test timed out");

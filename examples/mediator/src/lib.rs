@@ -20,7 +20,6 @@
 //! [`build_silo`], [`router`] and [`run_scenario`] are shared by `main.rs`
 //! and the tests.
 
-mod client;
 mod grains;
 mod http;
 
@@ -29,7 +28,6 @@ use std::net::SocketAddr;
 use actor_core::SiloBuilder;
 use actor_core::prelude::*;
 
-pub use client::{HttpResponse, request};
 pub use grains::{
     Deliveries, EmailSender, InventoryReport, InventoryUpdater, MEDIATOR_KEY, Mediator, NewOrder,
     Publish, SentEmail, SentEmails, Subscribers,
@@ -81,22 +79,18 @@ pub async fn run_scenario(
     addr: SocketAddr,
     orders: &[PlaceOrder],
 ) -> anyhow::Result<Summary> {
+    let http = reqwest::Client::new();
     let mut placed = Vec::with_capacity(orders.len());
     for order in orders {
-        let res = request(
-            addr,
-            "POST",
-            "/orders",
-            Some(&serde_json::to_string(order)?),
-        )
-        .await?;
-        anyhow::ensure!(
-            res.status == 201,
-            "POST /orders answered {}: {}",
-            res.status,
-            res.body
-        );
-        placed.push(serde_json::from_str::<OrderPlaced>(&res.body)?);
+        let res = http
+            .post(format!("http://{addr}/orders"))
+            .json(order)
+            .send()
+            .await?;
+        let status = res.status();
+        let body = res.text().await?;
+        anyhow::ensure!(status == 201, "POST /orders answered {status}: {body}");
+        placed.push(serde_json::from_str::<OrderPlaced>(&body)?);
     }
     let emails = silo
         .get_grain::<EmailSender>(HANDLER_KEY)
