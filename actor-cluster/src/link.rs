@@ -362,7 +362,7 @@ fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
 /// W3C) mean none.
 fn trace_from_envelope(env: &Envelope) -> Option<TraceContext> {
     let trace_id = u128::from(env.trace_id_high) << 64 | u128::from(env.trace_id_low);
-    (trace_id != 0 && env.parent_span_id != 0).then(|| TraceContext {
+    (trace_id != 0 && env.parent_span_id != 0).then_some(TraceContext {
         trace_id: TraceId(trace_id),
         span_id: SpanId(env.parent_span_id),
         flags: env.trace_flags as u8,

@@ -62,9 +62,12 @@ impl Handler<Hop> for Node {
     }
 }
 
-/// What the incoming filters saw, per turn: (grain key, own context, parent).
+/// What an incoming filter saw of one turn: grain key, own context, parent.
+type Turn = (i64, TraceContext, Option<SpanId>);
+
+/// What the incoming filters saw, per turn.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(i64, TraceContext, Option<SpanId>)>>>);
+struct Seen(Arc<Mutex<Vec<Turn>>>);
 impl IncomingCallFilter for Seen {
     fn on_request(&self, call: &CallInfo<'_>) -> Result<(), String> {
         let key = call.grain.key.as_int().unwrap();
@@ -77,7 +80,7 @@ impl IncomingCallFilter for Seen {
 }
 
 impl Seen {
-    fn take(&self) -> Vec<(i64, TraceContext, Option<SpanId>)> {
+    fn take(&self) -> Vec<Turn> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
