@@ -97,7 +97,14 @@
 //!
 //! Counters are cumulative since the silo started. The names are also
 //! constants in [`names`].
+//!
+//! ## Feature flags
+//!
+//! - `collector`: `collector::Collector`, an in-process OTLP collector
+//!   for tests that check what a silo exports.
 
+#[cfg(feature = "collector")]
+pub mod collector;
 mod error;
 mod metrics;
 mod spans;

@@ -11,22 +11,11 @@ use std::time::{Duration, Instant};
 use actor_cluster::{DEFAULT_MAX_FRAME, StaticRouter, StaticRouting, serve};
 use actor_core::prelude::*;
 use actor_core::{TRACEPARENT, TraceContext};
+use actor_telemetry::collector::{Collector, ReceivedSpan as Received, str_attr};
 use actor_telemetry::{SiloBuilderTelemetryExt, Telemetry, names};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{Metric, metric};
-use opentelemetry_proto::tonic::trace::v1::{Span, status};
+use opentelemetry_proto::tonic::trace::v1::status;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -94,120 +83,12 @@ impl Handler<Work> for Back {
     }
 }
 
-// ------------------------------------------------------------- collector
-
-/// An OTLP collector that keeps every request it receives.
-#[derive(Clone, Default)]
-struct Collector {
-    traces: Arc<parking_lot::Mutex<Vec<ExportTraceServiceRequest>>>,
-    metrics: Arc<parking_lot::Mutex<Vec<ExportMetricsServiceRequest>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.traces.lock().push(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.metrics.lock().push(request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-/// A received span with the `service.instance.id` of its resource.
-#[derive(Debug, Clone)]
-struct Received {
-    instance: String,
-    span: Span,
-}
-
-fn str_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| match &v.value {
-            Some(any_value::Value::StringValue(s)) => Some(s.clone()),
-            _ => None,
-        })
-}
-
-impl Collector {
-    async fn start() -> (Collector, String, tokio::task::JoinHandle<()>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let c = Collector::default();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        let server = tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(c.clone()))
-            .add_service(MetricsServiceServer::new(c.clone()))
-            .serve_with_incoming(incoming);
-        let task = tokio::spawn(async move {
-            server.await.unwrap();
-        });
-        (c, endpoint, task)
-    }
-
-    fn spans(&self) -> Vec<Received> {
-        let mut out = Vec::new();
-        for req in self.traces.lock().iter() {
-            for rs in &req.resource_spans {
-                let instance = rs
-                    .resource
-                    .as_ref()
-                    .and_then(|r| str_attr(&r.attributes, "service.instance.id"))
-                    .unwrap_or_default();
-                for ss in &rs.scope_spans {
-                    for span in &ss.spans {
-                        out.push(Received {
-                            instance: instance.clone(),
-                            span: span.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The latest metric `name` exported by the silo `instance`.
-    fn metric(&self, instance: &str, name: &str) -> Option<Metric> {
-        let reqs = self.metrics.lock();
-        reqs.iter()
-            .rev()
-            .flat_map(|r| &r.resource_metrics)
-            .filter(|rm| {
-                rm.resource
-                    .as_ref()
-                    .and_then(|r| str_attr(&r.attributes, "service.instance.id"))
-                    .as_deref()
-                    == Some(instance)
-            })
-            .flat_map(|rm| &rm.scope_metrics)
-            .flat_map(|sm| &sm.metrics)
-            .find(|m| m.name == name)
-            .cloned()
-    }
-
-    /// Waits (bounded) until `done` holds.
-    async fn wait_for(&self, what: &str, done: impl Fn(&Collector) -> bool) {
-        let until = Instant::now() + Duration::from_secs(20);
-        while !done(self) {
-            assert!(Instant::now() < until, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+/// Waits (bounded) until `done` holds.
+async fn wait_for(c: &Collector, what: &str, done: impl Fn(&Collector) -> bool) {
+    assert!(
+        c.wait_for(Duration::from_secs(20), done).await,
+        "timed out waiting for {what}"
+    );
 }
 
 // --------------------------------------------------------------- cluster
@@ -287,7 +168,7 @@ fn span_named<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_hop_call_across_two_silos_is_one_trace() {
-    let (collector, endpoint, _server) = Collector::start().await;
+    let (collector, endpoint) = Collector::start().await.unwrap();
     let members = two_silos(&endpoint).await;
     let a = key_on::<Front>(&members, 0);
     let b = key_on::<Back>(&members, 1);
@@ -304,12 +185,11 @@ async fn a_two_hop_call_across_two_silos_is_one_trace() {
     assert!(members[0].silo.is_active(&GrainId::new("front", a)));
     assert!(members[1].silo.is_active(&GrainId::new("back", b)));
 
-    collector
-        .wait_for("both spans", |c| {
-            let s = c.spans();
-            !span_named(&s, "front/relay").is_empty() && !span_named(&s, "back/work").is_empty()
-        })
-        .await;
+    wait_for(&collector, "both spans", |c| {
+        let s = c.spans();
+        !span_named(&s, "front/relay").is_empty() && !span_named(&s, "back/work").is_empty()
+    })
+    .await;
     let spans = collector.spans();
     let front = span_named(&spans, "front/relay");
     let back = span_named(&spans, "back/work");
@@ -368,7 +248,7 @@ async fn a_two_hop_call_across_two_silos_is_one_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_traceparent_is_continued_and_failures_have_error_status() {
-    let (collector, endpoint, _server) = Collector::start().await;
+    let (collector, endpoint) = Collector::start().await.unwrap();
     let members = two_silos(&endpoint).await;
     let a = key_on::<Front>(&members, 0);
     let b = key_on::<Back>(&members, 1);
@@ -403,12 +283,11 @@ async fn an_external_traceparent_is_continued_and_failures_have_error_status() {
         .unwrap()
         .unwrap();
 
-    collector
-        .wait_for("both spans", |c| {
-            let s = c.spans();
-            !span_named(&s, "front/relay").is_empty() && !span_named(&s, "back/work").is_empty()
-        })
-        .await;
+    wait_for(&collector, "both spans", |c| {
+        let s = c.spans();
+        !span_named(&s, "front/relay").is_empty() && !span_named(&s, "back/work").is_empty()
+    })
+    .await;
     for m in &members {
         m.telemetry.flush().await;
     }
@@ -461,7 +340,7 @@ fn sum_points(m: &Metric, attr: &str, value: &str) -> (u64, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_arrive_under_the_documented_names_with_the_silo_numbers() {
-    let (collector, endpoint, _server) = Collector::start().await;
+    let (collector, endpoint) = Collector::start().await.unwrap();
     let members = two_silos(&endpoint).await;
     let b = key_on::<Back>(&members, 1);
     let fronts: Vec<i64> = (0..10_000)
@@ -496,15 +375,18 @@ async fn metrics_arrive_under_the_documented_names_with_the_silo_numbers() {
         names::DEACTIVATED,
         names::ACTIVATION_FAILURES,
     ];
-    collector
-        .wait_for("every documented metric with the calls counted", |c| {
+    wait_for(
+        &collector,
+        "every documented metric with the calls counted",
+        |c| {
             all.iter().all(|n| c.metric("silo-1", n).is_some())
                 && c.metric("silo-1", names::CALLS)
                     .is_some_and(|m| sum_points(&m, "rpc.method", "relay").0 == 20)
                 && c.metric("silo-2", names::CALLS)
                     .is_some_and(|m| sum_points(&m, "rpc.method", "work").0 == 20)
-        })
-        .await;
+        },
+    )
+    .await;
 
     let calls = collector.metric("silo-1", names::CALLS).unwrap();
     assert_eq!(calls.unit, "{call}");
