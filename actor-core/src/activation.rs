@@ -700,6 +700,7 @@ async fn run_turn<'a, G: Grain>(
         caller = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
+        parent_id = tracing::field::Empty,
     );
     if !span.is_disabled() {
         if let Some(caller) = &sender {
@@ -707,6 +708,9 @@ async fn run_turn<'a, G: Grain>(
         }
         span.record("trace_id", tracing::field::display(trace.trace_id));
         span.record("span_id", tracing::field::display(trace.span_id));
+        if let Some(parent) = parent_span {
+            span.record("parent_id", tracing::field::display(parent));
+        }
     }
     let scope = CallScope {
         context: std::cell::RefCell::new(context),
