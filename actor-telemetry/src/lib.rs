@@ -74,7 +74,7 @@
 //! | kind | server |
 //! | trace id, span id, parent span id | the call's W3C trace context; the parent is the calling turn (maybe on another silo) or the external `traceparent` |
 //! | start, end | the turn's start and end |
-//! | status | `Ok`, or `Error` when the reply is an error ([`Message::is_error`](actor_core::Message::is_error)) or the handler panicked |
+//! | status | unset, or `Error` when the reply is an error ([`Message::is_error`](actor_core::Message::is_error)) or the handler panicked |
 //! | attributes | `rpc.system` = `grains`, `rpc.service` = grain type, `rpc.method`, `grain.key`, `grain.caller` (the calling grain, if any) |
 //! | resource | `service.name`, `service.instance.id` (see [`TelemetryBuilder`]) |
 //!

@@ -80,8 +80,10 @@ pub(crate) fn span_data(
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
         links: SpanLinks::default(),
+        // Unset on success, as the OpenTelemetry conventions ask of
+        // instrumentation (Ok is for applications to claim).
         status: if ok {
-            Status::Ok
+            Status::Unset
         } else {
             Status::error("the grain call failed (an error reply, or the handler panicked)")
         },
