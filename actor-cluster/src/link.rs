@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use actor_core::{CallId, EncodedCall, GrainId, RequestContext, Silo};
+use actor_core::{
+    CallId, EncodedCall, GrainId, RequestContext, Silo, SpanId, TraceContext, TraceId,
+};
 use dashmap::DashMap;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
@@ -333,6 +335,7 @@ fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
         )));
     }
     let target: GrainId = actor_core::codec::decode(&env.target)?;
+    let trace = trace_from_envelope(&env);
     let mut call = EncodedCall::new(
         target,
         env.method,
@@ -351,7 +354,19 @@ fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
         context.insert(e.key, e.value);
     }
     call.context = context;
+    call.trace = trace;
     Ok(call)
+}
+
+/// The caller's trace context of a request envelope; zero ids (invalid in
+/// W3C) mean none.
+fn trace_from_envelope(env: &Envelope) -> Option<TraceContext> {
+    let trace_id = u128::from(env.trace_id_high) << 64 | u128::from(env.trace_id_low);
+    (trace_id != 0 && env.parent_span_id != 0).then_some(TraceContext {
+        trace_id: TraceId(trace_id),
+        span_id: SpanId(env.parent_span_id),
+        flags: env.trace_flags as u8,
+    })
 }
 
 fn encode_request(call: &EncodedCall) -> actor_core::Result<Envelope> {
@@ -384,6 +399,10 @@ fn encode_request(call: &EncodedCall) -> actor_core::Result<Envelope> {
             })
             .collect(),
         payload: call.payload.clone(),
+        trace_id_high: call.trace.map_or(0, |t| (t.trace_id.0 >> 64) as u64),
+        trace_id_low: call.trace.map_or(0, |t| t.trace_id.0 as u64),
+        parent_span_id: call.trace.map_or(0, |t| t.span_id.0),
+        trace_flags: call.trace.map_or(0, |t| u32::from(t.flags)),
     })
 }
 
@@ -598,6 +617,19 @@ mod tests {
             prop_assert_eq!(back.payload, call.payload);
             prop_assert_eq!(back.one_way, call.one_way);
             prop_assert_eq!(back.call_id, call.call_id);
+        }
+
+        /// The caller's trace context crosses the link unchanged; zero ids
+        /// (which W3C forbids) arrive as "no parent".
+        #[test]
+        fn trace_context_round_trips(trace: u128, span: u64, flags: u8, present: bool) {
+            let mut call = EncodedCall::new(GrainId::new("t", 1), "m", Vec::new(), Duration::from_secs(1));
+            call.trace = present.then_some(TraceContext { trace_id: TraceId(trace), span_id: SpanId(span), flags });
+            let env = encode_request(&call).unwrap();
+            let bytes = prost::Message::encode_to_vec(&env);
+            let back = decode_request(<Envelope as prost::Message>::decode(&bytes[..]).unwrap()).unwrap();
+            let valid = present && trace != 0 && span != 0;
+            prop_assert_eq!(back.trace, if valid { call.trace } else { None });
         }
 
         /// Garbage is a clear error, never a panic.

@@ -617,7 +617,12 @@ async fn activate<G: Grain>(ctx: &GrainContext<G>) -> Result<G, String> {
         }
     };
     let span = tracing::info_span!("grain_activate", grain.type = %act.id.grain_type, grain.key = %act.id.key);
-    let turn = TurnInfo::new(act.id.clone(), CallId::next(), None);
+    let turn = TurnInfo::new(
+        act.id.clone(),
+        CallId::next(),
+        None,
+        crate::trace::TraceContext::new_root(),
+    );
     let scope = CallScope {
         context: Default::default(),
         turn: Some(turn),
@@ -658,6 +663,11 @@ async fn run_turn<'a, G: Grain>(
     let sender = h.sender.take();
     let call_id = h.call_id;
     let parent = std::mem::replace(&mut h.span, tracing::Span::none());
+    let parent_span = h.trace.map(|p| p.span_id);
+    let trace = match &h.trace {
+        Some(p) => p.child(),
+        None => crate::trace::TraceContext::new_root(),
+    };
     let metrics = act.entry.metrics.method(method);
     let filters = silo.incoming_filters();
     if !filters.is_empty() {
@@ -666,6 +676,8 @@ async fn run_turn<'a, G: Grain>(
             method,
             context: &context,
             sender: sender.as_ref(),
+            trace,
+            parent_span,
         };
         for f in filters {
             if let Err(reason) = f.on_request(&info) {
@@ -686,15 +698,23 @@ async fn run_turn<'a, G: Grain>(
         grain.key = %act.id.key,
         method,
         caller = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_id = tracing::field::Empty,
     );
-    if let Some(caller) = &sender
-        && !span.is_disabled()
-    {
-        span.record("caller", tracing::field::display(caller));
+    if !span.is_disabled() {
+        if let Some(caller) = &sender {
+            span.record("caller", tracing::field::display(caller));
+        }
+        span.record("trace_id", tracing::field::display(trace.trace_id));
+        span.record("span_id", tracing::field::display(trace.span_id));
+        if let Some(parent) = parent_span {
+            span.record("parent_id", tracing::field::display(parent));
+        }
     }
     let scope = CallScope {
         context: std::cell::RefCell::new(context),
-        turn: Some(TurnInfo::new(act.id.clone(), call_id, chain)),
+        turn: Some(TurnInfo::new(act.id.clone(), call_id, chain, trace)),
     };
     let started = Instant::now();
     let empty = RequestContext::new();
@@ -707,6 +727,8 @@ async fn run_turn<'a, G: Grain>(
                 method,
                 context: &empty,
                 sender: sender.as_ref(),
+                trace,
+                parent_span,
             };
             for f in filters {
                 f.on_response(&info, elapsed, !error);

@@ -20,6 +20,7 @@ use crate::message::{Accepts, Message};
 use crate::reference::GrainRef;
 use crate::silo::Silo;
 use crate::timer::TimerHandle;
+use crate::trace::TraceContext;
 use crate::{Grain, GrainOptions};
 
 /// Identifies one call (one request and its turn) across the runtime.
@@ -209,16 +210,24 @@ pub(crate) struct TurnInfo {
     grain: GrainId,
     call: CallId,
     parent: Option<Arc<ChainFrame>>,
+    // The turn's own span: the parent of the calls it makes.
+    trace: TraceContext,
     // Built on the first outgoing call of the turn only.
     frame: std::sync::OnceLock<Arc<ChainFrame>>,
 }
 
 impl TurnInfo {
-    pub(crate) fn new(grain: GrainId, call: CallId, parent: Option<Arc<ChainFrame>>) -> Self {
+    pub(crate) fn new(
+        grain: GrainId,
+        call: CallId,
+        parent: Option<Arc<ChainFrame>>,
+        trace: TraceContext,
+    ) -> Self {
         TurnInfo {
             grain,
             call,
             parent,
+            trace,
             frame: std::sync::OnceLock::new(),
         }
     }
@@ -238,6 +247,10 @@ impl TurnInfo {
     pub(crate) fn grain(&self) -> &GrainId {
         &self.grain
     }
+
+    pub(crate) fn trace(&self) -> TraceContext {
+        self.trace
+    }
 }
 
 pub(crate) struct CallScope {
@@ -250,19 +263,43 @@ tokio::task_local! {
 }
 
 /// What an outgoing call takes from the ambient scope.
-pub(crate) fn ambient(one_way: bool) -> (RequestContext, Option<Arc<ChainFrame>>, Option<GrainId>) {
+pub(crate) struct Ambient {
+    pub(crate) context: RequestContext,
+    pub(crate) chain: Option<Arc<ChainFrame>>,
+    pub(crate) sender: Option<GrainId>,
+    /// The running turn's span, the parent of the call (outside a turn,
+    /// the caller reads `traceparent` from the request context).
+    pub(crate) trace: Option<TraceContext>,
+}
+
+/// What an outgoing call takes from the ambient scope.
+pub(crate) fn ambient(one_way: bool) -> Ambient {
     SCOPE
         .try_with(|s| {
-            let ctx = s.context.borrow().clone();
+            let context = s.context.borrow().clone();
             match &s.turn {
                 // A one-way call does not wait, so it does not extend the
                 // chain: its target may call back without deadlocking.
-                Some(t) if !one_way => (ctx, Some(t.frame()), Some(t.grain().clone())),
-                Some(t) => (ctx, None, Some(t.grain().clone())),
-                None => (ctx, None, None),
+                Some(t) => Ambient {
+                    context,
+                    chain: if one_way { None } else { Some(t.frame()) },
+                    sender: Some(t.grain().clone()),
+                    trace: Some(t.trace()),
+                },
+                None => Ambient {
+                    context,
+                    chain: None,
+                    sender: None,
+                    trace: None,
+                },
             }
         })
-        .unwrap_or_default()
+        .unwrap_or_else(|_| Ambient {
+            context: RequestContext::new(),
+            chain: None,
+            sender: None,
+            trace: None,
+        })
 }
 
 /// The grain's view of its activation during a turn.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::context::RequestContext;
 use crate::id::GrainId;
+use crate::trace::{SpanId, TraceContext};
 
 /// What a filter sees of a call.
 #[derive(Debug)]
@@ -20,6 +21,12 @@ pub struct CallInfo<'a> {
     pub context: &'a RequestContext,
     /// The calling grain, when a grain made the call.
     pub sender: Option<&'a GrainId>,
+    /// The turn's own W3C trace context (trace id, its span id, flags).
+    pub trace: TraceContext,
+    /// The span of the caller (the parent of this turn's span), possibly
+    /// on another silo or outside the cluster; `None` when the call
+    /// started its trace.
+    pub parent_span: Option<SpanId>,
 }
 
 /// Runs in the called grain's activation, around each turn.

@@ -19,6 +19,7 @@ use crate::id::GrainId;
 use crate::message::{Handler, Interleave, Message, SharedHandler};
 use crate::router::Router;
 use crate::silo::{EncodedCall, Silo};
+use crate::trace::TraceContext;
 
 /// The envelope header of a call: everything but the payload. It carries
 /// what a remote hop needs too (id, deadline, chain, request context), and
@@ -34,6 +35,9 @@ pub struct CallHeader {
     pub(crate) sender: Option<GrainId>,
     pub(crate) span: tracing::Span,
     pub(crate) timer: bool,
+    /// The caller's span (W3C trace context), the parent of this call's
+    /// turn; `None` starts a new trace.
+    pub(crate) trace: Option<TraceContext>,
 }
 
 /// Where a reply goes.
@@ -142,6 +146,7 @@ fn forward_call<M: Message>(call: Call<M>, silo: &Silo, router: Arc<dyn Router>,
     encoded.context = header.context;
     encoded.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
     encoded.one_way = matches!(reply, ReplyTo::None);
+    encoded.trace = header.trace;
     let silo = silo.clone();
     tokio::spawn(async move {
         let out = router.invoke(encoded).await;

@@ -149,6 +149,7 @@ mod registry;
 mod router;
 mod silo;
 mod timer;
+mod trace;
 mod worker;
 
 pub use context::{CallId, GrainContext, RequestContext};
@@ -163,6 +164,7 @@ pub use registry::{ActivationContext, Methods};
 pub use router::Router;
 pub use silo::{DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, EncodedCall, Silo, SiloBuilder};
 pub use timer::TimerHandle;
+pub use trace::{SpanId, TRACEPARENT, TraceContext, TraceId, TraceParentError};
 
 /// Declares grain methods from an `impl` block; see the crate docs.
 pub use actor_core_macros::grain_methods;

@@ -185,6 +185,7 @@ impl<G: Grain> GrainRef<G> {
         call.context = header.context;
         call.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
         call.one_way = one_way;
+        call.trace = header.trace;
         Ok(call)
     }
 }

@@ -25,6 +25,7 @@ use crate::metrics::MetricsSnapshot;
 use crate::reference::GrainRef;
 use crate::registry::{ActivationContext, ErasedType, Factory, TypeEntry, TypeHandle};
 use crate::router::Router;
+use crate::trace::TraceContext;
 use crate::worker::WorkerPool;
 
 /// Default deadline of a call.
@@ -192,6 +193,11 @@ pub struct EncodedCall {
     pub one_way: bool,
     /// The bincode-encoded message.
     pub payload: Vec<u8>,
+    /// The caller's span (W3C trace context): the called turn becomes its
+    /// child. `None` starts a new trace, unless the request context holds
+    /// a valid [`TRACEPARENT`](crate::TRACEPARENT) entry, which is then
+    /// the parent (an external caller's).
+    pub trace: Option<TraceContext>,
 }
 
 impl EncodedCall {
@@ -211,6 +217,7 @@ impl EncodedCall {
             chain: Vec::new(),
             one_way: false,
             payload,
+            trace: None,
         }
     }
 }
@@ -307,6 +314,9 @@ impl Silo {
             }))
         });
         let deadline = Instant::now() + call.timeout;
+        let trace = call
+            .trace
+            .or_else(|| crate::trace::external_parent(&call.context));
         let mut parts = Some((call.context, chain));
         let sender = parts
             .as_ref()
@@ -323,6 +333,7 @@ impl Silo {
                 sender: sender.clone(),
                 span: tracing::Span::current(),
                 timer: false,
+                trace,
             }
         };
         let prev = DECODING.with(|d| d.replace(Some(self.clone())));
@@ -492,7 +503,12 @@ impl Silo {
         if self.inner.stopped.load(Ordering::Relaxed) {
             return Err(Error::SiloStopped);
         }
-        let (mut context, chain, sender) = ambient(one_way);
+        let crate::context::Ambient {
+            mut context,
+            chain,
+            sender,
+            trace,
+        } = ambient(one_way);
         for f in &self.inner.outgoing {
             let mut call = OutgoingCall {
                 grain: target,
@@ -506,6 +522,9 @@ impl Silo {
                 reason,
             })?;
         }
+        // Outside a turn, an external caller's `traceparent` (read after the
+        // filters, which may have set it) is the parent.
+        let trace = trace.or_else(|| crate::trace::external_parent(&context));
         Ok(CallHeader {
             call_id: CallId::next(),
             method,
@@ -518,6 +537,7 @@ impl Silo {
             sender,
             span: tracing::Span::current(),
             timer: false,
+            trace,
         })
     }
 

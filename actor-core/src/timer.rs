@@ -66,6 +66,8 @@ where
                 sender: None,
                 span: tracing::Span::none(),
                 timer: true,
+                // Each tick starts a trace of its own.
+                trace: None,
             };
             let req = G::invocation(Call {
                 header,

@@ -1,5 +1,5 @@
-//! Every call is a `tracing` span (grain type, key, method, caller)
-//! parented to the caller's span.
+//! Every call is a `tracing` span (grain type, key, method, caller, W3C
+//! trace and span ids) parented to the caller's span.
 //!
 //! Alone in its binary: a thread-local subscriber's callsite interest
 //! would race with tests running on other threads without one.
@@ -143,4 +143,13 @@ async fn each_call_is_a_span_with_grain_type_key_and_method_parented_to_its_call
     assert_eq!(field(calls[1], "caller").as_deref(), Some("outer/7"));
     // The nested call's span is a child of the outer turn's span.
     assert_eq!(calls[1].parent.as_deref(), Some("go"));
+    // The W3C ids, for correlating logs across silos: one trace, the
+    // nested turn's parent is the outer turn.
+    let trace = field(calls[0], "trace_id").expect("trace_id recorded");
+    assert_eq!(trace.len(), 32);
+    assert_eq!(field(calls[1], "trace_id"), Some(trace));
+    assert_eq!(field(calls[0], "parent_id"), None);
+    let outer_span = field(calls[0], "span_id").expect("span_id recorded");
+    assert_eq!(outer_span.len(), 16);
+    assert_eq!(field(calls[1], "parent_id"), Some(outer_span));
 }

@@ -39,6 +39,7 @@ use std::time::Duration;
 use actor_cluster::{ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable};
 use actor_core::SiloBuilder;
 use actor_core::prelude::*;
+use actor_telemetry::{SiloBuilderTelemetryExt, Telemetry};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -359,14 +360,19 @@ pub fn router(silo: Silo) -> Router {
 
 /// Sets the request context for everything the request calls, like an
 /// ASP.NET middleware calling `RequestContext.Set("UserRole", ..)`.
+///
+/// It also passes on a W3C `traceparent` header: the grain calls the request
+/// makes then continue the caller's trace (exported when telemetry is on,
+/// see `main.rs`), across silos too. A malformed value is ignored.
 async fn role_from_header(request: Request, next: Next) -> Response {
     let mut context = RequestContext::new();
-    if let Some(role) = request
-        .headers()
-        .get(ROLE_HEADER)
-        .and_then(|v| v.to_str().ok())
-    {
-        context.insert(USER_ROLE, role);
+    for (header, key) in [
+        (ROLE_HEADER, USER_ROLE),
+        (actor_core::TRACEPARENT, actor_core::TRACEPARENT),
+    ] {
+        if let Some(value) = request.headers().get(header).and_then(|v| v.to_str().ok()) {
+            context.insert(key, value);
+        }
     }
     context.scope(next.run(request)).await
 }
@@ -555,13 +561,23 @@ impl SiloPair {
 /// both see each other, and picks the one hosting the audit log as the
 /// front.
 pub async fn start_pair(config: ClusterConfig) -> anyhow::Result<SiloPair> {
+    start_pair_with(config, &Telemetry::disabled()).await
+}
+
+/// [`start_pair`], with both silos exporting spans and metrics through
+/// `telemetry` (OpenTelemetry OTLP; a no-op when it is disabled).
+pub async fn start_pair_with(
+    config: ClusterConfig,
+    telemetry: &Telemetry,
+) -> anyhow::Result<SiloPair> {
     let table: Arc<dyn MembershipTable> = Arc::new(InMemoryMembership::new());
     let mut silos = Vec::new();
     for name in ["a", "b"] {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        silos.push(
-            ClusterSilo::start(silo_builder(name), listener, table.clone(), config.clone()).await?,
-        );
+        let builder = silo_builder(name).with_telemetry(telemetry);
+        let silo = ClusterSilo::start(builder, listener, table.clone(), config.clone()).await?;
+        telemetry.observe(silo.silo());
+        silos.push(silo);
     }
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
     while silos.iter().any(|s| s.active_members().len() != 2) {

@@ -6,15 +6,32 @@
 //! the account's and back to the audit log's. With `--serve` it serves the
 //! single-silo front on 127.0.0.1:3000 instead, e.g.
 //! `curl -X DELETE -H 'X-User-Role: admin' localhost:3000/accounts/alice`.
+//!
+//! Set `OTEL_EXPORTER_OTLP_ENDPOINT` (e.g. `http://127.0.0.1:4317`, an
+//! OpenTelemetry collector or Jaeger) to export a span per grain call and
+//! the silos' metrics; each request is one trace across both silos, and a
+//! `traceparent` header sent to `--serve` continues the caller's trace.
 
 use actor_cluster::ClusterConfig;
+use actor_telemetry::{SiloBuilderTelemetryExt, Telemetry};
 use example_request_context::{
-    Exchange, build_silo, play_cluster_scenario, play_scenario, router, start_pair,
+    Exchange, play_cluster_scenario, play_scenario, router, silo_builder, start_pair_with,
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let silo = build_silo().await?;
+    // On only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let telemetry = Telemetry::builder()
+        .service_name("example-request-context")
+        .build()?;
+    if let Some(endpoint) = telemetry.endpoint() {
+        println!("exporting traces and metrics to {endpoint}");
+    }
+    let silo = silo_builder("request-context")
+        .with_telemetry(&telemetry)
+        .start()
+        .await?;
+    telemetry.observe(&silo);
     let app = router(silo.clone());
     if std::env::args().any(|a| a == "--serve") {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
@@ -25,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
             })
             .await?;
         silo.shutdown().await;
+        telemetry.shutdown().await;
         return Ok(());
     }
 
@@ -32,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     print_all(&play_scenario(&app).await?);
     silo.shutdown().await;
 
-    let pair = start_pair(ClusterConfig::default()).await?;
+    let pair = start_pair_with(ClusterConfig::default(), &telemetry).await?;
     let account = pair.accounts_on_back(1).remove(0);
     println!(
         "\nTwo silos: the web front calls through silo {} (which hosts the audit log); \
@@ -42,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
     );
     print_all(&play_cluster_scenario(&pair).await?);
     pair.leave().await?;
+    telemetry.shutdown().await;
     Ok(())
 }
 

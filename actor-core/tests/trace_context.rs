@@ -1,0 +1,220 @@
+//! W3C trace context: every turn has one; a call made in a turn is a child
+//! of that turn's span, also across silos (through `EncodedCall`); an
+//! external caller's `traceparent` in the request context is honoured and
+//! a malformed one is ignored without failing the call.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use actor_core::prelude::*;
+use actor_core::{
+    CallInfo, EncodedCall, IncomingCallFilter, Router, SpanId, TRACEPARENT, TraceContext,
+};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+/// Grains with even integer keys live on silo 0, odd ones on silo 1.
+struct Pair {
+    me: usize,
+    silos: Arc<OnceLock<[Silo; 2]>>,
+}
+
+fn home(id: &GrainId) -> usize {
+    id.key.as_int().unwrap_or(0).rem_euclid(2) as usize
+}
+
+impl Router for Pair {
+    fn is_local(&self, id: &GrainId) -> bool {
+        home(id) == self.me
+    }
+    fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
+        let target = self.silos.get().expect("both silos started")[home(&call.target)].clone();
+        Box::pin(async move { target.invoke_encoded(call).await })
+    }
+}
+
+#[derive(Default)]
+struct Node;
+impl Grain for Node {
+    const TYPE_NAME: &'static str = "node";
+    fn register(m: &mut actor_core::Methods<Self>) {
+        m.add::<Hop, _>();
+    }
+}
+
+/// Visits `path` in order; answers each hop's `TraceContext::current()`.
+#[derive(Serialize, Deserialize)]
+struct Hop {
+    path: Vec<i64>,
+}
+impl Message for Hop {
+    type Reply = Vec<String>;
+    const NAME: &'static str = "hop";
+}
+impl Handler<Hop> for Node {
+    async fn handle(&mut self, mut hop: Hop, ctx: &GrainContext<Self>) -> Vec<String> {
+        let mine = TraceContext::current().expect("a turn has a trace context");
+        let mut seen = vec![mine.to_string()];
+        if !hop.path.is_empty() {
+            let next = hop.path.remove(0);
+            seen.extend(ctx.get_grain::<Node>(next).ask(hop).await.unwrap());
+        }
+        seen
+    }
+}
+
+/// What an incoming filter saw of one turn: grain key, own context, parent.
+type Turn = (i64, TraceContext, Option<SpanId>);
+
+/// What the incoming filters saw, per turn.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<Turn>>>);
+impl IncomingCallFilter for Seen {
+    fn on_request(&self, call: &CallInfo<'_>) -> Result<(), String> {
+        let key = call.grain.key.as_int().unwrap();
+        self.0
+            .lock()
+            .unwrap()
+            .push((key, call.trace, call.parent_span));
+        Ok(())
+    }
+}
+
+impl Seen {
+    fn take(&self) -> Vec<Turn> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+async fn pair(seen: &Seen) -> [Silo; 2] {
+    let silos = Arc::new(OnceLock::new());
+    let mut started = Vec::new();
+    for me in 0..2 {
+        started.push(
+            Silo::builder()
+                .name(format!("silo-{me}"))
+                .grain::<Node>()
+                .router(Arc::new(Pair {
+                    me,
+                    silos: silos.clone(),
+                }))
+                .incoming_filter(seen.clone())
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    let both: [Silo; 2] = started.try_into().unwrap();
+    silos.set(both.clone()).ok().unwrap();
+    both
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_across_silos_is_one_trace_with_parent_links() {
+    let seen = Seen::default();
+    let [a, _b] = pair(&seen).await;
+    // 0 (silo 0) -> 1 (silo 1) -> 3 (silo 1) -> 2 (silo 0)
+    let hops = a
+        .get_grain::<Node>(0)
+        .ask(Hop {
+            path: vec![1, 3, 2],
+        })
+        .await
+        .unwrap();
+    let turns = seen.take();
+    assert_eq!(turns.iter().map(|t| t.0).collect::<Vec<_>>(), [0, 1, 3, 2]);
+    let trace = turns[0].1.trace_id;
+    assert_eq!(turns[0].2, None, "the first call starts the trace");
+    for w in turns.windows(2) {
+        assert_eq!(w[1].1.trace_id, trace, "one trace");
+        assert_eq!(w[1].2, Some(w[0].1.span_id), "parent is the calling turn");
+        assert!(w[1].1.is_sampled());
+    }
+    // The turn sees the same context the filter saw.
+    let seen_inside: Vec<String> = turns.iter().map(|t| t.1.to_string()).collect();
+    assert_eq!(hops, seen_inside);
+    // Span ids are distinct.
+    let mut spans: Vec<_> = turns.iter().map(|t| t.1.span_id).collect();
+    spans.dedup();
+    assert_eq!(spans.len(), 4);
+
+    // The next request from outside is a different trace.
+    a.get_grain::<Node>(1)
+        .ask(Hop { path: vec![] })
+        .await
+        .unwrap();
+    let again = seen.take();
+    assert_ne!(again[0].1.trace_id, trace);
+    assert_eq!(again[0].2, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_traceparent_is_the_parent_of_the_first_turn() {
+    let seen = Seen::default();
+    let [a, _b] = pair(&seen).await;
+    // As an axum handler would do with the incoming request's header; the
+    // sampled flag is off, and the whole chain keeps it off.
+    let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+    let outer: TraceContext = header.parse().unwrap();
+    for first in [0, 1] {
+        RequestContext::new()
+            .with(TRACEPARENT, header)
+            .scope(a.get_grain::<Node>(first).ask(Hop { path: vec![2, 5] }))
+            .await
+            .unwrap();
+        let turns = seen.take();
+        assert_eq!(turns.len(), 3);
+        assert_eq!(turns[0].1.trace_id, outer.trace_id);
+        assert_eq!(turns[0].2, Some(outer.span_id));
+        assert_eq!(turns[1].2, Some(turns[0].1.span_id));
+        assert_eq!(turns[2].2, Some(turns[1].1.span_id));
+        assert!(turns.iter().all(|t| t.1.trace_id == outer.trace_id));
+        assert!(turns.iter().all(|t| !t.1.is_sampled()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_traceparent_is_ignored_and_the_call_succeeds() {
+    let seen = Seen::default();
+    let [a, _b] = pair(&seen).await;
+    for bad in [
+        "",
+        "garbage",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+    ] {
+        let hops = RequestContext::new()
+            .with(TRACEPARENT, bad)
+            .scope(a.get_grain::<Node>(1).ask(Hop { path: vec![0] }))
+            .await
+            .unwrap();
+        assert_eq!(hops.len(), 2);
+        let turns = seen.take();
+        assert_eq!(turns[0].2, None, "{bad:?}: a new trace starts");
+        assert_eq!(turns[1].2, Some(turns[0].1.span_id));
+        assert_ne!(turns[0].1.trace_id.0, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_call_without_the_trace_field_falls_back_to_the_context() {
+    // A transport that only carries the request context (an older peer)
+    // still links the trace through the `traceparent` entry.
+    let seen = Seen::default();
+    let [a, _b] = pair(&seen).await;
+    let parent = TraceContext::new_root();
+    let mut call = EncodedCall::new(
+        GrainId::new("node", 4),
+        "hop",
+        actor_core::codec::encode(&Hop { path: vec![] }).unwrap(),
+        std::time::Duration::from_secs(5),
+    );
+    call.context = RequestContext::new().with(TRACEPARENT, parent.to_string());
+    a.invoke_encoded(call).await.unwrap();
+    let turns = seen.take();
+    assert_eq!(turns[0].1.trace_id, parent.trace_id);
+    assert_eq!(turns[0].2, Some(parent.span_id));
+}
+
+#[test]
+fn outside_a_turn_there_is_no_current_context() {
+    assert_eq!(TraceContext::current(), None);
+}
