@@ -65,10 +65,12 @@
 
 mod client;
 mod cluster;
+mod directory;
 mod error;
 mod link;
 mod membership;
 mod memory;
+mod placement;
 mod router;
 mod sql;
 
@@ -83,5 +85,9 @@ pub use membership::{
     Suspicion, TableVersion, now_millis,
 };
 pub use memory::InMemoryMembership;
+pub use placement::{
+    ActivationCountPlacement, Candidate, HashPlacement, Placement, PlacementContext, Placements,
+    PreferLocalPlacement, RandomPlacement,
+};
 pub use router::{StaticRouter, StaticRouting, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;

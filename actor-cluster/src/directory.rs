@@ -1,0 +1,764 @@
+//! The grain directory: `GrainId -> activation address`, partitioned over
+//! the active silos by rendezvous hashing, with compare-and-set
+//! registration fenced across membership changes.
+//!
+//! Invariants (see the crate docs for the whole protocol):
+//! - a silo runs a grain only while it *hosts* it: it won the grain's
+//!   registration at the partition owner (or still holds an activation);
+//! - a partition owner answers fresh registrations only with its fence
+//!   open (every active silo has applied its view, dead silos' leases have
+//!   run out, its own lease is valid) and only from a silo with the same
+//!   view, so no two owners accept registrations for one grain;
+//! - a silo re-registers (claims) every grain it hosts whose partition
+//!   moved before it reports the new view applied, and gives up (and
+//!   deactivates) what it cannot claim.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actor_core::{EncodedCall, GrainId, Router, Silo};
+use dashmap::DashMap;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tonic::{Request, Response, Status};
+
+use crate::link::{Link, LinkService};
+use crate::membership::SiloAddress;
+use crate::placement::{Candidate, Draw, PlacementContext, Placements};
+use crate::router::{StaticRouter, rendezvous_owner, stable_hash};
+
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+mod pb {
+    tonic::include_proto!("grains.directory.v1");
+}
+
+use pb::grain_directory_client::GrainDirectoryClient;
+use pb::grain_directory_server::{GrainDirectory, GrainDirectoryServer};
+
+/// Where the one activation of a grain lives: the hosting silo (endpoint
+/// and generation) and the registration's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ActivationAddress {
+    /// The hosting silo.
+    pub(crate) silo: SiloAddress,
+    /// Distinguishes registrations of one grain on one silo.
+    pub(crate) activation: u64,
+}
+
+impl ActivationAddress {
+    fn to_pb(&self) -> pb::ActivationAddress {
+        pb::ActivationAddress {
+            endpoint: self.silo.endpoint.clone(),
+            generation: self.silo.generation,
+            activation: self.activation,
+        }
+    }
+
+    fn from_pb(a: pb::ActivationAddress) -> Self {
+        ActivationAddress {
+            silo: SiloAddress::new(a.endpoint, a.generation),
+            activation: a.activation,
+        }
+    }
+}
+
+/// The answer of a directory operation: an address (or none), or "not
+/// now, retry" with the reason.
+pub(crate) type Answer = Result<Option<ActivationAddress>, String>;
+
+/// The active silos as this silo sees them, and the id every silo with
+/// the same view computes.
+#[derive(Debug, Default)]
+struct View {
+    members: Vec<String>,
+    generations: HashMap<String, i64>,
+    id: u64,
+}
+
+impl View {
+    fn new(active: &[SiloAddress]) -> Self {
+        let mut active = active.to_vec();
+        active.sort();
+        let text: Vec<String> = active.iter().map(ToString::to_string).collect();
+        View {
+            members: active.iter().map(|a| a.endpoint.clone()).collect(),
+            generations: active
+                .iter()
+                .map(|a| (a.endpoint.clone(), a.generation))
+                .collect(),
+            id: stable_hash(text.join(",").as_bytes()),
+        }
+    }
+
+    fn owner(&self, id: &GrainId) -> Option<&str> {
+        rendezvous_owner(id, &self.members)
+    }
+
+    /// Whether `silo` (endpoint and generation) is active in this view.
+    fn has(&self, silo: &SiloAddress) -> bool {
+        self.generations.get(&silo.endpoint) == Some(&silo.generation)
+    }
+}
+
+/// A silo's part of the grain directory: its partition, the grains it
+/// hosts, its cache of other silos' registrations, and the router that
+/// sends calls by them.
+pub(crate) struct Directory {
+    me: SiloAddress,
+    router: Arc<StaticRouter>,
+    silo: OnceLock<Silo>,
+    view: parking_lot::RwLock<View>,
+    /// This silo's partition: the registrations it is the owner of.
+    partition: parking_lot::Mutex<HashMap<GrainId, ActivationAddress>>,
+    /// Grains registered to this silo, with their registration id.
+    hosted: DashMap<GrainId, u64>,
+    /// Other silos' registrations as last seen.
+    cache: DashMap<GrainId, ActivationAddress>,
+    /// Held (shared) by registrations in flight, (exclusively) by a view
+    /// change: a registration that started under the old view is claimed
+    /// under the new one.
+    gate: tokio::sync::RwLock<()>,
+    links: DashMap<String, Arc<Link>>,
+    connecting: tokio::sync::Mutex<()>,
+    clients: DashMap<String, GrainDirectoryClient<tonic::transport::Channel>>,
+    loads: DashMap<String, u64>,
+    placements: Placements,
+    draw: Draw,
+    next_activation: AtomicU64,
+    rpc_timeout: Duration,
+    max_frame: usize,
+    serving: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("me", &self.me)
+            .field("hosted", &self.hosted.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    pub(crate) fn new(
+        me: SiloAddress,
+        router: Arc<StaticRouter>,
+        placements: Placements,
+        rpc_timeout: Duration,
+        max_frame: usize,
+        serving: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Arc<Self> {
+        let seed = stable_hash(me.to_string().as_bytes());
+        Arc::new(Directory {
+            view: parking_lot::RwLock::new(View::new(std::slice::from_ref(&me))),
+            me,
+            router,
+            silo: OnceLock::new(),
+            partition: parking_lot::Mutex::new(HashMap::new()),
+            hosted: DashMap::new(),
+            cache: DashMap::new(),
+            gate: tokio::sync::RwLock::new(()),
+            links: DashMap::new(),
+            connecting: tokio::sync::Mutex::new(()),
+            clients: DashMap::new(),
+            loads: DashMap::new(),
+            placements,
+            draw: Draw::seeded(seed),
+            next_activation: AtomicU64::new(1),
+            rpc_timeout,
+            max_frame,
+            serving,
+        })
+    }
+
+    pub(crate) fn attach(&self, silo: &Silo) {
+        let _ = self.silo.set(silo.clone());
+    }
+
+    /// Whether this silo hosts `id` (won its registration).
+    pub(crate) fn hosts(&self, id: &GrainId) -> bool {
+        self.hosted.contains_key(id)
+    }
+
+    /// Where this silo last saw `id` registered (hosted here or cached).
+    pub(crate) fn location(&self, id: &GrainId) -> Option<String> {
+        if self.hosts(id) {
+            return Some(self.me.endpoint.clone());
+        }
+        self.cache.get(id).map(|a| a.silo.endpoint.clone())
+    }
+
+    /// Registrations this silo's partition holds.
+    pub(crate) fn partition_len(&self) -> usize {
+        self.partition.lock().len()
+    }
+
+    fn my_address(&self, activation: u64) -> ActivationAddress {
+        ActivationAddress {
+            silo: self.me.clone(),
+            activation,
+        }
+    }
+
+    // ----- the partition owner's side -----
+
+    /// Registers `addr` for `id` in this silo's partition: a fresh
+    /// registration (fenced) or a claim of a running activation.
+    fn register_local(
+        &self,
+        id: &GrainId,
+        addr: ActivationAddress,
+        view: u64,
+        claim: bool,
+    ) -> Answer {
+        let v = self.view.read();
+        if v.id != view {
+            return Err("the silos' membership views differ".into());
+        }
+        if v.owner(id) != Some(self.me.endpoint.as_str()) {
+            return Err("not the owner of this grain's partition".into());
+        }
+        if !v.has(&addr.silo) {
+            return Err(format!("{} is not an active silo", addr.silo));
+        }
+        if !self.router.lease_valid() {
+            return Err("the partition owner's lease has expired".into());
+        }
+        if !claim && !self.router.may_activate() {
+            return Err("the partition is fenced until every silo has applied the view".into());
+        }
+        let mut part = self.partition.lock();
+        match part.get(id) {
+            // First writer wins; the entry of a silo no longer active is
+            // void (its lease ran out before the fence opened).
+            Some(cur) if v.has(&cur.silo) => Ok(Some(cur.clone())),
+            _ => {
+                part.insert(id.clone(), addr.clone());
+                Ok(Some(addr))
+            }
+        }
+    }
+
+    fn lookup_local(&self, id: &GrainId) -> Answer {
+        let v = self.view.read();
+        if v.owner(id) != Some(self.me.endpoint.as_str()) {
+            return Err("not the owner of this grain's partition".into());
+        }
+        Ok(self
+            .partition
+            .lock()
+            .get(id)
+            .filter(|a| v.has(&a.silo))
+            .cloned())
+    }
+
+    fn unregister_local(&self, id: &GrainId, addr: &ActivationAddress) -> Answer {
+        let mut part = self.partition.lock();
+        if part.get(id) == Some(addr) {
+            part.remove(id);
+        }
+        Ok(None)
+    }
+
+    // ----- RPCs to other silos -----
+
+    fn client(
+        &self,
+        endpoint: &str,
+    ) -> Result<GrainDirectoryClient<tonic::transport::Channel>, String> {
+        if let Some(c) = self.clients.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(self.rpc_timeout)
+            .timeout(self.rpc_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let c = GrainDirectoryClient::new(channel);
+        self.clients.insert(endpoint.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    async fn rpc<F, Fut>(&self, endpoint: &str, f: F) -> Answer
+    where
+        F: FnOnce(GrainDirectoryClient<tonic::transport::Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<pb::DirectoryReply>, Status>>,
+    {
+        let client = self.client(endpoint)?;
+        match tokio::time::timeout(self.rpc_timeout, f(client)).await {
+            Ok(Ok(reply)) => {
+                let r = reply.into_inner();
+                if r.retry.is_empty() {
+                    Ok(r.address.map(ActivationAddress::from_pb))
+                } else {
+                    Err(r.retry)
+                }
+            }
+            Ok(Err(status)) => Err(format!("{endpoint}: {}", status.message())),
+            Err(_) => Err(format!(
+                "{endpoint} did not answer within {:?}",
+                self.rpc_timeout
+            )),
+        }
+    }
+
+    async fn register_at(
+        &self,
+        owner: &str,
+        id: &GrainId,
+        addr: ActivationAddress,
+        view: u64,
+        claim: bool,
+    ) -> Answer {
+        if owner == self.me.endpoint {
+            return self.register_local(id, addr, view, claim);
+        }
+        let grain = actor_core::codec::encode(id).map_err(|e| e.to_string())?;
+        let req = pb::RegisterRequest {
+            grain,
+            address: Some(addr.to_pb()),
+            view,
+            claim,
+        };
+        self.rpc(
+            owner,
+            |mut c| async move { c.register(Request::new(req)).await },
+        )
+        .await
+    }
+
+    async fn lookup_at(&self, owner: &str, id: &GrainId, view: u64) -> Answer {
+        if owner == self.me.endpoint {
+            return self.lookup_local(id);
+        }
+        let grain = actor_core::codec::encode(id).map_err(|e| e.to_string())?;
+        self.rpc(owner, |mut c| async move {
+            c.lookup(Request::new(pb::LookupRequest { grain, view }))
+                .await
+        })
+        .await
+    }
+
+    async fn place_at(&self, target: &str, id: &GrainId) -> Answer {
+        if target == self.me.endpoint {
+            return self.place_here(id).await;
+        }
+        let grain = actor_core::codec::encode(id).map_err(|e| e.to_string())?;
+        self.rpc(target, |mut c| async move {
+            c.place(Request::new(pb::LookupRequest { grain, view: 0 }))
+                .await
+        })
+        .await
+    }
+
+    /// Registers `id` on this silo at its partition owner (the placement
+    /// target's side): the winner, which is this silo if it was first.
+    async fn place_here(&self, id: &GrainId) -> Answer {
+        if let Some(act) = self.hosted.get(id) {
+            return Ok(Some(self.my_address(*act)));
+        }
+        if !self.router.lease_valid() {
+            return Err("this silo's membership lease has expired".into());
+        }
+        let _gate = self.gate.read().await;
+        let (view, owner) = {
+            let v = self.view.read();
+            if !v.has(&self.me) {
+                return Err("this silo is not active in its own view".into());
+            }
+            (v.id, v.owner(id).map(str::to_owned))
+        };
+        let owner = owner.ok_or("no active silo")?;
+        let addr = self.my_address(self.next_activation.fetch_add(1, Ordering::Relaxed));
+        let winner = self.register_at(&owner, id, addr, view, false).await?;
+        if let Some(w) = &winner
+            && w.silo == self.me
+        {
+            self.hosted.insert(id.clone(), w.activation);
+        }
+        Ok(winner)
+    }
+
+    /// Where calls to `id` go: the cache, else the partition owner's
+    /// registration, else a new placement registered by compare-and-set.
+    async fn resolve(&self, id: &GrainId) -> Answer {
+        if let Some(a) = self.cache.get(id) {
+            return Ok(Some(a.clone()));
+        }
+        let (view, owner, candidates) = {
+            let v = self.view.read();
+            if v.members.is_empty() {
+                return Err("no active silo".into());
+            }
+            let candidates: Vec<Candidate> = v
+                .members
+                .iter()
+                .map(|m| Candidate {
+                    endpoint: m.clone(),
+                    activations: self.load_of(m),
+                })
+                .collect();
+            (v.id, v.owner(id).map(str::to_owned), candidates)
+        };
+        let owner = owner.ok_or("no active silo")?;
+        if let Some(found) = self.lookup_at(&owner, id, view).await? {
+            self.remember(id, &found);
+            return Ok(Some(found));
+        }
+        let target = self.placements.place(&PlacementContext {
+            grain: id,
+            local: &self.me.endpoint,
+            candidates: &candidates,
+            random: [self.draw.next(), self.draw.next()],
+        });
+        let winner = self.place_at(&target, id).await?;
+        if let Some(w) = &winner {
+            self.remember(id, w);
+        }
+        Ok(winner)
+    }
+
+    fn remember(&self, id: &GrainId, a: &ActivationAddress) {
+        if a.silo != self.me {
+            self.cache.insert(id.clone(), a.clone());
+        }
+    }
+
+    fn load_of(&self, endpoint: &str) -> u64 {
+        if endpoint == self.me.endpoint {
+            return self.silo.get().map_or(0, |s| s.activation_count() as u64);
+        }
+        self.loads.get(endpoint).map_or(0, |l| *l)
+    }
+
+    async fn link(&self, endpoint: &str) -> Option<Arc<Link>> {
+        if let Some(l) = self.links.get(endpoint).filter(|l| l.is_alive()) {
+            return Some(l.clone());
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(l) = self.links.get(endpoint).filter(|l| l.is_alive()) {
+            return Some(l.clone());
+        }
+        let link = Link::connect_directed(endpoint, self.max_frame, self.rpc_timeout)
+            .await
+            .ok()?;
+        let link = Arc::new(link);
+        self.links.insert(endpoint.to_owned(), link.clone());
+        Some(link)
+    }
+
+    /// Routes a call for a grain not active here: to the silo the
+    /// directory names, retrying (within the deadline) where the call
+    /// provably did not run: a stale cache entry ("not here"), a silo
+    /// that could not be reached, a registration not answered yet.
+    async fn route(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + call.timeout;
+        let mut last = String::new();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if !self.router.lease_valid() {
+                return Err(actor_core::Error::SiloUnavailable {
+                    silo: format!("{} (membership lease expired)", self.me.endpoint),
+                });
+            }
+            let silo = self.silo.get().ok_or(actor_core::Error::SiloStopped)?;
+            if self.hosts(&call.target) {
+                return silo.invoke_encoded(call).await;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::debug!(grain = %call.target, reason = %last, "gave up routing at the deadline");
+                return Err(actor_core::Error::Timeout {
+                    grain: call.target,
+                    method: call.method,
+                    timeout: call.timeout,
+                });
+            }
+            match self.resolve(&call.target).await {
+                Ok(Some(addr)) if addr.silo == self.me => {
+                    // Registered here, but not hosted: a stale answer.
+                    last = "registered here but not hosted".into();
+                }
+                Ok(Some(addr)) => match self.link(&addr.silo.endpoint).await {
+                    None => {
+                        // Never sent: safe to retry once the directory
+                        // knows better.
+                        last = format!("{} unreachable", addr.silo);
+                        self.cache.remove(&call.target);
+                    }
+                    Some(link) => {
+                        let mut attempt = call.clone();
+                        attempt.timeout = left;
+                        match link.call(attempt).await {
+                            Err(actor_core::Error::NotHere { .. }) => {
+                                self.cache.remove_if(&call.target, |_, a| *a == addr);
+                                last = format!("not hosted on {}", addr.silo);
+                                continue;
+                            }
+                            Err(actor_core::Error::SiloUnavailable { silo }) => {
+                                self.cache.remove_if(&call.target, |_, a| *a == addr);
+                                return Err(actor_core::Error::SiloUnavailable { silo });
+                            }
+                            other => return other,
+                        }
+                    }
+                },
+                Ok(None) => last = "no silo to place it on".into(),
+                Err(reason) => last = reason,
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    // ----- membership changes -----
+
+    /// Applies the active silos of a new membership view: drops the
+    /// partition entries this silo no longer owns, fails calls in flight
+    /// to silos that left, and claims every hosted grain whose partition
+    /// moved at its new owner (retrying up to `patience`). Grains it cannot
+    /// claim are deactivated. Returns once done: only then may the silo
+    /// report the view applied.
+    pub(crate) async fn apply_view(&self, active: &[SiloAddress], patience: Duration) {
+        let next = View::new(active);
+        if next.id == self.view.read().id {
+            return;
+        }
+        let _gate = self.gate.write().await;
+        let (old_members, view) = {
+            let mut v = self.view.write();
+            let old = std::mem::replace(&mut *v, next);
+            let me = self.me.endpoint.as_str();
+            self.partition
+                .lock()
+                .retain(|id, _| v.owner(id) == Some(me));
+            (old.members, v.id)
+        };
+        let (members, gone): (Vec<String>, Vec<String>) = {
+            let v = self.view.read();
+            let gone = old_members
+                .iter()
+                .filter(|m| !v.members.contains(m))
+                .cloned()
+                .collect();
+            (v.members.clone(), gone)
+        };
+        {
+            let v = self.view.read();
+            self.cache.retain(|_, a| v.has(&a.silo));
+        }
+        for endpoint in &gone {
+            if let Some((_, link)) = self.links.remove(endpoint) {
+                link.fail_pending();
+            }
+            self.clients.remove(endpoint);
+            self.loads.remove(endpoint);
+        }
+        let moved: Vec<(GrainId, u64, String)> = self
+            .hosted
+            .iter()
+            .filter_map(|e| {
+                let new = rendezvous_owner(e.key(), &members)?;
+                let old = rendezvous_owner(e.key(), &old_members);
+                (old != Some(new)).then(|| (e.key().clone(), *e.value(), new.to_owned()))
+            })
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        let until = tokio::time::Instant::now() + patience;
+        let lost: HashSet<GrainId> = futures::stream::iter(moved)
+            .map(|(id, act, owner)| async move {
+                let addr = self.my_address(act);
+                loop {
+                    match self.register_at(&owner, &id, addr.clone(), view, true).await {
+                        Ok(Some(w)) if w.silo == self.me => return None,
+                        Ok(_) => return Some(id),
+                        Err(reason) => {
+                            if tokio::time::Instant::now() >= until {
+                                tracing::warn!(grain = %id, %reason, "could not re-register a grain; deactivating it");
+                                return Some(id);
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(64)
+            .filter_map(|x| async move { x })
+            .collect()
+            .await;
+        if !lost.is_empty() {
+            for id in &lost {
+                self.hosted.remove(id);
+            }
+            if let Some(silo) = self.silo.get() {
+                silo.deactivate_where(|id| lost.contains(id), patience)
+                    .await;
+            }
+        }
+    }
+
+    /// Asks every other active silo for its activation count (for
+    /// activation-count placement).
+    pub(crate) async fn exchange_loads(&self) {
+        let peers: Vec<String> = self
+            .view
+            .read()
+            .members
+            .iter()
+            .filter(|m| **m != self.me.endpoint)
+            .cloned()
+            .collect();
+        let answers = futures::future::join_all(peers.iter().map(|p| async move {
+            let mut c = self.client(p).ok()?;
+            let r =
+                tokio::time::timeout(self.rpc_timeout, c.load(Request::new(pb::LoadRequest {})))
+                    .await
+                    .ok()?
+                    .ok()?;
+            Some(r.into_inner().activations)
+        }))
+        .await;
+        for (p, a) in peers.into_iter().zip(answers) {
+            if let Some(a) = a {
+                self.loads.insert(p, a);
+            }
+        }
+    }
+}
+
+/// The `Router` of a cluster silo: grains it hosts run here, others go
+/// where the directory says.
+#[derive(Debug, Clone)]
+pub(crate) struct DirectoryRouting(pub(crate) Arc<Directory>);
+
+impl Router for DirectoryRouting {
+    fn is_local(&self, id: &GrainId) -> bool {
+        self.0.hosts(id) && self.0.router.lease_valid()
+    }
+
+    fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
+        Box::pin(self.0.clone().route(call))
+    }
+}
+
+/// The gRPC face of a silo's directory partition: silent (unavailable)
+/// while the silo does not serve, like its link.
+#[derive(Debug, Clone)]
+struct DirectoryService(Arc<Directory>);
+
+impl DirectoryService {
+    fn check(&self) -> Result<(), Status> {
+        if self.0.serving.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Status::unavailable("this silo has stopped serving"))
+        }
+    }
+}
+
+fn decode_grain(bytes: &[u8]) -> Result<GrainId, Status> {
+    actor_core::codec::decode(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn reply(answer: Answer) -> Result<Response<pb::DirectoryReply>, Status> {
+    Ok(Response::new(match answer {
+        Ok(address) => pb::DirectoryReply {
+            address: address.map(|a| a.to_pb()),
+            retry: String::new(),
+        },
+        Err(retry) => pb::DirectoryReply {
+            address: None,
+            retry: if retry.is_empty() {
+                "retry".into()
+            } else {
+                retry
+            },
+        },
+    }))
+}
+
+#[tonic::async_trait]
+impl GrainDirectory for DirectoryService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::DirectoryReply>, Status> {
+        self.check()?;
+        let r = request.into_inner();
+        let id = decode_grain(&r.grain)?;
+        let addr = r
+            .address
+            .map(ActivationAddress::from_pb)
+            .ok_or_else(|| Status::invalid_argument("a registration needs an address"))?;
+        reply(self.0.register_local(&id, addr, r.view, r.claim))
+    }
+
+    async fn lookup(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::DirectoryReply>, Status> {
+        self.check()?;
+        let id = decode_grain(&request.into_inner().grain)?;
+        reply(self.0.lookup_local(&id))
+    }
+
+    async fn unregister(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::DirectoryReply>, Status> {
+        self.check()?;
+        let r = request.into_inner();
+        let id = decode_grain(&r.grain)?;
+        let addr = r
+            .address
+            .map(ActivationAddress::from_pb)
+            .ok_or_else(|| Status::invalid_argument("an unregistration needs an address"))?;
+        reply(self.0.unregister_local(&id, &addr))
+    }
+
+    async fn place(
+        &self,
+        request: Request<pb::LookupRequest>,
+    ) -> Result<Response<pb::DirectoryReply>, Status> {
+        self.check()?;
+        let id = decode_grain(&request.into_inner().grain)?;
+        reply(self.0.place_here(&id).await)
+    }
+
+    async fn load(
+        &self,
+        _request: Request<pb::LoadRequest>,
+    ) -> Result<Response<pb::LoadReply>, Status> {
+        self.check()?;
+        Ok(Response::new(pb::LoadReply {
+            activations: self.0.load_of(&self.0.me.endpoint),
+            generation: self.0.me.generation,
+        }))
+    }
+}
+
+/// Serves a silo's link and its directory partition on `listener`.
+pub(crate) fn serve_member(
+    link: LinkService,
+    directory: Arc<Directory>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let link = link.into_server();
+    let directory = GrainDirectoryServer::new(DirectoryService(directory));
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(link)
+            .add_service(directory)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "silo server stopped");
+        }
+    })
+}
