@@ -58,6 +58,10 @@ pub struct ClusterConfig {
     /// see [`Placements`](crate::Placements) and
     /// [`with_placement`](ClusterConfig::with_placement)).
     pub placement: crate::placement::Placements,
+    /// The endpoint other silos and clients reach this silo at, when it is
+    /// not the listener's own address (a proxy or NAT in between). `None`:
+    /// the listener's address.
+    pub advertise: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -72,6 +76,7 @@ impl Default for ClusterConfig {
             lease: Duration::from_secs(5),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
             placement: crate::placement::Placements::default(),
+            advertise: None,
         }
     }
 }
@@ -90,6 +95,7 @@ impl ClusterConfig {
             lease: Duration::from_secs(1),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
             placement: crate::placement::Placements::default(),
+            advertise: None,
         }
     }
 }
@@ -125,10 +131,13 @@ impl ClusterSilo {
         table: Arc<dyn MembershipTable>,
         config: ClusterConfig,
     ) -> Result<ClusterSilo> {
-        let endpoint = listener
-            .local_addr()
-            .map_err(|e| Error::Config(format!("listener has no address: {e}")))?
-            .to_string();
+        let endpoint = match &config.advertise {
+            Some(e) => e.clone(),
+            None => listener
+                .local_addr()
+                .map_err(|e| Error::Config(format!("listener has no address: {e}")))?
+                .to_string(),
+        };
         let address = SiloAddress::starting_now(endpoint.clone());
         let router = StaticRouter::new(endpoint.clone(), vec![endpoint.clone()]);
         let serving = Arc::new(AtomicBool::new(true));
