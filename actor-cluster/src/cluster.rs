@@ -172,7 +172,7 @@ impl ClusterSilo {
             })
             .with_admission({
                 let directory = directory.clone();
-                move |id| directory.hosts(id)
+                move |id| directory.hosts_or_takes(id)
             });
         let server = serve_member(service, directory.clone(), listener);
         set_own_status(&*table, &address, SiloStatus::Active).await?;

@@ -182,6 +182,43 @@ impl Directory {
         self.hosted.contains_key(id)
     }
 
+    /// Whether this silo hosts `id`, or, for a hash-placed grain whose
+    /// partition this silo owns, can register it here now without an
+    /// RPC (the fast path of the default placement). Synchronous: the
+    /// registration and the `hosted` entry are made under the view lock,
+    /// so a view change either sees the grain hosted (and claims it) or
+    /// happens first (and this registers under the new view).
+    pub(crate) fn hosts_or_takes(&self, id: &GrainId) -> bool {
+        if self.hosts(id) {
+            return true;
+        }
+        if !self.placements.is_hash(id.grain_type.as_str()) {
+            return false;
+        }
+        let v = self.view.read();
+        if v.owner(id) != Some(self.me.endpoint.as_str()) || !self.router.lease_valid() {
+            return false;
+        }
+        let mut part = self.partition.lock();
+        match part.get(id) {
+            Some(cur) if v.has(&cur.silo) => {
+                if cur.silo == self.me {
+                    self.hosted.insert(id.clone(), cur.activation);
+                    true
+                } else {
+                    false
+                }
+            }
+            _ if !self.router.may_activate() => false,
+            _ => {
+                let act = self.next_activation.fetch_add(1, Ordering::Relaxed);
+                part.insert(id.clone(), self.my_address(act));
+                self.hosted.insert(id.clone(), act);
+                true
+            }
+        }
+    }
+
     /// Where this silo last saw `id` registered (hosted here or cached).
     pub(crate) fn location(&self, id: &GrainId) -> Option<String> {
         if self.hosts(id) {
@@ -226,14 +263,15 @@ impl Directory {
         if !self.router.lease_valid() {
             return Err("the partition owner's lease has expired".into());
         }
-        if !claim && !self.router.may_activate() {
-            return Err("the partition is fenced until every silo has applied the view".into());
-        }
         let mut part = self.partition.lock();
         match part.get(id) {
-            // First writer wins; the entry of a silo no longer active is
-            // void (its lease ran out before the fence opened).
+            // First writer wins (reading the winner needs no fence); the
+            // entry of a silo no longer active is void (its lease ran out
+            // before the fence opened).
             Some(cur) if v.has(&cur.silo) => Ok(Some(cur.clone())),
+            _ if !claim && !self.router.may_activate() => {
+                Err("the partition is fenced until every silo has applied the view".into())
+            }
             _ => {
                 part.insert(id.clone(), addr.clone());
                 Ok(Some(addr))
@@ -404,9 +442,17 @@ impl Directory {
             (v.id, v.owner(id).map(str::to_owned), candidates)
         };
         let owner = owner.ok_or("no active silo")?;
-        if let Some(found) = self.lookup_at(&owner, id, view).await? {
-            self.remember(id, &found);
-            return Ok(Some(found));
+        if self.placements.is_hash(id.grain_type.as_str()) && owner != self.me.endpoint {
+            // Hash placement: send the call straight to the owner, which
+            // registers the grain on itself as it admits the call (or
+            // answers "not here", and the next attempt asks it properly).
+            let generation = self.view.read().generations.get(&owner).copied();
+            if let Some(generation) = generation {
+                return Ok(Some(ActivationAddress {
+                    silo: SiloAddress::new(owner, generation),
+                    activation: 0,
+                }));
+            }
         }
         let target = self.placements.place(&PlacementContext {
             grain: id,
@@ -414,6 +460,16 @@ impl Directory {
             candidates: &candidates,
             random: [self.draw.next(), self.draw.next()],
         });
+        // Placing on the partition owner or on this silo answers an
+        // existing registration as well as a lookup would, in as many
+        // hops; placing elsewhere costs a hop more, so look up first.
+        if target != owner
+            && target != self.me.endpoint
+            && let Some(found) = self.lookup_at(&owner, id, view).await?
+        {
+            self.remember(id, &found);
+            return Ok(Some(found));
+        }
         let winner = self.place_at(&target, id).await?;
         if let Some(w) = &winner {
             self.remember(id, w);
@@ -458,6 +514,8 @@ impl Directory {
         let deadline = tokio::time::Instant::now() + call.timeout;
         let mut last = String::new();
         let mut pause = Duration::from_millis(2);
+        // The address that last answered "not here".
+        let mut stale: Option<ActivationAddress> = None;
         loop {
             if !self.router.lease_valid() {
                 return Err(actor_core::Error::SiloUnavailable {
@@ -479,8 +537,28 @@ impl Directory {
             }
             match self.resolve(&call.target).await {
                 Ok(Some(addr)) if addr.silo == self.me => {
-                    // Registered here, but not hosted: a stale answer.
-                    last = "registered here but not hosted".into();
+                    // Registered here but not hosted: a registration whose
+                    // answer was lost (timeout). Registering again settles
+                    // it (the entry names this silo, so this silo wins).
+                    match self.place_here(&call.target).await {
+                        Ok(_) => continue,
+                        Err(reason) => last = reason,
+                    }
+                }
+                Ok(Some(addr)) if stale.as_ref() == Some(&addr) => {
+                    // The directory names a silo that just said "not here"
+                    // (its registration's answer was lost): ask it to
+                    // settle its registration, then call it again.
+                    self.cache.remove(&call.target);
+                    match self.place_at(&addr.silo.endpoint, &call.target).await {
+                        Ok(Some(w)) => {
+                            self.remember(&call.target, &w);
+                            stale = None;
+                            continue;
+                        }
+                        Ok(None) => last = "no silo to place it on".into(),
+                        Err(reason) => last = reason,
+                    }
                 }
                 Ok(Some(addr)) => match self.link(&addr.silo.endpoint).await {
                     None => {
@@ -496,6 +574,7 @@ impl Directory {
                             Err(actor_core::Error::NotHere { .. }) => {
                                 self.cache.remove_if(&call.target, |_, a| *a == addr);
                                 last = format!("not hosted on {}", addr.silo);
+                                stale = Some(addr);
                                 continue;
                             }
                             Err(actor_core::Error::SiloUnavailable { silo }) => {
@@ -511,6 +590,14 @@ impl Directory {
             }
             tokio::time::sleep(pause.min(left)).await;
             pause = (pause * 2).min(Duration::from_millis(50));
+            // While this silo's own fence is closed (a view change is
+            // being applied), the partition owners' are almost surely
+            // closed too: wait here instead of asking them again and
+            // again. Only after a failed attempt, so calls to grains that
+            // are active somewhere never wait for the fence.
+            while !self.router.may_activate() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 
@@ -638,7 +725,7 @@ pub(crate) struct DirectoryRouting(pub(crate) Arc<Directory>);
 
 impl Router for DirectoryRouting {
     fn is_local(&self, id: &GrainId) -> bool {
-        self.0.hosts(id) && self.0.router.lease_valid()
+        self.0.router.lease_valid() && self.0.hosts_or_takes(id)
     }
 
     fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {

@@ -144,8 +144,25 @@ impl Placement for ActivationCountPlacement {
 /// than with any other strategy.
 #[derive(Clone)]
 pub struct Placements {
-    default: Arc<dyn Placement>,
-    per_type: HashMap<String, Arc<dyn Placement>>,
+    default: Strategy,
+    per_type: HashMap<String, Strategy>,
+}
+
+/// A strategy, and whether it is [`HashPlacement`] (whose grains the
+/// partition owner may register without being asked: the fast path).
+#[derive(Clone)]
+struct Strategy {
+    placement: Arc<dyn Placement>,
+    hash: bool,
+}
+
+impl Strategy {
+    fn new<P: Placement>(p: P) -> Self {
+        Strategy {
+            placement: Arc::new(p),
+            hash: std::any::TypeId::of::<P>() == std::any::TypeId::of::<HashPlacement>(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Placements {
@@ -161,7 +178,7 @@ impl std::fmt::Debug for Placements {
 impl Default for Placements {
     fn default() -> Self {
         Placements {
-            default: Arc::new(HashPlacement),
+            default: Strategy::new(HashPlacement),
             per_type: HashMap::new(),
         }
     }
@@ -170,20 +187,28 @@ impl Default for Placements {
 impl Placements {
     /// Places grains of the type named `type_name` with `strategy`.
     pub fn set(&mut self, type_name: impl Into<String>, strategy: impl Placement) {
-        self.per_type.insert(type_name.into(), Arc::new(strategy));
+        self.per_type
+            .insert(type_name.into(), Strategy::new(strategy));
     }
 
     /// Places grains of every type without its own strategy with
     /// `strategy`.
     pub fn set_default(&mut self, strategy: impl Placement) {
-        self.default = Arc::new(strategy);
+        self.default = Strategy::new(strategy);
     }
 
     /// The strategy for grains of the type named `type_name`.
     pub fn for_type(&self, type_name: &str) -> &dyn Placement {
-        self.per_type
-            .get(type_name)
-            .map_or(&*self.default, |p| &**p)
+        &*self.strategy(type_name).placement
+    }
+
+    fn strategy(&self, type_name: &str) -> &Strategy {
+        self.per_type.get(type_name).unwrap_or(&self.default)
+    }
+
+    /// Whether grains of `type_name` are placed by [`HashPlacement`].
+    pub(crate) fn is_hash(&self, type_name: &str) -> bool {
+        self.strategy(type_name).hash
     }
 
     /// Runs the strategy of `ctx.grain`'s type; an answer that is not a

@@ -52,6 +52,18 @@ impl Oracle {
         per_silo
     }
 
+    /// Records that every grain live on `silo` ended at `at` (the silo was
+    /// killed: its activations ended without `on_deactivate`).
+    pub fn killed(&self, silo: &str, at: Instant) {
+        let live = self.live();
+        let mut records = self.0.lock().unwrap();
+        for (id, silos) in live {
+            if silos.iter().any(|s| s == silo) {
+                records.push((id, silo.to_owned(), Event::Down, at));
+            }
+        }
+    }
+
     /// How many times each grain was activated.
     pub fn activations(&self) -> HashMap<GrainId, usize> {
         let mut n = HashMap::new();
