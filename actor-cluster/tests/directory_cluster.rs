@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actor_cluster::{
-    ClusterClient, ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable,
-    PreferLocalPlacement, RandomPlacement, SiloStatus,
+    ClusterClient, ClusterConfig, ClusterSilo, DEFAULT_MAX_FRAME, InMemoryMembership, Link,
+    LinkService, MembershipTable, PreferLocalPlacement, RandomPlacement, SiloStatus, serve_service,
 };
+use actor_core::EncodedCall;
 use actor_core::prelude::*;
 use common::Cuttable;
-use common::oracle::{Oracle, Tracked, TrackedRef};
+use common::oracle::{Oracle, Tracked, TrackedRef, TrackedTouch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -487,4 +488,60 @@ async fn calls_in_flight_to_a_hung_silo_fail_fast_once_it_is_declared_dead() {
         assert!(on == "a" || on == "b", "{on}");
     }
     drop(c);
+}
+
+/// A stale directory cache is answered "not here" on a directed stream,
+/// never run in the wrong place; the same call on a gateway stream (from a
+/// client) is routed as usual; one-way calls are never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_answers_not_here_for_grains_it_does_not_host() {
+    let oracle = Oracle::default();
+    let silo = builder("solo", &oracle).start().await.unwrap();
+    let hosted: Arc<std::sync::Mutex<Vec<GrainId>>> = Arc::default();
+    let h = hosted.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = listener.local_addr().unwrap().to_string();
+    let _server = serve_service(
+        LinkService::new(silo.clone(), DEFAULT_MAX_FRAME)
+            .with_admission(move |id| h.lock().unwrap().contains(id)),
+        listener,
+    );
+    let touch = |key: i64| {
+        EncodedCall::new(
+            GrainId::new("tracked", key),
+            "touch",
+            actor_core::codec::encode(&TrackedTouch {}).unwrap(),
+            Duration::from_secs(5),
+        )
+    };
+    let directed = Link::connect_directed(&endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let err = directed.call(touch(1)).await.unwrap_err();
+    assert!(matches!(err, actor_core::Error::NotHere { .. }), "{err:?}");
+    assert!(!silo.is_active(&GrainId::new("tracked", 1)), "not run");
+    // Hosted: admitted and run.
+    hosted.lock().unwrap().push(GrainId::new("tracked", 1));
+    let reply = directed.call(touch(1)).await.unwrap();
+    assert_eq!(silo.decode::<u64>(&reply).unwrap(), 1);
+    // Active here (even if no longer hosted): admitted.
+    hosted.lock().unwrap().clear();
+    let reply = directed.call(touch(1)).await.unwrap();
+    assert_eq!(silo.decode::<u64>(&reply).unwrap(), 2);
+    // A gateway stream is not checked: the silo routes the call itself.
+    let gateway = Link::connect(&endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let reply = gateway.call(touch(2)).await.unwrap();
+    assert_eq!(silo.decode::<u64>(&reply).unwrap(), 1);
+    // One-way calls on a directed stream are routed on, not dropped.
+    let mut tell = touch(3);
+    tell.one_way = true;
+    directed.call(tell).await.unwrap();
+    eventually("the one-way call ran", Duration::from_secs(5), || {
+        silo.is_active(&GrainId::new("tracked", 3))
+    })
+    .await;
+    // The link stays usable after refusals.
+    assert!(directed.is_alive());
 }
