@@ -137,6 +137,20 @@ impl Placement for ActivationCountPlacement {
 /// The placement strategy of each grain type, set on
 /// [`ClusterConfig`](crate::ClusterConfig).
 ///
+/// ```
+/// use actor_cluster::{ActivationCountPlacement, ClusterConfig, PreferLocalPlacement};
+/// # use actor_core::prelude::*;
+/// # #[derive(Default)] struct Session;
+/// # impl Grain for Session { const TYPE_NAME: &'static str = "session"; }
+///
+/// let config = ClusterConfig::default()
+///     // Sessions live next to the front end that opened them...
+///     .with_placement::<Session>(PreferLocalPlacement)
+///     // ...and a type known only by name is spread by load.
+///     .with_placement_named("report", ActivationCountPlacement);
+/// assert!(format!("{:?}", config.placement).contains("session"));
+/// ```
+///
 /// The default is [`HashPlacement`]: it spreads grains evenly without
 /// shared state, every silo (and [`ClusterSilo::owner_of`](crate::ClusterSilo::owner_of))
 /// can tell where a new grain will go, and the chosen silo owns the
