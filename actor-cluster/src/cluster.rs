@@ -188,7 +188,7 @@ impl ClusterSilo {
             .with_status(SiloStatus::Active)
             .map(|e| e.silo.clone())
             .collect();
-        directory.apply_view(&active, config.lease).await;
+        directory.apply_view(&active, config.lease / 2).await;
         applied.store(snap.version.0, Ordering::SeqCst);
         let loads = {
             let directory = directory.clone();
@@ -426,7 +426,11 @@ impl Agent {
             // Activations stay where they are; grains whose directory
             // partition moved are claimed at their new owner before this
             // silo reports the view applied (see the crate docs).
-            self.directory.apply_view(&active, self.config.lease).await;
+            // Claims get half a lease, so this silo's own lease (renewed
+            // above) cannot run out while it waits.
+            self.directory
+                .apply_view(&active, self.config.lease / 2)
+                .await;
             self.applied.store(snap.version.0, Ordering::SeqCst);
             if last_alive.elapsed() >= self.config.i_am_alive_interval {
                 last_alive = tokio::time::Instant::now();

@@ -615,15 +615,16 @@ impl Directory {
             return;
         }
         let _gate = self.gate.write().await;
-        let (old_members, view) = {
+        let (old, view) = {
             let mut v = self.view.write();
             let old = std::mem::replace(&mut *v, next);
             let me = self.me.endpoint.as_str();
             self.partition
                 .lock()
                 .retain(|id, _| v.owner(id) == Some(me));
-            (old.members, v.id)
+            (old, v.id)
         };
+        let old_members = &old.members;
         let (members, gone): (Vec<String>, Vec<String>) = {
             let v = self.view.read();
             let gone = old_members
@@ -644,13 +645,18 @@ impl Directory {
             self.clients.remove(endpoint);
             self.loads.remove(endpoint);
         }
+        // A partition moved if its owner changed, or restarted on the same
+        // endpoint (a new generation has an empty partition).
+        let new_generations = self.view.read().generations.clone();
         let moved: Vec<(GrainId, u64, String)> = self
             .hosted
             .iter()
             .filter_map(|e| {
                 let new = rendezvous_owner(e.key(), &members)?;
-                let old = rendezvous_owner(e.key(), &old_members);
-                (old != Some(new)).then(|| (e.key().clone(), *e.value(), new.to_owned()))
+                let before =
+                    rendezvous_owner(e.key(), old_members).map(|o| (o, old.generations.get(o)));
+                let same = before == Some((new, new_generations.get(new)));
+                (!same).then(|| (e.key().clone(), *e.value(), new.to_owned()))
             })
             .collect();
         if moved.is_empty() {
@@ -1000,6 +1006,51 @@ mod tests {
                 Some(at(&view[1], 9))
             );
         }
+    }
+
+    #[tokio::test]
+    async fn hosted_grains_are_claimed_where_their_partition_moves_or_let_go() {
+        let (d, view) = directory(3);
+        // Grains hosted here whose partition silo 1 owns now.
+        let on_1: Vec<GrainId> = (0..10_000i64)
+            .map(|k| GrainId::new("t", k))
+            .filter(|g| d.view.read().owner(g) == Some(view[1].endpoint.as_str()))
+            .take(30)
+            .collect();
+        for (i, g) in on_1.iter().enumerate() {
+            d.hosted.insert(g.clone(), i as u64 + 1);
+        }
+        // Silo 1 leaves: its partitions go to silo 0 (claimed here, no
+        // RPC) or to silo 2 (nobody listens there: cannot be claimed).
+        let next = [view[0].clone(), view[2].clone()];
+        d.apply_view(&next, Duration::from_millis(150)).await;
+        let mut here = 0;
+        for (i, g) in on_1.iter().enumerate() {
+            if d.view.read().owner(g) == Some(d.me.endpoint.as_str()) {
+                here += 1;
+                assert!(d.hosts(g), "claimed and kept");
+                assert_eq!(
+                    d.lookup_local(g).unwrap(),
+                    Some(at(&view[0], i as u64 + 1)),
+                    "registered with its own activation id"
+                );
+            } else {
+                assert!(!d.hosts(g), "not claimable: let go");
+            }
+        }
+        assert!(here > 0 && here < on_1.len(), "both cases met: {here}");
+        // The same endpoint restarting (new generation) moves the
+        // partitions it owns too.
+        let g = on_1
+            .iter()
+            .find(|g| d.view.read().owner(g) == Some(view[2].endpoint.as_str()))
+            .unwrap()
+            .clone();
+        d.hosted.insert(g.clone(), 99);
+        let restarted = SiloAddress::new(view[2].endpoint.clone(), 8);
+        d.apply_view(&[view[0].clone(), restarted], Duration::from_millis(150))
+            .await;
+        assert!(!d.hosts(&g), "a claim was tried at the new incarnation");
     }
 
     #[test]
