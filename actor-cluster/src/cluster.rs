@@ -167,8 +167,11 @@ impl ClusterSilo {
             .with_liveness(address.generation, serving.clone())
             .with_applied_view(applied.clone())
             .with_gateways({
-                let router = router.clone();
-                move || router.members()
+                // The directory's view, not the router's: it changes last,
+                // so a client never learns of a change its gateway does
+                // not route by yet.
+                let directory = directory.clone();
+                move || directory.members()
             })
             .with_admission({
                 let directory = directory.clone();

@@ -227,6 +227,11 @@ impl Directory {
         self.cache.get(id).map(|a| a.silo.endpoint.clone())
     }
 
+    /// The active silos of the view this directory routes by.
+    pub(crate) fn members(&self) -> Vec<String> {
+        self.view.read().members.clone()
+    }
+
     /// Registrations this silo's partition holds.
     pub(crate) fn partition_len(&self) -> usize {
         self.partition.lock().len()
