@@ -23,6 +23,11 @@ use common::oracle::{Oracle, Tracked, TrackedRef, TrackedTouch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The scenarios here run one at a time: each loads 2 cores on its own,
+/// and the failure detector is tuned for a loaded machine, not for five
+/// clusters at once.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn builder(name: &str, oracle: &Oracle) -> actor_core::SiloBuilder {
     let o = oracle.clone();
     Silo::builder().name(name).grain_with(move |_| Tracked {
@@ -86,6 +91,7 @@ fn grain(s: &Silo, key: i64) -> GrainRef<Tracked> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_calls_from_three_silos_make_one_activation() {
+    let _serial = SERIAL.lock().await;
     let table = InMemoryMembership::new();
     let oracle = Oracle::default();
     // Prefer-local: each silo would place the grain on itself; the
@@ -107,10 +113,16 @@ async fn concurrent_first_calls_from_three_silos_make_one_activation() {
             }
         }
     }
-    let mut winners: HashMap<i64, String> = HashMap::new();
+    let mut answers: Vec<(i64, String)> = Vec::new();
     for (i, call) in calls.into_iter().enumerate() {
         let key = i as i64 / (3 * PER_SILO as i64);
         let (_, silo) = call.await.unwrap().expect("no first call fails");
+        answers.push((key, silo));
+    }
+    // First the oracle: never two live activations.
+    oracle.check();
+    let mut winners: HashMap<i64, String> = HashMap::new();
+    for (key, silo) in answers {
         let w = winners.entry(key).or_insert(silo.clone());
         assert_eq!(*w, silo, "grain {key} answered from two silos");
     }
@@ -133,6 +145,7 @@ async fn concurrent_first_calls_from_three_silos_make_one_activation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_grains_from_every_silo_and_a_client_have_one_activation_each() {
+    let _serial = SERIAL.lock().await;
     let table = InMemoryMembership::new();
     let oracle = Oracle::default();
     // Probes get a second under this load on 2 cores (debug build): the
@@ -262,6 +275,7 @@ fn load(silos: Vec<Silo>, keys: i64, stop: Arc<AtomicBool>) -> Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silo_killed_under_load_is_declared_dead_and_its_grains_come_back() {
+    let _serial = SERIAL.lock().await;
     let table = InMemoryMembership::new();
     let oracle = Oracle::default();
     let config = ClusterConfig::fast();
@@ -310,6 +324,7 @@ async fn a_silo_killed_under_load_is_declared_dead_and_its_grains_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_silo_stops_serving_then_rejoins_with_a_new_generation() {
+    let _serial = SERIAL.lock().await;
     let table = InMemoryMembership::new();
     let oracle = Oracle::default();
     let config = ClusterConfig::fast().with_placement::<Tracked>(RandomPlacement);
@@ -425,6 +440,7 @@ async fn pipe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_to_a_hung_silo_fail_fast_once_it_is_declared_dead() {
+    let _serial = SERIAL.lock().await;
     let table = InMemoryMembership::new();
     let oracle = Oracle::default();
     let (a, _) = start("a", &table, &oracle, ClusterConfig::fast()).await;
@@ -495,6 +511,7 @@ async fn calls_in_flight_to_a_hung_silo_fail_fast_once_it_is_declared_dead() {
 /// client) is routed as usual; one-way calls are never refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silo_answers_not_here_for_grains_it_does_not_host() {
+    let _serial = SERIAL.lock().await;
     let oracle = Oracle::default();
     let silo = builder("solo", &oracle).start().await.unwrap();
     let hosted: Arc<std::sync::Mutex<Vec<GrainId>>> = Arc::default();
