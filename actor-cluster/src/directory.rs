@@ -431,10 +431,20 @@ impl Directory {
         if let Some(a) = self.cache.get(id) {
             return Ok(Some(a.clone()));
         }
+        let hash = self.placements.is_hash(id.grain_type.as_str());
         let (view, owner, candidates) = {
             let v = self.view.read();
-            if v.members.is_empty() {
-                return Err("no active silo".into());
+            let owner = v.owner(id).ok_or("no active silo")?.to_owned();
+            if hash && owner != self.me.endpoint {
+                // Hash placement: send the call straight to the owner,
+                // which registers the grain on itself as it admits the
+                // call (or answers "not here", and the next attempt asks
+                // it properly).
+                let generation = v.generations.get(&owner).copied().unwrap_or_default();
+                return Ok(Some(ActivationAddress {
+                    silo: SiloAddress::new(owner, generation),
+                    activation: 0,
+                }));
             }
             let candidates: Vec<Candidate> = v
                 .members
@@ -444,21 +454,8 @@ impl Directory {
                     activations: self.load_of(m),
                 })
                 .collect();
-            (v.id, v.owner(id).map(str::to_owned), candidates)
+            (v.id, owner, candidates)
         };
-        let owner = owner.ok_or("no active silo")?;
-        if self.placements.is_hash(id.grain_type.as_str()) && owner != self.me.endpoint {
-            // Hash placement: send the call straight to the owner, which
-            // registers the grain on itself as it admits the call (or
-            // answers "not here", and the next attempt asks it properly).
-            let generation = self.view.read().generations.get(&owner).copied();
-            if let Some(generation) = generation {
-                return Ok(Some(ActivationAddress {
-                    silo: SiloAddress::new(owner, generation),
-                    activation: 0,
-                }));
-            }
-        }
         let target = self.placements.place(&PlacementContext {
             grain: id,
             local: &self.me.endpoint,
@@ -488,10 +485,9 @@ impl Directory {
         }
     }
 
+    /// The activation count of a silo as last exchanged (this silo's own
+    /// too: counting walks the activation table, so not per placement).
     fn load_of(&self, endpoint: &str) -> u64 {
-        if endpoint == self.me.endpoint {
-            return self.silo.get().map_or(0, |s| s.activation_count() as u64);
-        }
         self.loads.get(endpoint).map_or(0, |l| *l)
     }
 
@@ -648,7 +644,9 @@ impl Directory {
                 link.fail_pending();
             }
             self.clients.remove(endpoint);
-            self.loads.remove(endpoint);
+            if *endpoint != self.me.endpoint {
+                self.loads.remove(endpoint);
+            }
         }
         // A partition moved if its owner changed, or restarted on the same
         // endpoint (a new generation has an empty partition).
@@ -703,6 +701,10 @@ impl Directory {
     /// Asks every other active silo for its activation count (for
     /// activation-count placement).
     pub(crate) async fn exchange_loads(&self) {
+        if let Some(silo) = self.silo.get() {
+            self.loads
+                .insert(self.me.endpoint.clone(), silo.activation_count() as u64);
+        }
         let peers: Vec<String> = self
             .view
             .read()
