@@ -203,6 +203,16 @@ impl ClusterSilo {
                 }
             })
         };
+        let sweeper = {
+            let directory = directory.clone();
+            let every = config.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    directory.sweep().await;
+                }
+            })
+        };
         let agent = Agent {
             applied,
             lease_lost: false,
@@ -224,7 +234,7 @@ impl ClusterSilo {
             directory,
             table,
             serving,
-            tasks: vec![server, agent, loads],
+            tasks: vec![server, agent, loads, sweeper],
         })
     }
 

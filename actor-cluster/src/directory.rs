@@ -114,6 +114,9 @@ pub(crate) struct Directory {
     partition: parking_lot::Mutex<HashMap<GrainId, ActivationAddress>>,
     /// Grains registered to this silo, with their registration id.
     hosted: DashMap<GrainId, u64>,
+    /// Grains let go at the last sweep (no longer active), unregistered at
+    /// the next one unless they came back.
+    released: parking_lot::Mutex<HashMap<GrainId, u64>>,
     /// Other silos' registrations as last seen.
     cache: DashMap<GrainId, ActivationAddress>,
     /// Held (shared) by registrations in flight, (exclusively) by a view
@@ -158,6 +161,7 @@ impl Directory {
             silo: OnceLock::new(),
             partition: parking_lot::Mutex::new(HashMap::new()),
             hosted: DashMap::new(),
+            released: parking_lot::Mutex::new(HashMap::new()),
             cache: DashMap::new(),
             gate: tokio::sync::RwLock::new(()),
             links: DashMap::new(),
@@ -648,6 +652,18 @@ impl Directory {
                 self.loads.remove(endpoint);
             }
         }
+        // Grains let go by the last sweep that are active again (a call
+        // slipped in) are hosted: they must be claimed like the others.
+        if let Some(silo) = self.silo.get() {
+            self.released.lock().retain(|id, act| {
+                if silo.is_active(id) {
+                    self.hosted.insert(id.clone(), *act);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
         // A partition moved if its owner changed, or restarted on the same
         // endpoint (a new generation has an empty partition).
         let new_generations = self.view.read().generations.clone();
@@ -694,6 +710,85 @@ impl Directory {
             if let Some(silo) = self.silo.get() {
                 silo.deactivate_where(|id| lost.contains(id), patience)
                     .await;
+            }
+        }
+    }
+
+    /// Unregisters grains this silo no longer runs (collected when idle),
+    /// in two sweeps: the first stops hosting them (new calls then go
+    /// through the directory again), the next one, a sweep later, removes
+    /// their registrations unless they came back. Holds the gate, so no
+    /// registration of this silo runs meanwhile; a grain active again is
+    /// hosted again (its registration was never removed).
+    pub(crate) async fn sweep(&self) {
+        let Some(silo) = self.silo.get() else {
+            return;
+        };
+        let _gate = self.gate.write().await;
+        let released = std::mem::take(&mut *self.released.lock());
+        let mut remote = Vec::new();
+        {
+            let v = self.view.read();
+            for (id, act) in released {
+                if self.hosted.contains_key(&id) {
+                    continue;
+                }
+                if silo.is_active(&id) {
+                    self.hosted.insert(id, act);
+                    continue;
+                }
+                match v.owner(&id) {
+                    Some(owner) if owner == self.me.endpoint => {
+                        let mut part = self.partition.lock();
+                        // Under the partition lock: a grain taken again by
+                        // `hosts_or_takes` meanwhile is hosted now.
+                        if !self.hosted.contains_key(&id)
+                            && part.get(&id) == Some(&self.my_address(act))
+                        {
+                            part.remove(&id);
+                        }
+                    }
+                    Some(owner) => remote.push((id, act, owner.to_owned())),
+                    None => {}
+                }
+            }
+        }
+        futures::stream::iter(remote)
+            .map(|(id, act, owner)| async move {
+                let Ok(grain) = actor_core::codec::encode(&id) else {
+                    return;
+                };
+                let req = pb::RegisterRequest {
+                    grain,
+                    address: Some(self.my_address(act).to_pb()),
+                    view: 0,
+                    claim: false,
+                };
+                // A failed unregistration leaves an entry naming this
+                // silo; the next call settles it here (see `route`).
+                let _ = self
+                    .rpc(&owner, |mut c| async move {
+                        c.unregister(Request::new(req)).await
+                    })
+                    .await;
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<()>>()
+            .await;
+        let idle: Vec<(GrainId, u64)> = self
+            .hosted
+            .iter()
+            .filter(|e| !silo.is_active(e.key()))
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        let mut released = self.released.lock();
+        for (id, act) in idle {
+            self.hosted.remove(&id);
+            if silo.is_active(&id) {
+                // Activated between the two looks: keep hosting it.
+                self.hosted.insert(id, act);
+            } else {
+                released.insert(id, act);
             }
         }
     }

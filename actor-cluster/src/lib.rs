@@ -84,9 +84,12 @@
 //! typed references, through any silo as gateway; it learns the gateways
 //! from the cluster and fails over when its gateway dies.
 //!
-//! Still to come (see the design map): unregistering grains collected
-//! when idle (their registration stays, and the next call activates them
-//! on the same silo), W3C trace context across silos, and mutual TLS.
+//! Grains collected when idle leave the directory in two sweeps (one
+//! lease apart): the silo stops hosting them, then removes their
+//! registrations unless a call brought them back meanwhile.
+//!
+//! Still to come (see the design map): W3C trace context across silos,
+//! and mutual TLS.
 //!
 //! ```
 //! use actor_cluster::{InMemoryMembership, MembershipEntry, MembershipTable, SiloAddress};

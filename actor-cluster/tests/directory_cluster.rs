@@ -562,3 +562,67 @@ async fn a_silo_answers_not_here_for_grains_it_does_not_host() {
     // The link stays usable after refusals.
     assert!(directed.is_alive());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grains_collected_when_idle_leave_the_directory_and_come_back_once() {
+    let _serial = SERIAL.lock().await;
+    let table = InMemoryMembership::new();
+    let oracle = Oracle::default();
+    let config = ClusterConfig::fast().with_placement::<Tracked>(RandomPlacement);
+    let idle = |name: &str| {
+        builder(name, &oracle)
+            .idle_timeout(Duration::from_millis(300))
+            .collection_interval(Duration::from_millis(100))
+    };
+    let mut silos = Vec::new();
+    for name in ["a", "b", "c"] {
+        silos.push(
+            ClusterSilo::start(
+                idle(name),
+                TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                Arc::new(table.clone()),
+                config.clone(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let refs: Vec<&ClusterSilo> = silos.iter().collect();
+    all_see(&refs, 3).await;
+    const KEYS: i64 = 60;
+    for k in 0..KEYS {
+        grain(silos[(k % 3) as usize].silo(), k)
+            .touch()
+            .await
+            .unwrap();
+    }
+    let registered = || {
+        silos
+            .iter()
+            .map(|s| s.directory_partition_len())
+            .sum::<usize>()
+    };
+    assert_eq!(registered(), KEYS as usize);
+    // Collected when idle, then unregistered within two sweeps.
+    eventually(
+        "idle grains leave the directory",
+        Duration::from_secs(10),
+        || registered() == 0 && silos.iter().all(|s| s.silo().activation_count() == 0),
+    )
+    .await;
+    // Called again from everywhere at once: one new activation each.
+    let mut calls = Vec::new();
+    for k in 0..KEYS {
+        for s in &silos {
+            let g = grain(s.silo(), k);
+            calls.push(tokio::spawn(async move { g.touch().await }));
+        }
+    }
+    for c in calls {
+        c.await.unwrap().expect("calls after collection succeed");
+    }
+    oracle.check();
+    let activations = oracle.activations();
+    assert!(activations.values().all(|n| *n == 2), "{activations:?}");
+    assert_eq!(registered(), KEYS as usize);
+}
