@@ -1,4 +1,4 @@
-//! Generates the silo link's protobuf and gRPC code with a vendored
+//! Generates the silo link's and grain directory's protobuf and gRPC code with a vendored
 //! `protoc`, so building needs no system tool.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -7,7 +7,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_with_config(config, &["proto/link.proto"], &["proto"])?;
+        .compile_with_config(
+            config,
+            &["proto/link.proto", "proto/directory.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto/link.proto");
+    println!("cargo:rerun-if-changed=proto/directory.proto");
     Ok(())
 }

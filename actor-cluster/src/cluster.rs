@@ -19,12 +19,13 @@ use actor_core::{Silo, SiloBuilder};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::directory::{Directory, DirectoryRouting, serve_member};
 use crate::error::{Error, Result};
-use crate::link::{LinkService, Prober, serve_service};
+use crate::link::{LinkService, Prober};
 use crate::membership::{
     MembershipEntry, MembershipTable, SiloAddress, SiloStatus, Suspicion, now_millis,
 };
-use crate::router::{StaticRouter, StaticRouting};
+use crate::router::StaticRouter;
 
 /// Timings of membership and failure detection. The defaults declare a
 /// silo that stopped answering dead in about 4 s on loopback, and take 3
@@ -53,6 +54,14 @@ pub struct ClusterConfig {
     pub lease: Duration,
     /// Frame size limit of silo links.
     pub max_frame: usize,
+    /// The placement strategy of each grain type (hash-based unless set;
+    /// see [`Placements`](crate::Placements) and
+    /// [`with_placement`](ClusterConfig::with_placement)).
+    pub placement: crate::placement::Placements,
+    /// The endpoint other silos and clients reach this silo at, when it is
+    /// not the listener's own address (a proxy or NAT in between). `None`:
+    /// the listener's address.
+    pub advertise: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +75,8 @@ impl Default for ClusterConfig {
             i_am_alive_interval: Duration::from_secs(5),
             lease: Duration::from_secs(5),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
+            placement: crate::placement::Placements::default(),
+            advertise: None,
         }
     }
 }
@@ -83,6 +94,8 @@ impl ClusterConfig {
             i_am_alive_interval: Duration::from_millis(500),
             lease: Duration::from_secs(1),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
+            placement: crate::placement::Placements::default(),
+            advertise: None,
         }
     }
 }
@@ -92,6 +105,7 @@ pub struct ClusterSilo {
     silo: Silo,
     address: SiloAddress,
     router: Arc<StaticRouter>,
+    directory: Arc<Directory>,
     table: Arc<dyn MembershipTable>,
     serving: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
@@ -117,34 +131,53 @@ impl ClusterSilo {
         table: Arc<dyn MembershipTable>,
         config: ClusterConfig,
     ) -> Result<ClusterSilo> {
-        let endpoint = listener
-            .local_addr()
-            .map_err(|e| Error::Config(format!("listener has no address: {e}")))?
-            .to_string();
+        let endpoint = match &config.advertise {
+            Some(e) => e.clone(),
+            None => listener
+                .local_addr()
+                .map_err(|e| Error::Config(format!("listener has no address: {e}")))?
+                .to_string(),
+        };
         let address = SiloAddress::starting_now(endpoint.clone());
         let router = StaticRouter::new(endpoint.clone(), vec![endpoint.clone()]);
+        let serving = Arc::new(AtomicBool::new(true));
+        let directory = Directory::new(
+            address.clone(),
+            router.clone(),
+            config.placement.clone(),
+            config.probe_timeout.max(Duration::from_millis(500)),
+            config.max_frame,
+            serving.clone(),
+        );
         let silo = builder
-            .router(Arc::new(StaticRouting(router.clone())))
+            .router(Arc::new(DirectoryRouting(directory.clone())))
             .start()
             .await
             .map_err(|e| Error::Config(e.to_string()))?;
         router.attach(&silo);
+        directory.attach(&silo);
 
         // Fenced from the start: nothing is activated here before this
         // silo has a view that every member has applied.
         router.enable_fencing(std::time::Instant::now() + config.lease);
         let entry = MembershipEntry::joining(address.clone(), silo.name());
         insert_retrying(&*table, entry).await?;
-        let serving = Arc::new(AtomicBool::new(true));
         let applied = Arc::new(AtomicI64::new(0));
         let service = LinkService::new(silo.clone(), config.max_frame)
             .with_liveness(address.generation, serving.clone())
             .with_applied_view(applied.clone())
             .with_gateways({
-                let router = router.clone();
-                move || router.members()
+                // The directory's view, not the router's: it changes last,
+                // so a client never learns of a change its gateway does
+                // not route by yet.
+                let directory = directory.clone();
+                move || directory.members()
+            })
+            .with_admission({
+                let directory = directory.clone();
+                move |id| directory.hosts_or_takes(id)
             });
-        let server = serve_service(service, listener);
+        let server = serve_member(service, directory.clone(), listener);
         set_own_status(&*table, &address, SiloStatus::Active).await?;
 
         let snap = table.read_all().await?;
@@ -154,13 +187,39 @@ impl ClusterSilo {
                 .collect(),
             snap.version.0,
         );
+        let active: Vec<SiloAddress> = snap
+            .with_status(SiloStatus::Active)
+            .map(|e| e.silo.clone())
+            .collect();
+        directory.apply_view(&active, config.lease / 2).await;
         applied.store(snap.version.0, Ordering::SeqCst);
+        let loads = {
+            let directory = directory.clone();
+            let every = config.probe_interval;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    directory.exchange_loads().await;
+                }
+            })
+        };
+        let sweeper = {
+            let directory = directory.clone();
+            let every = config.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    directory.sweep().await;
+                }
+            })
+        };
         let agent = Agent {
             applied,
             lease_lost: false,
             me: address.clone(),
             table: table.clone(),
             router: router.clone(),
+            directory: directory.clone(),
             silo: silo.clone(),
             serving: serving.clone(),
             config,
@@ -172,9 +231,10 @@ impl ClusterSilo {
             silo,
             address,
             router,
+            directory,
             table,
             serving,
-            tasks: vec![server, agent],
+            tasks: vec![server, agent, loads, sweeper],
         })
     }
 
@@ -193,9 +253,25 @@ impl ClusterSilo {
         self.router.members()
     }
 
-    /// The endpoint that owns `id` in this silo's current view.
+    /// The endpoint that owns `id`'s directory partition in this silo's
+    /// current view, by rendezvous hashing: also where the default
+    /// [`HashPlacement`](crate::HashPlacement) activates `id` if it is
+    /// not active anywhere. An activation placed earlier stays where it
+    /// is when silos join; see [`location_of`](ClusterSilo::location_of).
     pub fn owner_of(&self, id: &actor_core::GrainId) -> String {
         self.router.owner(id)
+    }
+
+    /// Where this silo last saw `id`'s activation: this silo's endpoint if
+    /// it hosts it, another's if its directory cache names one, `None` if
+    /// it does not know (it finds out on the next call).
+    pub fn location_of(&self, id: &actor_core::GrainId) -> Option<String> {
+        self.directory.location(id)
+    }
+
+    /// How many registrations this silo's directory partition holds.
+    pub fn directory_partition_len(&self) -> usize {
+        self.directory.partition_len()
     }
 
     /// Whether the silo still answers calls and probes.
@@ -287,6 +363,7 @@ struct Agent {
     me: SiloAddress,
     table: Arc<dyn MembershipTable>,
     router: Arc<StaticRouter>,
+    directory: Arc<Directory>,
     silo: Silo,
     serving: Arc<AtomicBool>,
     config: ClusterConfig,
@@ -358,16 +435,15 @@ impl Agent {
                         .hold_until(std::time::Instant::now() + self.config.lease * 2);
                 }
                 self.router.set_view(endpoints, snap.version.0);
-                // Let go of what this silo no longer owns before saying so.
-                let router = self.router.clone();
-                let moved = self
-                    .silo
-                    .deactivate_where(|id| !router.owns(id), self.config.lease * 4)
-                    .await;
-                if moved > 0 {
-                    tracing::info!(silo = %self.me, moved, "deactivated grains owned elsewhere now");
-                }
             }
+            // Activations stay where they are; grains whose directory
+            // partition moved are claimed at their new owner before this
+            // silo reports the view applied (see the crate docs).
+            // Claims get half a lease, so this silo's own lease (renewed
+            // above) cannot run out while it waits.
+            self.directory
+                .apply_view(&active, self.config.lease / 2)
+                .await;
             self.applied.store(snap.version.0, Ordering::SeqCst);
             if last_alive.elapsed() >= self.config.i_am_alive_interval {
                 last_alive = tokio::time::Instant::now();

@@ -17,37 +17,79 @@
 //! chain, request context and the bincode payload, batched per write, with
 //! a frame size limit. [`StaticRouter`] plugs it into actor-core's
 //! `Router` seam over a fixed list of silos, placing grains by rendezvous
-//! hashing: typed references then reach grains on any silo, with deadlock
-//! detection, deadlines and request context intact across the wire.
+//! hashing (a test bed for the link; cluster silos route through the grain
+//! directory below): typed references then reach grains on any silo, with
+//! deadlock detection, deadlines and request context intact across the
+//! wire.
 //!
 //! [`ClusterSilo`] makes a silo a member: it joins the table, serves its
 //! link, heartbeats, probes its peers, votes on silos that miss probes and
-//! declares them dead by compare-and-set, keeps its router's member list
-//! equal to the active silos, and stops serving if it reads itself dead.
-//! An unreachable table means no joins and no deaths. Grains of a dead
-//! silo are placed on the survivors at their next call.
+//! declares them dead by compare-and-set, keeps its view equal to the
+//! active silos, and stops serving if it reads itself dead. An unreachable
+//! table means no joins and no deaths. Grains of a dead silo are placed on
+//! the survivors at their next call.
 //!
-//! **Single activation is fenced, not eventual.** A grain lives on its
-//! owner by rendezvous hashing over the active silos, and a silo activates
-//! a grain only when (1) every active silo reports (in its probe replies)
-//! that it has applied the current membership view, which it does only
-//! after deactivating the grains it no longer owns; (2) the lease of every
-//! silo declared dead has run out; (3) its own lease is valid: a silo that
-//! cannot read the table for `lease` stops serving and deactivates its
-//! grains, and the others wait twice that long after declaring a silo dead
-//! before activating its grains. Calls for a grain in transit wait (within
-//! their deadline) instead of activating it twice; an oracle test checks
-//! that no grain is ever live on two silos while a silo joins under load or
-//! is cut off from everyone.
+//! ## The grain directory and strong single activation
+//!
+//! Where a grain lives is recorded in a **grain directory**
+//! (`GrainId -> silo endpoint + generation + registration id`),
+//! partitioned over the active silos by rendezvous hashing: each grain
+//! has a *partition owner*. A silo runs a grain only while it *hosts* it,
+//! that is, it won the grain's registration at the owner. The protocol:
+//!
+//! 1. **Placement proposes, the directory decides.** A call for a grain
+//!    with no known location goes to the silo its type's [`Placement`]
+//!    picks ([`HashPlacement`] by default, or [`RandomPlacement`],
+//!    [`PreferLocalPlacement`], [`ActivationCountPlacement`], your own;
+//!    set per type on [`ClusterConfig`]). That silo registers itself at
+//!    the partition owner by **compare-and-set**: the first writer wins,
+//!    every later one gets the winner and sends its calls there. A loser
+//!    never ran the grain, so nothing is undone and nothing is lost.
+//!    Under hash placement the chosen silo *is* the owner, which registers
+//!    the grain as it admits the first call: no extra hop.
+//! 2. **Fenced registration.** An owner accepts a fresh registration only
+//!    when (a) every active silo reports, in its probe replies, that it
+//!    has applied the owner's membership view, (b) the leases of silos
+//!    declared dead have run out (twice the lease after the declaration),
+//!    (c) its own lease is valid (it read the table recently and saw itself
+//!    active), and (d) the registering silo has the same view. Reading an
+//!    existing winner needs no fence.
+//! 3. **Claims before acks.** When the view changes, a silo first
+//!    re-registers (*claims*) every grain it hosts whose partition moved
+//!    at the new owner, which takes claims while its fence is closed; what
+//!    it cannot claim within a lease it deactivates. Only then does it
+//!    report the view applied, so by the time an owner's fence opens under
+//!    a new view, every live activation of its partition is registered
+//!    with it. Registrations in flight finish before a view change starts
+//!    (a per-silo gate), so none slips between two views.
+//! 4. **Dead and cut-off silos.** Entries naming a silo that is no longer
+//!    active are void; the next registration replaces them, and the fence
+//!    holds it until the dead silo's lease has run out. A silo that cannot
+//!    read the table for a lease stops serving and deactivates its grains.
+//! 5. **Cache and "not here".** Each silo caches other silos'
+//!    registrations. A call sent by the cache goes on a *directed* stream;
+//!    a silo that does not host the grain answers `Error::NotHere` without
+//!    running it, and the caller drops the entry and routes again within
+//!    the deadline. Calls that provably never left (the silo could not be
+//!    reached, a registration not answered yet) are retried the same way;
+//!    calls in flight to a silo whose link breaks, or that is declared dead
+//!    while its connection hangs, fail at once with "silo unavailable".
+//!
+//! An activation stays where it was placed when silos join (as in
+//! Orleans); [`ClusterSilo::owner_of`] tells where hash placement puts a
+//! new grain. Oracle tests check that no grain is ever live on two silos
+//! while silos join under load, die under load, hang, or are cut off.
 //!
 //! [`ClusterClient`] calls grains from outside the cluster with the same
 //! typed references, through any silo as gateway; it learns the gateways
 //! from the cluster and fails over when its gateway dies.
 //!
-//! Still to come (see the design map): a directory with registration by
-//! compare-and-set (so placement other than hashing — prefer-local,
-//! activation-count, user-defined — can keep the same guarantee), W3C trace
-//! context across silos, and mutual TLS.
+//! Grains collected when idle leave the directory in two sweeps (one
+//! lease apart): the silo stops hosting them, then removes their
+//! registrations unless a call brought them back meanwhile.
+//!
+//! Still to come (see the design map): W3C trace context across silos,
+//! and mutual TLS.
 //!
 //! ```
 //! use actor_cluster::{InMemoryMembership, MembershipEntry, MembershipTable, SiloAddress};
@@ -65,10 +107,12 @@
 
 mod client;
 mod cluster;
+mod directory;
 mod error;
 mod link;
 mod membership;
 mod memory;
+mod placement;
 mod router;
 mod sql;
 
@@ -83,5 +127,9 @@ pub use membership::{
     Suspicion, TableVersion, now_millis,
 };
 pub use memory::InMemoryMembership;
+pub use placement::{
+    ActivationCountPlacement, Candidate, HashPlacement, Placement, PlacementContext, Placements,
+    PreferLocalPlacement, RandomPlacement,
+};
 pub use router::{StaticRouter, StaticRouting, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;

@@ -50,7 +50,15 @@ pub struct LinkService {
     serving: Arc<AtomicBool>,
     applied: Arc<std::sync::atomic::AtomicI64>,
     gateways: Option<Arc<dyn Fn() -> Vec<String> + Send + Sync>>,
+    admission: Option<Admission>,
 }
+
+/// Whether a grain is hosted on this silo (see [`LinkService::with_admission`]).
+type Admission = Arc<dyn Fn(&GrainId) -> bool + Send + Sync>;
+
+/// gRPC metadata key a caller sets on a stream whose calls it addressed by
+/// the grain directory (see [`Link::connect_directed`]).
+const DIRECTED: &str = "grains-directed";
 
 impl std::fmt::Debug for LinkService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +80,7 @@ impl LinkService {
             serving: Arc::new(AtomicBool::new(true)),
             applied: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             gateways: None,
+            admission: None,
         }
     }
 
@@ -94,6 +103,19 @@ impl LinkService {
     /// applied) in probe replies, for the fencing of grain moves.
     pub fn with_applied_view(mut self, applied: Arc<std::sync::atomic::AtomicI64>) -> Self {
         self.applied = applied;
+        self
+    }
+
+    /// Answers calls on directed streams (opened with
+    /// [`Link::connect_directed`]) for grains `hosted` says are not here
+    /// with `actor_core::Error::NotHere` instead of running them, so a
+    /// caller with a stale directory cache drops the entry and retries.
+    /// One-way calls are routed on instead (nobody would see the error).
+    pub fn with_admission(
+        mut self,
+        hosted: impl Fn(&GrainId) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.admission = Some(Arc::new(hosted));
         self
     }
 
@@ -146,6 +168,10 @@ impl SiloLink for LinkService {
         if !self.serving.load(Ordering::SeqCst) {
             return Err(Status::unavailable("this silo has stopped serving"));
         }
+        let admission = self
+            .admission
+            .clone()
+            .filter(|_| request.metadata().contains_key(DIRECTED));
         let mut inbound = request.into_inner();
         let serving = self.serving.clone();
         let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
@@ -160,7 +186,7 @@ impl SiloLink for LinkService {
                             break;
                         }
                         for env in batch.envelopes {
-                            handle_request(&silo, env, &tx);
+                            handle_request(&silo, env, &tx, admission.as_ref());
                         }
                     }
                     Ok(None) => break,
@@ -281,7 +307,12 @@ impl Prober {
     }
 }
 
-fn handle_request(silo: &Silo, env: Envelope, replies: &mpsc::Sender<Envelope>) {
+fn handle_request(
+    silo: &Silo,
+    env: Envelope,
+    replies: &mpsc::Sender<Envelope>,
+    admission: Option<&Admission>,
+) {
     let call_id = env.call_id;
     let one_way = env.kind() == Kind::OneWay;
     let call = match decode_request(env) {
@@ -294,6 +325,18 @@ fn handle_request(silo: &Silo, env: Envelope, replies: &mpsc::Sender<Envelope>) 
             return;
         }
     };
+    if let Some(hosted) = admission
+        && !one_way
+        && !silo.is_active(&call.target)
+        && !hosted(&call.target)
+    {
+        let e = actor_core::Error::NotHere {
+            grain: call.target,
+            silo: silo.name().to_owned(),
+        };
+        let _ = replies.try_send(error_envelope(call_id, &e));
+        return;
+    }
     let silo = silo.clone();
     let replies = replies.clone();
     tokio::spawn(async move {
@@ -470,6 +513,26 @@ impl std::fmt::Debug for Link {
 impl Link {
     /// Opens the stream to the silo at `endpoint` (`host:port`).
     pub async fn connect(endpoint: &str, max_frame: usize, timeout: Duration) -> Result<Link> {
+        Link::open(endpoint, max_frame, timeout, false).await
+    }
+
+    /// Opens a stream whose calls the callee admits only for grains it
+    /// hosts (see [`LinkService::with_admission`]): for calls a silo
+    /// addressed through the grain directory.
+    pub async fn connect_directed(
+        endpoint: &str,
+        max_frame: usize,
+        timeout: Duration,
+    ) -> Result<Link> {
+        Link::open(endpoint, max_frame, timeout, true).await
+    }
+
+    async fn open(
+        endpoint: &str,
+        max_frame: usize,
+        timeout: Duration,
+        directed: bool,
+    ) -> Result<Link> {
         let unavailable = |reason: String| Error::SiloUnavailable {
             endpoint: endpoint.to_owned(),
             reason,
@@ -485,8 +548,14 @@ impl Link {
             .max_decoding_message_size(max_frame)
             .max_encoding_message_size(max_frame);
         let (out, rx) = mpsc::channel(QUEUE);
+        let mut request = Request::new(BatchStream::new(rx));
+        if directed {
+            request
+                .metadata_mut()
+                .insert(DIRECTED, tonic::metadata::MetadataValue::from_static("1"));
+        }
         let mut replies = client
-            .open(Request::new(BatchStream::new(rx)))
+            .open(request)
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .into_inner();
@@ -529,6 +598,22 @@ impl Link {
         self.alive.load(Ordering::SeqCst) && !self.out.is_closed()
     }
 
+    /// Fails every call in flight on this link with "silo unavailable" now
+    /// and takes the link out of use: for a silo declared dead whose
+    /// connection is still open (hung), so callers need not wait for
+    /// their deadlines.
+    pub fn fail_pending(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        let ids: Vec<u64> = self.pending.iter().map(|e| *e.key()).collect();
+        for id in ids {
+            if let Some((_, tx)) = self.pending.remove(&id) {
+                let _ = tx.send(Err(actor_core::Error::SiloUnavailable {
+                    silo: format!("{} (declared dead)", self.endpoint),
+                }));
+            }
+        }
+    }
+
     /// The remote endpoint.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
@@ -550,6 +635,12 @@ impl Link {
         }
         let (tx, rx) = oneshot::channel();
         self.pending.insert(call.call_id.0, tx);
+        if !self.is_alive() {
+            // Failed (`fail_pending`) between the check above and the
+            // insert: nothing was sent.
+            self.pending.remove(&call.call_id.0);
+            return Err(unavailable());
+        }
         if self.out.send(env).await.is_err() {
             self.pending.remove(&call.call_id.0);
             return Err(unavailable());

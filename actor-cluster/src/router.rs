@@ -2,10 +2,9 @@
 //!
 //! This first router places grains by rendezvous hashing over a fixed
 //! list of silo endpoints: every silo computes the same owner for a grain
-//! id without asking anyone. It is the transport's test bed and the
-//! hash-based placement; the grain directory (registration by
-//! compare-and-set, fenced ownership over membership changes) replaces the
-//! fixed list next.
+//! id without asking anyone. It is the transport's test bed; a
+//! `ClusterSilo` routes through the grain directory (`directory.rs`) and
+//! uses this router for its view, fence, lease and hash ring.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

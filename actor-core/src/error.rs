@@ -100,6 +100,17 @@ pub enum Error {
     /// The silo configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The silo a call was sent to does not host the grain (the caller's
+    /// grain directory cache was stale). The call did not run; cluster
+    /// routers drop the cache entry and retry within the deadline, so
+    /// users only see this from hand-made transports.
+    #[error("{grain} is not hosted on silo {silo}; look it up in the grain directory again")]
+    NotHere {
+        /// The called grain.
+        grain: GrainId,
+        /// The silo that answered.
+        silo: String,
+    },
 }
 
 fn display_cycle(cycle: &[GrainId]) -> String {

@@ -1,6 +1,8 @@
 //! Test helpers shared by the cluster tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod oracle;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
