@@ -20,11 +20,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::link::{LinkService, Prober, serve_service};
+use crate::link::{LinkService, Prober};
 use crate::membership::{
     MembershipEntry, MembershipTable, SiloAddress, SiloStatus, Suspicion, now_millis,
 };
 use crate::router::{StaticRouter, StaticRouting};
+use crate::stats::{ClusterView, StatsService, serve_link_and_stats};
 
 /// Timings of membership and failure detection. The defaults declare a
 /// silo that stopped answering dead in about 4 s on loopback, and take 3
@@ -125,6 +126,12 @@ impl ClusterSilo {
         let router = StaticRouter::new(endpoint.clone(), vec![endpoint.clone()]);
         let silo = builder
             .router(Arc::new(StaticRouting(router.clone())))
+            // For tools (the dashboard): membership and peers' reports.
+            .extension(ClusterView::new(
+                address.clone(),
+                table.clone(),
+                router.clone(),
+            ))
             .start()
             .await
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -144,7 +151,8 @@ impl ClusterSilo {
                 let router = router.clone();
                 move || router.members()
             });
-        let server = serve_service(service, listener);
+        let stats = StatsService::new(silo.clone(), serving.clone());
+        let server = serve_link_and_stats(service, stats, listener);
         set_own_status(&*table, &address, SiloStatus::Active).await?;
 
         let snap = table.read_all().await?;

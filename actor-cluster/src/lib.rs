@@ -44,6 +44,11 @@
 //! typed references, through any silo as gateway; it learns the gateways
 //! from the cluster and fails over when its gateway dies.
 //!
+//! [`ClusterView`] (a silo extension every `ClusterSilo` has) gives tools
+//! such as the dashboard the membership table and each peer's
+//! [`SiloReport`] (metrics, process CPU and memory) over a small `SiloStats`
+//! gRPC service served beside the link.
+//!
 //! Still to come (see the design map): a directory with registration by
 //! compare-and-set (so placement other than hashing — prefer-local,
 //! activation-count, user-defined — can keep the same guarantee), W3C trace
@@ -71,6 +76,7 @@ mod membership;
 mod memory;
 mod router;
 mod sql;
+mod stats;
 
 pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo};
@@ -85,3 +91,4 @@ pub use membership::{
 pub use memory::InMemoryMembership;
 pub use router::{StaticRouter, StaticRouting, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;
+pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};
