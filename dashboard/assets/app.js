@@ -159,7 +159,7 @@ function renderSilos(s) {
     row("CPU", v.cpu_percent == null ? "–" : fmt(v.cpu_percent) + " % of one core");
     row("memory", bytes(v.rss_bytes));
     row("activations", int(v.activations));
-    for (const [t, n] of Object.entries(v.activations_by_type)) row("  " + t, int(n));
+    for (const [t, n] of Object.entries(v.activations_by_type)) row("· " + t, int(n));
     row("suspicions", String(v.suspicions));
     card.appendChild(dl);
     box.appendChild(card);

@@ -151,6 +151,36 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+const COOKIE: &str = "grains_dashboard_token";
+
+/// Hex, so that any token is a valid cookie value.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+fn cookie_token(req: &Request) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == COOKIE).then(|| unhex(v)).flatten()
+        })
+}
+
 async fn check_access(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let auth = req
         .headers()
@@ -160,15 +190,28 @@ async fn check_access(State(state): State<AppState>, req: Request, next: Next) -
     let (ok, challenge) = match &*state.access {
         Access::Open => (true, ""),
         Access::Token(token) => {
+            let from_query = query_token(req.uri().query());
             let given = auth
                 .as_deref()
                 .and_then(|a| a.strip_prefix("Bearer "))
                 .map(str::to_owned)
-                .or_else(|| query_token(req.uri().query()));
-            (
-                given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())),
-                "Bearer realm=\"grains dashboard\"",
-            )
+                .or_else(|| from_query.clone())
+                .or_else(|| cookie_token(&req));
+            if given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+                let mut resp = next.run(req).await;
+                // The page's own assets and event stream then need no token
+                // in their addresses.
+                if from_query.is_some()
+                    && let Ok(v) = HeaderValue::from_str(&format!(
+                        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+                        hex(token.as_bytes())
+                    ))
+                {
+                    resp.headers_mut().insert(header::SET_COOKIE, v);
+                }
+                return resp;
+            }
+            (false, "Bearer realm=\"grains dashboard\"")
         }
         Access::Basic { user, password } => {
             let given = auth
@@ -363,6 +406,9 @@ mod tests {
         assert_eq!(query_token(Some("tokenx=abc")), None);
         assert_eq!(query_token(None), None);
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(unhex(&hex("tök=;n".as_bytes())).as_deref(), Some("tök=;n"));
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
     }
 
     #[test]

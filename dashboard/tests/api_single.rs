@@ -165,7 +165,16 @@ async fn a_token_is_required_when_configured() {
     assert_eq!(wrong.status, 401, "a prefix of the token is not the token");
     let ok = request(addr, "GET", "/api", &[("authorization", "Bearer s3cret-token")], None).await.unwrap();
     assert_eq!(ok.status, 200);
-    assert_eq!(get(addr, "/?token=s3cret-token").await.status, 200);
+    let page = get(addr, "/?token=s3cret-token").await;
+    assert_eq!(page.status, 200);
+    // The page's assets and event stream then ride on a cookie.
+    let cookie = page.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap();
+    let asset = request(addr, "GET", "/vendor/uPlot.iife.min.js", &[("cookie", pair)], None).await.unwrap();
+    assert_eq!(asset.status, 200);
+    let forged = request(addr, "GET", "/api", &[("cookie", "grains_dashboard_token=6e6f7065")], None).await.unwrap();
+    assert_eq!(forged.status, 401);
     assert!(Dashboard::of(&silo).unwrap().url().ends_with("/?token=s3cret-token"));
     silo.shutdown().await;
 }
