@@ -7,7 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_with_config(config, &["proto/link.proto", "proto/stats.proto"], &["proto"])?;
+        .compile_with_config(
+            config,
+            &["proto/link.proto", "proto/stats.proto"],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto/link.proto");
     println!("cargo:rerun-if-changed=proto/stats.proto");
     Ok(())

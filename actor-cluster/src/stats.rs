@@ -96,7 +96,9 @@ impl SiloReport {
             .unwrap_or_default();
         SiloReport {
             name: silo.name().to_owned(),
-            endpoint: silo.extension::<ClusterView>().map(|v| v.me.endpoint.clone()),
+            endpoint: silo
+                .extension::<ClusterView>()
+                .map(|v| v.me.endpoint.clone()),
             activations: silo.activation_count() as u64,
             metrics: silo.metrics(),
             process: ProcessStats::now(),

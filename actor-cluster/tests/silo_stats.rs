@@ -75,8 +75,20 @@ async fn members_read_each_others_reports() {
         .await
         .unwrap();
     assert_eq!(report.name, "b");
-    assert_eq!(report.endpoint.as_deref(), Some(b.address().endpoint.as_str()));
-    assert_eq!(report.metrics.grain_type("stats.counter").unwrap().method("add").unwrap().calls, on_b);
+    assert_eq!(
+        report.endpoint.as_deref(),
+        Some(b.address().endpoint.as_str())
+    );
+    assert_eq!(
+        report
+            .metrics
+            .grain_type("stats.counter")
+            .unwrap()
+            .method("add")
+            .unwrap()
+            .calls,
+        on_b
+    );
     assert_eq!(report.activations, on_b);
     assert!(report.process.cpus >= 1);
     assert_eq!(report.extras["test.answer"], 42);
@@ -99,7 +111,11 @@ async fn an_unreachable_peer_is_an_error_within_the_timeout() {
     let a = member("a", &table).await;
     let view = ClusterView::of(a.silo()).unwrap();
     // A port nobody listens on.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let started = Instant::now();
     let err = view
         .peer_report(&closed.to_string(), Duration::from_millis(500))
@@ -111,6 +127,9 @@ async fn an_unreachable_peer_is_an_error_within_the_timeout() {
         .peer_report("not an endpoint", Duration::from_millis(500))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_) | Error::SiloUnavailable { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Config(_) | Error::SiloUnavailable { .. }),
+        "{err}"
+    );
     a.leave().await.unwrap();
 }

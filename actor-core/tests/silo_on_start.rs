@@ -80,7 +80,10 @@ async fn a_failing_hook_fails_the_start_and_halts_the_silo() {
         .unwrap_err();
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(err.to_string().contains("port 8080 is taken"), "{err}");
-    assert!(!*later_ran.lock().unwrap(), "hooks after a failure do not run");
+    assert!(
+        !*later_ran.lock().unwrap(),
+        "hooks after a failure do not run"
+    );
     let silo = kept.lock().unwrap().take().unwrap();
     assert!(silo.is_stopping(), "the half-started silo is halted");
     assert!(silo.get_grain::<Echo>("x").ask(Say(1)).await.is_err());

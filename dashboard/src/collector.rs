@@ -375,8 +375,10 @@ impl Collector {
                         ov.errors_per_sec += d_errors as f64 / dt;
                         let wb = sub_buckets(&m.latency.buckets, before.map(|b| &b.buckets));
                         add_into(&mut window_buckets, &wb);
-                        window_sum_ns +=
-                            m.latency.sum_ns.saturating_sub(before.map_or(0, |b| b.sum_ns));
+                        window_sum_ns += m
+                            .latency
+                            .sum_ns
+                            .saturating_sub(before.map_or(0, |b| b.sum_ns));
                     }
                 }
             }
@@ -438,11 +440,7 @@ impl Collector {
                 .then(b.avg_latency_ms.total_cmp(&a.avg_latency_ms))
         });
         slowest.truncate(20);
-        hottest.sort_by(|a, b| {
-            b.calls
-                .cmp(&a.calls)
-                .then_with(|| a.grain.cmp(&b.grain))
-        });
+        hottest.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.grain.cmp(&b.grain)));
         hottest.truncate(20);
 
         let at_millis = now_millis();

@@ -8,10 +8,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 
 /// The default address, as OrleansDashboard: `127.0.0.1:8080`.
-pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
-    8080,
-);
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 
 /// Who may read the dashboard.
 #[derive(Clone, PartialEq, Eq)]
@@ -199,7 +197,10 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
-        let s = format!("{:?}", DashboardConfig::default().basic_auth("ops", "hunter2"));
+        let s = format!(
+            "{:?}",
+            DashboardConfig::default().basic_auth("ops", "hunter2")
+        );
         assert!(!s.contains("hunter2"), "{s}");
         let s = format!("{:?}", DashboardConfig::default().token("tok-123"));
         assert!(!s.contains("tok-123"), "{s}");

@@ -9,7 +9,9 @@ pub enum Error {
     #[error("invalid dashboard configuration: {0}")]
     Config(String),
     /// The listening address could not be bound.
-    #[error("cannot serve the dashboard on {addr}: {source}; pick another port with DashboardConfig::bind")]
+    #[error(
+        "cannot serve the dashboard on {addr}: {source}; pick another port with DashboardConfig::bind"
+    )]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,

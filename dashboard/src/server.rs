@@ -39,14 +39,29 @@ const UPLOT_LICENSE: &str = include_str!("../assets/vendor/uPlot.LICENSE");
 const ENDPOINTS: &[(&str, &str)] = &[
     ("/api/snapshot", "everything below in one document"),
     ("/api/overview", "cluster totals, silos and chart history"),
-    ("/api/grain-types", "every grain type: activations per silo, calls, errors, methods"),
+    (
+        "/api/grain-types",
+        "every grain type: activations per silo, calls, errors, methods",
+    ),
     ("/api/grain-types/{name}", "one grain type"),
-    ("/api/hot?limit=N", "hottest grains and slowest methods (N: 1..=100, default 10)"),
-    ("/api/silos", "every silo: status, activations by type, CPU, memory"),
+    (
+        "/api/hot?limit=N",
+        "hottest grains and slowest methods (N: 1..=100, default 10)",
+    ),
+    (
+        "/api/silos",
+        "every silo: status, activations by type, CPU, memory",
+    ),
     ("/api/silos/{name}", "one silo"),
-    ("/api/membership", "membership history: joined, suspected, dead"),
+    (
+        "/api/membership",
+        "membership history: joined, suspected, dead",
+    ),
     ("/api/reminders", "durable reminders"),
-    ("/api/events", "server-sent events: one snapshot per refresh"),
+    (
+        "/api/events",
+        "server-sent events: one snapshot per refresh",
+    ),
 ];
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -69,7 +84,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(|req: Request| async move {
             error(
                 StatusCode::NOT_FOUND,
-                format!("no API endpoint at {}; GET /api lists them", req.uri().path()),
+                format!(
+                    "no API endpoint at {}; GET /api lists them",
+                    req.uri().path()
+                ),
             )
         })
         .method_not_allowed_fallback(|req: Request| async move {
@@ -83,8 +101,14 @@ pub(crate) fn router(state: AppState) -> Router {
             )
         });
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/app.js", get(|| async { asset("text/javascript", APP_JS) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript", APP_JS) }),
+        )
         .route("/style.css", get(|| async { asset("text/css", STYLE) }))
         .route(
             "/vendor/uPlot.iife.min.js",
@@ -217,7 +241,11 @@ async fn check_access(State(state): State<AppState>, req: Request, next: Next) -
             let given = auth
                 .as_deref()
                 .and_then(|a| a.strip_prefix("Basic "))
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok());
+                .and_then(|b| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b.trim())
+                        .ok()
+                });
             let expected = format!("{user}:{password}");
             (
                 given.is_some_and(|g| same(&g, expected.as_bytes())),
@@ -308,7 +336,10 @@ async fn grain_type(State(s): State<AppState>, Path(name): Path<String>) -> Resp
 }
 
 async fn hot(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Some(k) = q.keys().find(|k| k.as_str() != "limit" && k.as_str() != "token") {
+    if let Some(k) = q
+        .keys()
+        .find(|k| k.as_str() != "limit" && k.as_str() != "token")
+    {
         return error(
             StatusCode::BAD_REQUEST,
             format!("unknown query parameter `{k}`; /api/hot takes `limit`"),

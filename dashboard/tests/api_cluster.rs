@@ -39,12 +39,16 @@ async fn cluster_figures_come_from_every_silo() {
     let b = member("silo-b", &table, false).await;
     let c = member("silo-c", &table, true).await;
     let addr = Dashboard::of(a.silo()).unwrap().local_addr();
-    eventually("every silo sees three members", Duration::from_secs(20), || async {
-        [&a, &b, &c]
-            .iter()
-            .all(|s| s.active_members().len() == 3)
-            .then_some(())
-    })
+    eventually(
+        "every silo sees three members",
+        Duration::from_secs(20),
+        || async {
+            [&a, &b, &c]
+                .iter()
+                .all(|s| s.active_members().len() == 3)
+                .then_some(())
+        },
+    )
     .await;
 
     // 40 grains, called from all three silos: 3 hits each, 1 failure on
@@ -58,23 +62,35 @@ async fn cluster_figures_come_from_every_silo() {
             hits += 1;
         }
         if key % 4 == 0 {
-            assert!(silos[1].get_grain::<Probe>(key).ask(Fail).await.unwrap().is_err());
+            assert!(
+                silos[1]
+                    .get_grain::<Probe>(key)
+                    .ask(Fail)
+                    .await
+                    .unwrap()
+                    .is_err()
+            );
             fails += 1;
         }
     }
     let live: u64 = silos.iter().map(|s| s.activation_count() as u64).sum();
     assert_eq!(live, 40, "one activation per grain over the cluster");
 
-    let snap = eventually("the dashboard sums every silo", Duration::from_secs(20), || async {
-        let s = get(addr, "/api/snapshot").await.json();
-        let t = s["grain_types"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["grain_type"] == "test.probe")
-            .cloned()?;
-        (t["calls_total"] == hits + fails && s["silos"].as_array().unwrap().len() == 3).then_some(s)
-    })
+    let snap = eventually(
+        "the dashboard sums every silo",
+        Duration::from_secs(20),
+        || async {
+            let s = get(addr, "/api/snapshot").await.json();
+            let t = s["grain_types"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["grain_type"] == "test.probe")
+                .cloned()?;
+            (t["calls_total"] == hits + fails && s["silos"].as_array().unwrap().len() == 3)
+                .then_some(s)
+        },
+    )
     .await;
     assert_eq!(snap["clustered"], true);
     assert_eq!(snap["overview"]["silos_active"], 3);
@@ -116,18 +132,22 @@ async fn cluster_figures_come_from_every_silo() {
 
     // Hot grains come from silos running the dashboard (a and c), whose
     // figures a's dashboard gets from c over the RPC.
-    eventually("hot grains from a peer's dashboard", Duration::from_secs(20), || async {
-        for key in 0..40i64 {
-            c.silo().get_grain::<Probe>(key).ask(Hit).await.unwrap();
-        }
-        let s = get(addr, "/api/hot").await.json();
-        s["hottest_grains"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["silo"] == "silo-c")
-            .then_some(())
-    })
+    eventually(
+        "hot grains from a peer's dashboard",
+        Duration::from_secs(20),
+        || async {
+            for key in 0..40i64 {
+                c.silo().get_grain::<Probe>(key).ask(Hit).await.unwrap();
+            }
+            let s = get(addr, "/api/hot").await.json();
+            s["hottest_grains"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|g| g["silo"] == "silo-c")
+                .then_some(())
+        },
+    )
     .await;
 
     // Kill c: the dashboard reports it dead, from the table, within the

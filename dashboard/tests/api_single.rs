@@ -43,12 +43,16 @@ async fn api_figures_equal_the_calls_driven() {
     }
     busiest.ask(Slow).await.unwrap();
 
-    let t = eventually("the probe type reports every call", Duration::from_secs(10), || async {
-        let r = get(addr, "/api/grain-types/test.probe").await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        let t = r.json();
-        (t["calls_total"] == 19).then_some(t)
-    })
+    let t = eventually(
+        "the probe type reports every call",
+        Duration::from_secs(10),
+        || async {
+            let r = get(addr, "/api/grain-types/test.probe").await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let t = r.json();
+            (t["calls_total"] == 19).then_some(t)
+        },
+    )
     .await;
     assert_eq!(t["errors_total"], 3);
     assert_eq!(t["activations"], 5);
@@ -92,23 +96,37 @@ async fn api_figures_equal_the_calls_driven() {
     assert!(hot["slowest_methods"].as_array().unwrap().len() <= 3);
 
     // Calls/s: a burst on one grain shows as a rate and as the hottest.
-    let rate = eventually("a burst shows as calls/s and a hot grain", Duration::from_secs(10), || async {
-        let g = silo.get_grain::<Probe>("burst");
-        for _ in 0..50 {
-            g.ask(Hit).await.unwrap();
-        }
-        let snap = get(addr, "/api/snapshot").await.json();
-        let cps = snap["overview"]["calls_per_sec"].as_f64().unwrap();
-        let top = snap["hottest_grains"][0]["grain"].as_str().unwrap_or("").to_owned();
-        (cps > 0.0 && top == "test.probe/burst").then_some(cps)
-    })
+    let rate = eventually(
+        "a burst shows as calls/s and a hot grain",
+        Duration::from_secs(10),
+        || async {
+            let g = silo.get_grain::<Probe>("burst");
+            for _ in 0..50 {
+                g.ask(Hit).await.unwrap();
+            }
+            let snap = get(addr, "/api/snapshot").await.json();
+            let cps = snap["overview"]["calls_per_sec"].as_f64().unwrap();
+            let top = snap["hottest_grains"][0]["grain"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            (cps > 0.0 && top == "test.probe/burst").then_some(cps)
+        },
+    )
     .await;
     assert!(rate > 0.0);
     silo.shutdown().await;
     // The server stops with its silo.
-    eventually("the dashboard stops with the silo", Duration::from_secs(10), || async {
-        request(addr, "GET", "/api/overview", &[], None).await.is_err().then_some(())
-    })
+    eventually(
+        "the dashboard stops with the silo",
+        Duration::from_secs(10),
+        || async {
+            request(addr, "GET", "/api/overview", &[], None)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -121,21 +139,43 @@ async fn bad_requests_get_clear_errors() {
     .await;
     let r = get(addr, "/api/hot?limit=abc").await;
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"].as_str().unwrap().contains("`limit` must be a whole number"), "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("`limit` must be a whole number"),
+        "{}",
+        r.body
+    );
     let r = get(addr, "/api/hot?limit=0").await;
     assert_eq!(r.status, 400);
     let r = get(addr, "/api/hot?top=3").await;
     assert_eq!(r.status, 400);
-    assert!(r.body.contains("unknown query parameter `top`"), "{}", r.body);
+    assert!(
+        r.body.contains("unknown query parameter `top`"),
+        "{}",
+        r.body
+    );
     let r = get(addr, "/api/nope").await;
     assert_eq!(r.status, 404);
-    assert!(r.json()["error"].as_str().unwrap().contains("GET /api lists them"));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("GET /api lists them")
+    );
     let r = get(addr, "/api/grain-types/no.such").await;
     assert_eq!(r.status, 404);
-    assert!(r.body.contains("no grain type `no.such`") && r.body.contains("test.probe"), "{}", r.body);
+    assert!(
+        r.body.contains("no grain type `no.such`") && r.body.contains("test.probe"),
+        "{}",
+        r.body
+    );
     let r = get(addr, "/api/silos/ghost").await;
     assert_eq!(r.status, 404);
-    let r = request(addr, "POST", "/api/snapshot", &[], Some("{}".into())).await.unwrap();
+    let r = request(addr, "POST", "/api/snapshot", &[], Some("{}".into()))
+        .await
+        .unwrap();
     assert_eq!(r.status, 405);
     assert!(r.json()["error"].as_str().unwrap().contains("read-only"));
     let r = get(addr, "/nothing-here").await;
@@ -146,36 +186,86 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("uPlot.iife.min.js"));
     assert_eq!(get(addr, "/vendor/uPlot.iife.min.js").await.status, 200);
-    assert!(get(addr, "/vendor/uPlot.LICENSE").await.body.contains("MIT"));
+    assert!(
+        get(addr, "/vendor/uPlot.LICENSE")
+            .await
+            .body
+            .contains("MIT")
+    );
     silo.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_is_required_when_configured() {
     let (silo, addr) = silo_with(DashboardConfig::default().token("s3cret-token")).await;
-    for path in ["/", "/api/snapshot", "/api/events", "/vendor/uPlot.iife.min.js"] {
+    for path in [
+        "/",
+        "/api/snapshot",
+        "/api/events",
+        "/vendor/uPlot.iife.min.js",
+    ] {
         let r = get(addr, path).await;
         assert_eq!(r.status, 401, "{path} without token");
         assert!(r.json()["error"].as_str().unwrap().contains("access token"));
         assert!(r.headers.contains_key("www-authenticate"));
     }
-    let wrong = request(addr, "GET", "/api", &[("authorization", "Bearer nope")], None).await.unwrap();
+    let wrong = request(
+        addr,
+        "GET",
+        "/api",
+        &[("authorization", "Bearer nope")],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(wrong.status, 401);
     let wrong = get(addr, "/api?token=s3cret").await;
     assert_eq!(wrong.status, 401, "a prefix of the token is not the token");
-    let ok = request(addr, "GET", "/api", &[("authorization", "Bearer s3cret-token")], None).await.unwrap();
+    let ok = request(
+        addr,
+        "GET",
+        "/api",
+        &[("authorization", "Bearer s3cret-token")],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status, 200);
     let page = get(addr, "/?token=s3cret-token").await;
     assert_eq!(page.status, 200);
     // The page's assets and event stream then ride on a cookie.
     let cookie = page.headers["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let pair = cookie.split(';').next().unwrap();
-    let asset = request(addr, "GET", "/vendor/uPlot.iife.min.js", &[("cookie", pair)], None).await.unwrap();
+    let asset = request(
+        addr,
+        "GET",
+        "/vendor/uPlot.iife.min.js",
+        &[("cookie", pair)],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(asset.status, 200);
-    let forged = request(addr, "GET", "/api", &[("cookie", "grains_dashboard_token=6e6f7065")], None).await.unwrap();
+    let forged = request(
+        addr,
+        "GET",
+        "/api",
+        &[("cookie", "grains_dashboard_token=6e6f7065")],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(forged.status, 401);
-    assert!(Dashboard::of(&silo).unwrap().url().ends_with("/?token=s3cret-token"));
+    assert!(
+        Dashboard::of(&silo)
+            .unwrap()
+            .url()
+            .ends_with("/?token=s3cret-token")
+    );
     silo.shutdown().await;
 }
 
@@ -184,11 +274,32 @@ async fn basic_auth_is_required_when_configured() {
     let (silo, addr) = silo_with(DashboardConfig::default().basic_auth("ops", "pw")).await;
     let r = get(addr, "/api").await;
     assert_eq!(r.status, 401);
-    assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
     // "ops:wrong" and "ops:pw" in base64.
-    let bad = request(addr, "GET", "/api", &[("authorization", "Basic b3BzOndyb25n")], None).await.unwrap();
+    let bad = request(
+        addr,
+        "GET",
+        "/api",
+        &[("authorization", "Basic b3BzOndyb25n")],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(bad.status, 401);
-    let good = request(addr, "GET", "/api", &[("authorization", "Basic b3BzOnB3")], None).await.unwrap();
+    let good = request(
+        addr,
+        "GET",
+        "/api",
+        &[("authorization", "Basic b3BzOnB3")],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(good.status, 200);
     silo.shutdown().await;
 }
@@ -210,5 +321,8 @@ async fn unsafe_or_unservable_configurations_fail_the_start() {
         .start()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("cannot serve the dashboard"), "{err}");
+    assert!(
+        err.to_string().contains("cannot serve the dashboard"),
+        "{err}"
+    );
 }

@@ -171,11 +171,18 @@ async fn the_page_shows_activations_and_calls_changing() {
     driver.goto(&url).await;
 
     // Before any call: the page is live and shows zero.
-    eventually("the page shows 0 activations", Duration::from_secs(20), || async {
-        (driver.text("ov-activations").await == "0").then_some(())
-    })
+    eventually(
+        "the page shows 0 activations",
+        Duration::from_secs(20),
+        || async { (driver.text("ov-activations").await == "0").then_some(()) },
+    )
     .await;
-    assert!(driver.text("status").await.contains("served by browser-silo"));
+    assert!(
+        driver
+            .text("status")
+            .await
+            .contains("served by browser-silo")
+    );
     let calls_before: f64 = driver.text("ov-calls-per-sec").await.parse().unwrap();
     assert_eq!(calls_before, 0.0);
 
@@ -199,11 +206,15 @@ async fn the_page_shows_activations_and_calls_changing() {
             }
         })
     };
-    let rate = eventually("the page shows 25 activations and calls/s above 0", Duration::from_secs(20), || async {
-        let acts = driver.text("ov-activations").await;
-        let rate: f64 = driver.text("ov-calls-per-sec").await.parse().unwrap_or(0.0);
-        (acts == "25" && rate > 0.0).then_some(rate)
-    })
+    let rate = eventually(
+        "the page shows 25 activations and calls/s above 0",
+        Duration::from_secs(20),
+        || async {
+            let acts = driver.text("ov-activations").await;
+            let rate: f64 = driver.text("ov-calls-per-sec").await.parse().unwrap_or(0.0);
+            (acts == "25" && rate > 0.0).then_some(rate)
+        },
+    )
     .await;
     eprintln!("the page shows 25 activations and {rate} calls/s");
     // Let the charts gather a few points, then look at the pages.
@@ -213,27 +224,40 @@ async fn the_page_shows_activations_and_calls_changing() {
     let chart_canvases = driver
         .script("return document.querySelectorAll('#page-overview canvas').length;")
         .await;
-    assert!(chart_canvases.as_u64().unwrap() >= 3, "uPlot drew the charts");
-    driver.script("location.hash = '#grains'; return null;").await;
-    eventually("the grain types page lists test.probe", Duration::from_secs(10), || async {
-        driver
-            .script("return document.querySelector('#grain-table tbody').textContent;")
-            .await
-            .as_str()
-            .unwrap_or("")
-            .contains("test.probe")
-            .then_some(())
-    })
+    assert!(
+        chart_canvases.as_u64().unwrap() >= 3,
+        "uPlot drew the charts"
+    );
+    driver
+        .script("location.hash = '#grains'; return null;")
+        .await;
+    eventually(
+        "the grain types page lists test.probe",
+        Duration::from_secs(10),
+        || async {
+            driver
+                .script("return document.querySelector('#grain-table tbody').textContent;")
+                .await
+                .as_str()
+                .unwrap_or("")
+                .contains("test.probe")
+                .then_some(())
+        },
+    )
     .await;
     driver.screenshot("grain-types.png").await;
-    driver.script("location.hash = '#silos'; return null;").await;
+    driver
+        .script("location.hash = '#silos'; return null;")
+        .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     driver.screenshot("silos.png").await;
 
     // Traffic stops: calls/s falls back to zero.
     stop.store(true, Ordering::Relaxed);
     traffic.await.unwrap();
-    driver.script("location.hash = '#overview'; return null;").await;
+    driver
+        .script("location.hash = '#overview'; return null;")
+        .await;
     eventually("calls/s back to 0", Duration::from_secs(20), || async {
         (driver.text("ov-calls-per-sec").await == "0.0").then_some(())
     })

@@ -78,8 +78,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
@@ -111,7 +110,10 @@ pub async fn request(
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(std::io::Error::other)?;
-        let resp = send.send_request(req).await.map_err(std::io::Error::other)?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(std::io::Error::other)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp

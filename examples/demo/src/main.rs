@@ -35,7 +35,9 @@ async fn main() -> anyhow::Result<()> {
             Some(i) => args
                 .get(i + 1)
                 .and_then(|a| a.parse().ok())
-                .ok_or_else(|| anyhow::anyhow!("--dashboard needs an address such as 127.0.0.1:8080"))?,
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--dashboard needs an address such as 127.0.0.1:8080")
+                })?,
             None => dashboard::DEFAULT_ADDR,
         })
     };

@@ -94,7 +94,8 @@ async fn launch(args: &[String]) -> anyhow::Result<()> {
     let (dir, _temp) = match arg(args, "--dir") {
         Some(d) => (PathBuf::from(d), None),
         None => {
-            let t = std::env::temp_dir().join(format!("grains-local-cluster-{}", std::process::id()));
+            let t =
+                std::env::temp_dir().join(format!("grains-local-cluster-{}", std::process::id()));
             (t.clone(), Some(TempDir(t)))
         }
     };

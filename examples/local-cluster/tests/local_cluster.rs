@@ -24,7 +24,11 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .get(9..12)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad response: {out}")))?;
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_owned();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
     Ok((status, body))
 }
 
@@ -68,7 +72,11 @@ async fn three_processes_one_dashboard_a_kill_is_seen_and_ctrl_c_stops_all() {
     let mut silos: Vec<(String, u32, String)> = Vec::new();
     tokio::time::timeout(Duration::from_secs(90), async {
         while silos.len() < SILOS {
-            let line = lines.next_line().await.unwrap().expect("launcher exited early");
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("launcher exited early");
             let w: Vec<&str> = line.split_whitespace().collect();
             if w.first() == Some(&READY) {
                 let host = w[4].trim_start_matches("http://").trim_end_matches('/');
@@ -81,7 +89,11 @@ async fn three_processes_one_dashboard_a_kill_is_seen_and_ctrl_c_stops_all() {
     silos.sort();
     let pids: Vec<u32> = silos.iter().map(|s| s.1).collect();
     assert!(pids.iter().all(|p| *p != std::process::id()));
-    assert_eq!(pids.iter().collect::<std::collections::HashSet<_>>().len(), 3, "three processes");
+    assert_eq!(
+        pids.iter().collect::<std::collections::HashSet<_>>().len(),
+        3,
+        "three processes"
+    );
     let dash = silos[0].2.clone();
 
     // silo-0's dashboard shows all three, active, with traffic.
@@ -95,12 +107,20 @@ async fn three_processes_one_dashboard_a_kill_is_seen_and_ctrl_c_stops_all() {
                 .filter(|v| v["status"] == "active" && v["reachable"] == true)
                 .count();
             if active == 3 && s["overview"]["calls_per_sec"].as_f64().unwrap() > 0.0 {
-                let names: Vec<_> = s["silos"].as_array().unwrap().iter().map(|v| v["name"].clone()).collect();
+                let names: Vec<_> = s["silos"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v["name"].clone())
+                    .collect();
                 assert_eq!(names.len(), 3, "{names:?}");
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the dashboard never showed three active silos");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the dashboard never showed three active silos"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -119,13 +139,23 @@ async fn three_processes_one_dashboard_a_kill_is_seen_and_ctrl_c_stops_all() {
         {
             break;
         }
-        assert!(killed.elapsed() < bound, "{victim} not shown dead within {bound:?}");
+        assert!(
+            killed.elapsed() < bound,
+            "{victim} not shown dead within {bound:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("{victim} shown dead {:?} after the kill (detection ~{detection:?})", killed.elapsed());
+    eprintln!(
+        "{victim} shown dead {:?} after the kill (detection ~{detection:?})",
+        killed.elapsed()
+    );
     let history = api(&dash, "/api/membership").await.unwrap();
     assert!(
-        history.as_array().unwrap().iter().any(|e| e["silo"] == victim.as_str() && e["event"] == "dead"),
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["silo"] == victim.as_str() && e["event"] == "dead"),
         "{history}"
     );
 
