@@ -644,7 +644,7 @@ pub struct SiloBuilder {
 
 /// A plug-in's start-up step, run by [`SiloBuilder::start`] once the silo
 /// exists (see [`SiloBuilder::on_start`]).
-type StartHook = Box<dyn FnOnce(&Silo) -> std::result::Result<(), crate::BoxError> + Send>;
+type StartHook = Box<dyn FnOnce(&Silo) -> std::result::Result<(), crate::BoxError> + Send + Sync>;
 
 type Extensions = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
 
@@ -774,7 +774,7 @@ impl SiloBuilder {
     /// returns [`Error::Config`] with its message.
     pub fn on_start(
         mut self,
-        hook: impl FnOnce(&Silo) -> std::result::Result<(), crate::BoxError> + Send + 'static,
+        hook: impl FnOnce(&Silo) -> std::result::Result<(), crate::BoxError> + Send + Sync + 'static,
     ) -> Self {
         self.on_start.push(Box::new(hook));
         self

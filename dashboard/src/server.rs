@@ -269,12 +269,12 @@ async fn check_access(State(state): State<AppState>, req: Request, next: Next) -
     resp
 }
 
-fn current(state: &AppState) -> Result<Arc<DashboardSnapshot>, Response> {
+fn current(state: &AppState) -> Result<Arc<DashboardSnapshot>, Box<Response>> {
     state.snap.borrow().clone().ok_or_else(|| {
-        error(
+        Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the first figures are still being gathered; retry in a second",
-        )
+        ))
     })
 }
 
@@ -289,7 +289,7 @@ async fn api_index() -> Response {
 async fn snapshot(State(s): State<AppState>) -> Response {
     match current(&s) {
         Ok(snap) => axum::Json(&*snap).into_response(),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
@@ -304,14 +304,14 @@ async fn overview(State(s): State<AppState>) -> Response {
             "history": snap.history,
         }))
         .into_response(),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
 async fn grain_types(State(s): State<AppState>) -> Response {
     match current(&s) {
         Ok(snap) => axum::Json(&snap.grain_types).into_response(),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
@@ -331,7 +331,7 @@ async fn grain_type(State(s): State<AppState>, Path(name): Path<String>) -> Resp
                 ),
             ),
         },
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
@@ -364,14 +364,14 @@ async fn hot(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>
             "slowest_methods": snap.slowest_methods.iter().take(limit).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
 async fn silos(State(s): State<AppState>) -> Response {
     match current(&s) {
         Ok(snap) => axum::Json(&snap.silos).into_response(),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
@@ -389,21 +389,21 @@ async fn silo(State(s): State<AppState>, Path(name): Path<String>) -> Response {
                 ),
             }
         }
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
 async fn membership(State(s): State<AppState>) -> Response {
     match current(&s) {
         Ok(snap) => axum::Json(&snap.membership_history).into_response(),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
 async fn reminders(State(s): State<AppState>) -> Response {
     match current(&s) {
         Ok(snap) => axum::Json(&snap.reminders).into_response(),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 

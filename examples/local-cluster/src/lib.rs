@@ -126,7 +126,7 @@ pub async fn traffic_round(silo: &Silo, round: u64) {
     }
     for i in 0..5u32 {
         let desk = silo.get_grain::<Orders>(format!("desk-{}", i % 3));
-        let items = ((round as u32 + i) % 10) as u32;
+        let items = (round as u32 + i) % 10;
         let _ = desk.ask(Place(items)).await;
     }
 }
