@@ -31,7 +31,7 @@ pub struct DashboardSnapshot {
     pub silos: Vec<SiloView>,
     /// Every grain type, over all silos.
     pub grain_types: Vec<GrainTypeView>,
-    /// The busiest grains in the last window, over all silos.
+    /// The busiest grains over the last few refreshes, over all silos.
     pub hottest_grains: Vec<HotGrain>,
     /// Methods by p99 latency, slowest first.
     pub slowest_methods: Vec<MethodView>,
