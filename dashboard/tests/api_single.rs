@@ -326,3 +326,62 @@ async fn unsafe_or_unservable_configurations_fail_the_start() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_are_listed_when_the_silo_has_them() {
+    use actor_persistence::{MemoryReminders, ReminderService, SiloBuilderRemindersExt};
+    use std::sync::Arc;
+
+    let silo = Silo::builder()
+        .name("with-reminders")
+        .grain::<Probe>()
+        .with_reminders(Arc::new(MemoryReminders::new()))
+        .with_dashboard(
+            DashboardConfig::default()
+                .bind(local())
+                .refresh(Duration::from_millis(100)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let addr = Dashboard::of(&silo).unwrap().local_addr();
+    let service = ReminderService::of(&silo).unwrap();
+    let grain = silo.get_grain::<Probe>("r1").id().clone();
+    service
+        .register(
+            &grain,
+            "nightly",
+            Duration::from_secs(3600),
+            Duration::from_secs(86_400),
+        )
+        .await
+        .unwrap();
+    service
+        .register(&grain, "once", Duration::from_secs(60), Duration::ZERO)
+        .await
+        .unwrap();
+    let r = eventually("two reminders listed", Duration::from_secs(10), || async {
+        let r = get(addr, "/api/reminders").await.json();
+        (r["count"] == 2).then_some(r)
+    })
+    .await;
+    assert_eq!(r["enabled"], true);
+    // Soonest first.
+    assert_eq!(r["reminders"][0]["name"], "once");
+    assert_eq!(r["reminders"][0]["period_millis"], 0);
+    assert_eq!(r["reminders"][1]["name"], "nightly");
+    assert_eq!(r["reminders"][1]["grain"], "test.probe/r1");
+    assert_eq!(r["reminders"][1]["period_millis"], 86_400_000);
+    silo.shutdown().await;
+
+    // Without a reminder service the page says so.
+    let (plain, addr) = silo_with(DashboardConfig::default()).await;
+    let r = eventually("a snapshot", Duration::from_secs(10), || async {
+        let r = get(addr, "/api/reminders").await;
+        (r.status == 200).then(|| r.json())
+    })
+    .await;
+    assert_eq!(r["enabled"], false);
+    assert_eq!(r["count"], 0);
+    plain.shutdown().await;
+}
