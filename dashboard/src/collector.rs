@@ -397,6 +397,12 @@ impl Collector {
             silos.push(view);
         }
         self.prev = next_prev;
+        // Stable order for pages and clients: by name, older rows first.
+        silos.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then(a.start_millis.cmp(&b.start_millis))
+        });
         let window_count: u64 = window_buckets.iter().sum();
         ov.error_rate = if ov.calls_per_sec > 0.0 {
             (ov.errors_per_sec / ov.calls_per_sec).min(1.0)
