@@ -600,6 +600,115 @@ mod tests {
         }
     }
 
+    /// A report of a silo with `calls[t][m]` calls (and a tenth as
+    /// errors) on method `m` of type `t`, built through serde as a peer's
+    /// report arrives.
+    fn report(name: &str, calls: &[Vec<u64>], activations: u64) -> SiloReport {
+        let types: Vec<_> = calls
+            .iter()
+            .enumerate()
+            .map(|(t, methods)| {
+                serde_json::json!({
+                    "grain_type": format!("t{t}"),
+                    "activations": activations,
+                    "activated_total": activations,
+                    "deactivated_total": 0,
+                    "activation_failures": 0,
+                    "mailbox_depth": 0,
+                    "methods": methods.iter().enumerate().map(|(m, n)| {
+                        let mut buckets = vec![0u64; 40];
+                        buckets[20] = *n; // ~1 ms each
+                        serde_json::json!({
+                            "method": format!("m{m}"),
+                            "calls": n,
+                            "errors": n / 10,
+                            "latency": { "count": n, "sum_ns": n * 1_500_000, "buckets": buckets },
+                        })
+                    }).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "endpoint": null,
+            "activations": activations * calls.len() as u64,
+            "metrics": { "silo": name, "grain_types": types },
+            "process": { "cpu_seconds": 1.0, "rss_bytes": 1000, "cpus": 2 },
+            "extras": {},
+        }))
+        .unwrap()
+    }
+
+    fn found(i: usize, r: Result<SiloReport, String>) -> Found {
+        Found {
+            key: format!("s{i}"),
+            name: format!("s{i}"),
+            row: None,
+            is_self: i == 0,
+            report: r,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Totals add up across silos, types and methods; unreachable
+        /// silos count as silos but add no figures; rates are the
+        /// increase over the elapsed time.
+        #[test]
+        fn totals_and_rates_add_up(
+            silos in proptest::collection::vec(
+                (proptest::collection::vec(proptest::collection::vec(0u64..1000, 1..4), 1..4), 0u64..50, any::<bool>()),
+                1..5),
+            extra in 0u64..500,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let silo = Silo::builder().name("s0").start().await.unwrap();
+                let mut c = Collector::new(silo.clone(), Arc::default(), DashboardConfig::default());
+                let t0 = Instant::now();
+                let mk = |bump: u64| silos.iter().enumerate().map(|(i, (calls, acts, reachable))| {
+                    if *reachable || i == 0 {
+                        let mut calls = calls.clone();
+                        calls[0][0] += bump;
+                        found(i, Ok(report(&format!("s{i}"), &calls, *acts)))
+                    } else {
+                        found(i, Err("no answer".into()))
+                    }
+                }).collect::<Vec<_>>();
+                let first = c.build(mk(0), Vec::new(), true, t0).await;
+                let live: Vec<_> = silos.iter().enumerate().filter(|(i, s)| s.2 || *i == 0).map(|(_, s)| s).collect();
+                let total: u64 = live.iter().flat_map(|s| s.0.iter().flatten()).sum();
+                let errors: u64 = live.iter().flat_map(|s| s.0.iter().flatten()).map(|n| n / 10).sum();
+                prop_assert_eq!(first.overview.silos, silos.len());
+                prop_assert_eq!(first.overview.calls_total, total);
+                prop_assert_eq!(first.overview.errors_total, errors);
+                prop_assert_eq!(first.grain_types.iter().map(|t| t.calls_total).sum::<u64>(), total);
+                prop_assert_eq!(first.silos.iter().map(|s| s.calls_total).sum::<u64>(), total);
+                prop_assert_eq!(first.silos.iter().filter(|s| !s.reachable).count(), silos.len() - live.len());
+                let acts: u64 = live.iter().map(|s| s.1 * s.0.len() as u64).sum();
+                prop_assert_eq!(first.overview.activations, acts);
+                prop_assert_eq!(first.grain_types.iter().map(|t| t.activations).sum::<u64>(), acts);
+                // No earlier sample: no rate yet.
+                prop_assert_eq!(first.overview.calls_per_sec, 0.0);
+
+                // Two seconds later every live silo has `extra` more calls
+                // on t0.m0.
+                let second = c.build(mk(extra), Vec::new(), true, t0 + Duration::from_secs(2)).await;
+                prop_assert_eq!(second.overview.calls_total, total + extra * live.len() as u64);
+                let want = (extra * live.len() as u64) as f64 / 2.0;
+                prop_assert!((second.overview.calls_per_sec - want).abs() < 1e-6, "{} vs {}", second.overview.calls_per_sec, want);
+                if extra > 0 {
+                    // Every new call took ~1 ms: the window's p99 bucket top.
+                    prop_assert!((second.overview.p99_latency_ms - 2f64.powi(21) / 1e6).abs() < 1e-9);
+                    prop_assert!((second.overview.avg_latency_ms - 1.5).abs() < 1e-9);
+                }
+                prop_assert_eq!(second.history.len(), 2);
+                silo.shutdown().await;
+                Ok(())
+            })?;
+        }
+    }
+
     #[test]
     fn empty_histograms_give_zero() {
         assert_eq!(quantile_ms(&[], 0.99), 0.0);
