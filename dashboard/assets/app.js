@@ -26,7 +26,7 @@ function cell(tr, text, cls) {
   return td;
 }
 
-function fill(tableId, rows, render) {
+function fill(tableId, rows, render, empty = "nothing yet") {
   const body = $(tableId).tBodies[0];
   body.replaceChildren();
   for (const r of rows) {
@@ -36,7 +36,7 @@ function fill(tableId, rows, render) {
   }
   if (rows.length === 0) {
     const tr = document.createElement("tr");
-    const td = cell(tr, "nothing yet");
+    const td = cell(tr, empty);
     td.colSpan = $(tableId).tHead.rows[0].cells.length;
     body.appendChild(tr);
   }
@@ -170,7 +170,7 @@ function renderSilos(s) {
     cell(tr, e.address);
     cell(tr, e.event, "st-" + (e.event === "joined" ? "active" : e.event === "suspected" ? "joining" : e.event));
     cell(tr, e.detail || "");
-  });
+  }, s.clustered ? "nothing yet" : "this silo is not in a cluster");
 }
 
 function renderReminders(s) {

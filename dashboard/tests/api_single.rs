@@ -385,3 +385,53 @@ async fn reminders_are_listed_when_the_silo_has_them() {
     assert_eq!(r["count"], 0);
     plain.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_pushes_snapshots() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+
+    let (silo, addr) = silo_with(DashboardConfig::default()).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("/api/events")
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    // Two snapshots arrive, the second newer than the first.
+    let mut seen = String::new();
+    let mut times = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while times.len() < 2 {
+            let frame = body.frame().await.expect("stream open").unwrap();
+            if let Some(data) = frame.data_ref() {
+                seen.push_str(&String::from_utf8_lossy(data));
+            }
+            while let Some(end) = seen.find("\n\n") {
+                let event: String = seen.drain(..end + 2).collect();
+                if let Some(json) = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .filter(|_| event.contains("event: snapshot"))
+                {
+                    let snap: serde_json::Value = serde_json::from_str(json).unwrap();
+                    assert_eq!(snap["served_by"], "solo");
+                    times.push(snap["at_millis"].as_i64().unwrap());
+                }
+            }
+        }
+    })
+    .await
+    .expect("two snapshots within 10 s");
+    assert!(times[1] > times[0], "{times:?}");
+    drop(body);
+    silo.shutdown().await;
+}
