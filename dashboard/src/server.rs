@@ -411,16 +411,18 @@ async fn events(
     State(s): State<AppState>,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let mut rx = s.snap.clone();
-    // The current snapshot at once, then one per change; the stream ends
-    // when the dashboard stops.
+    // The current snapshot at once (once there is one), then one per
+    // change; the stream ends when the dashboard stops.
     rx.mark_changed();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.changed().await.ok()?;
-        let snap = rx.borrow_and_update().clone();
-        let data = match snap {
-            Some(s) => serde_json::to_string(&*s).unwrap_or_else(|_| "null".into()),
-            None => "null".into(),
+        // Nothing is sent before the first snapshot exists.
+        let snap = loop {
+            rx.changed().await.ok()?;
+            if let Some(s) = rx.borrow_and_update().clone() {
+                break s;
+            }
         };
+        let data = serde_json::to_string(&*snap).unwrap_or_else(|_| "null".into());
         Some((Ok(Event::default().event("snapshot").data(data)), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
