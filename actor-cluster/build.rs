@@ -9,10 +9,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .compile_with_config(
             config,
-            &["proto/link.proto", "proto/directory.proto"],
+            &[
+                "proto/link.proto",
+                "proto/directory.proto",
+                "proto/stats.proto",
+            ],
             &["proto"],
         )?;
     println!("cargo:rerun-if-changed=proto/link.proto");
     println!("cargo:rerun-if-changed=proto/directory.proto");
+    println!("cargo:rerun-if-changed=proto/stats.proto");
     Ok(())
 }

@@ -26,6 +26,7 @@ use crate::membership::{
     MembershipEntry, MembershipTable, SiloAddress, SiloStatus, Suspicion, now_millis,
 };
 use crate::router::StaticRouter;
+use crate::stats::{ClusterView, StatsService};
 
 /// Timings of membership and failure detection. The defaults declare a
 /// silo that stopped answering dead in about 4 s on loopback, and take 3
@@ -151,6 +152,12 @@ impl ClusterSilo {
         );
         let silo = builder
             .router(Arc::new(DirectoryRouting(directory.clone())))
+            // For tools (the dashboard): membership and peers' reports.
+            .extension(ClusterView::new(
+                address.clone(),
+                table.clone(),
+                router.clone(),
+            ))
             .start()
             .await
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -177,7 +184,8 @@ impl ClusterSilo {
                 let directory = directory.clone();
                 move |id| directory.hosts_or_takes(id)
             });
-        let server = serve_member(service, directory.clone(), listener);
+        let stats = StatsService::new(silo.clone(), serving.clone());
+        let server = serve_member(service, directory.clone(), stats, listener);
         set_own_status(&*table, &address, SiloStatus::Active).await?;
 
         let snap = table.read_all().await?;

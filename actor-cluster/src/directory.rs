@@ -937,10 +937,12 @@ impl GrainDirectory for DirectoryService {
     }
 }
 
-/// Serves a silo's link and its directory partition on `listener`.
+/// Serves a silo's link, its directory partition and its stats service
+/// on `listener`.
 pub(crate) fn serve_member(
     link: LinkService,
     directory: Arc<Directory>,
+    stats: crate::stats::StatsService,
     listener: tokio::net::TcpListener,
 ) -> tokio::task::JoinHandle<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -950,6 +952,7 @@ pub(crate) fn serve_member(
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(link)
             .add_service(directory)
+            .add_service(stats.into_server())
             .serve_with_incoming(incoming)
             .await
         {

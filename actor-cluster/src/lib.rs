@@ -88,8 +88,12 @@
 //! lease apart): the silo stops hosting them, then removes their
 //! registrations unless a call brought them back meanwhile.
 //!
-//! Still to come (see the design map): W3C trace context across silos,
-//! and mutual TLS.
+//! [`ClusterView`] (a silo extension every `ClusterSilo` has) gives tools
+//! such as the dashboard the membership table and each peer's
+//! [`SiloReport`] (metrics, process CPU and memory) over a small `SiloStats`
+//! gRPC service served beside the link.
+//!
+//! Still to come (see the design map): mutual TLS.
 //!
 //! ```
 //! use actor_cluster::{InMemoryMembership, MembershipEntry, MembershipTable, SiloAddress};
@@ -115,6 +119,7 @@ mod memory;
 mod placement;
 mod router;
 mod sql;
+mod stats;
 
 pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo};
@@ -133,3 +138,4 @@ pub use placement::{
 };
 pub use router::{StaticRouter, StaticRouting, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;
+pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};

@@ -659,7 +659,12 @@ pub struct SiloBuilder {
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     router: Option<Arc<dyn Router>>,
     extensions: Extensions,
+    on_start: Vec<StartHook>,
 }
+
+/// A plug-in's start-up step, run by [`SiloBuilder::start`] once the silo
+/// exists (see [`SiloBuilder::on_start`]).
+type StartHook = Box<dyn FnOnce(&Silo) -> std::result::Result<(), crate::BoxError> + Send + Sync>;
 
 type Extensions = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
 
@@ -696,6 +701,7 @@ impl SiloBuilder {
             outgoing: Vec::new(),
             router: None,
             extensions: HashMap::new(),
+            on_start: Vec::new(),
         }
     }
 
@@ -779,6 +785,19 @@ impl SiloBuilder {
             .or_insert_with(|| Box::new(T::default()))
             .downcast_mut::<T>()
             .expect("extensions are keyed by their TypeId")
+    }
+
+    /// Runs `hook` with the new silo at the end of [`start`](Self::start)
+    /// (on the tokio runtime), for plug-ins that serve something from the
+    /// running silo (the dashboard's web server, say). Hooks run in the
+    /// order they were added; if one fails, the silo is halted and `start`
+    /// returns [`Error::Config`] with its message.
+    pub fn on_start(
+        mut self,
+        hook: impl FnOnce(&Silo) -> std::result::Result<(), crate::BoxError> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_start.push(Box::new(hook));
+        self
     }
 
     /// Overrides `G::options()` on this silo.
@@ -883,7 +902,14 @@ impl SiloBuilder {
             stopped: AtomicBool::new(false),
         });
         tokio::spawn(collector(Arc::downgrade(&inner), collection_interval));
-        Ok(Silo { inner })
+        let silo = Silo { inner };
+        for hook in self.on_start {
+            if let Err(e) = hook(&silo) {
+                silo.halt();
+                return Err(Error::Config(format!("a start-up hook failed: {e}")));
+            }
+        }
+        Ok(silo)
     }
 }
 

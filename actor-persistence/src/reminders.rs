@@ -318,6 +318,12 @@ impl ReminderService {
         self.table.of_grain(grain).await
     }
 
+    /// Every stored reminder, of every grain (for tools such as the
+    /// dashboard; the whole table is read).
+    pub async fn all(&self) -> Result<Vec<Reminder>> {
+        self.table.due(i64::MAX).await
+    }
+
     /// Starts delivering due ticks on `silo` for the grains `owns` accepts,
     /// polling every `poll`. Stops when the returned task is aborted or the
     /// silo stops.

@@ -1,8 +1,11 @@
 //! Run with: cargo run -p demo
 //!
-//! Starts a demo silo on embedded defaults and drives a few grains,
-//! printing what happens, then keeps steady traffic going until Ctrl-C.
-//! `--rounds N` stops after N rounds (the tests use it).
+//! Starts a demo silo on embedded defaults with the live dashboard at
+//! <http://127.0.0.1:8080>, drives a few grains printing what happens, then
+//! keeps steady traffic going (some calls fail, some are slow) until
+//! Ctrl-C. `--rounds N` stops after N rounds (the tests use it);
+//! `--dashboard ADDR` serves the dashboard elsewhere (say
+//! `127.0.0.1:0` for any free port); `--no-dashboard` serves none.
 
 use std::time::Duration;
 
@@ -24,12 +27,34 @@ async fn main() -> anyhow::Result<()> {
         })
         .transpose()?;
 
-    let silo = demo::build_silo().await?;
+    let flag = |name: &str| args.iter().position(|a| a == name);
+    let dashboard_addr: Option<std::net::SocketAddr> = if flag("--no-dashboard").is_some() {
+        None
+    } else {
+        Some(match flag("--dashboard") {
+            Some(i) => args
+                .get(i + 1)
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--dashboard needs an address such as 127.0.0.1:8080")
+                })?,
+            None => dashboard::DEFAULT_ADDR,
+        })
+    };
+    let silo = match dashboard_addr {
+        Some(addr) => demo::build_silo_with_dashboard(dashboard::DashboardConfig::default().bind(addr))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\n(another program may hold the port: try `cargo run -p demo -- --dashboard 127.0.0.1:8081`)"))?,
+        None => demo::build_silo().await?,
+    };
     println!(
         "demo silo `{}` started; grain types: {:?}",
         silo.name(),
         silo.grain_types()
     );
+    if let Some(d) = dashboard::Dashboard::of(&silo) {
+        println!("dashboard: {}", d.url());
+    }
     let mut round = 0;
     loop {
         let r = tokio::select! {

@@ -1,0 +1,288 @@
+//! Silo statistics across the cluster: each member answers a `SiloStats`
+//! gRPC call (proto/stats.proto, served beside its link) with a
+//! [`SiloReport`] — its metrics snapshot, process CPU and memory, and
+//! whatever plug-ins added through [`StatsExtras`]. [`ClusterView`], a silo
+//! extension that [`ClusterSilo`](crate::ClusterSilo) installs, gives tools
+//! such as the dashboard the membership table and these reports of peers.
+//! Read only by tools, about once a second: never on the call path.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actor_core::{MetricsSnapshot, Silo};
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use crate::error::{Error, Result};
+use crate::membership::{MembershipSnapshot, MembershipTable, SiloAddress};
+use crate::router::StaticRouter;
+
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+mod pb {
+    tonic::include_proto!("grains.stats.v1");
+}
+
+use pb::silo_stats_client::SiloStatsClient;
+use pb::silo_stats_server::{SiloStats, SiloStatsServer};
+
+/// CPU time and resident memory of the process a silo runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProcessStats {
+    /// CPU time the process has used so far (user and system), in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory in bytes, where the platform says (Linux); else 0.
+    pub rss_bytes: u64,
+    /// Logical CPUs of the machine (to turn CPU time into a percentage).
+    pub cpus: u32,
+}
+
+impl ProcessStats {
+    /// The figures of this process now.
+    pub fn now() -> Self {
+        ProcessStats {
+            cpu_seconds: cpu_time::ProcessTime::try_now()
+                .map(|t| t.as_duration().as_secs_f64())
+                .unwrap_or(0.0),
+            rss_bytes: rss_bytes().unwrap_or(0),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// `VmRSS` of `/proc/self/status` (Linux).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// What a silo reports about itself to tools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SiloReport {
+    /// The silo's name.
+    pub name: String,
+    /// Its link endpoint, when it is a cluster member.
+    pub endpoint: Option<String>,
+    /// Live activations in its table now.
+    pub activations: u64,
+    /// Its metrics.
+    pub metrics: MetricsSnapshot,
+    /// Its process.
+    pub process: ProcessStats,
+    /// Figures plug-ins added (see [`StatsExtras`]), by key.
+    pub extras: BTreeMap<String, serde_json::Value>,
+}
+
+impl SiloReport {
+    /// The report of `silo` now (with the extras registered on it).
+    pub fn of(silo: &Silo) -> Self {
+        let extras = silo
+            .extension::<StatsExtras>()
+            .map(|x| {
+                x.sources
+                    .iter()
+                    .map(|(k, f)| (k.clone(), f()))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
+        SiloReport {
+            name: silo.name().to_owned(),
+            endpoint: silo
+                .extension::<ClusterView>()
+                .map(|v| v.me.endpoint.clone()),
+            activations: silo.activation_count() as u64,
+            metrics: silo.metrics(),
+            process: ProcessStats::now(),
+            extras,
+        }
+    }
+}
+
+type ExtraSource = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Sources of extra figures a silo adds to its [`SiloReport`], keyed by
+/// name (a plug-in's per-grain counters, say). A silo extension: add to it
+/// with `builder.extension_mut::<StatsExtras>().add(..)`.
+#[derive(Default, Clone)]
+pub struct StatsExtras {
+    sources: Vec<(String, ExtraSource)>,
+}
+
+impl std::fmt::Debug for StatsExtras {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.sources.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl StatsExtras {
+    /// Reports `source()` under `key` (replacing an earlier source of that
+    /// key).
+    pub fn add(
+        &mut self,
+        key: impl Into<String>,
+        source: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> &mut Self {
+        let key = key.into();
+        self.sources.retain(|(k, _)| *k != key);
+        self.sources.push((key, Arc::new(source)));
+        self
+    }
+}
+
+/// A cluster member's view of its cluster, for tools: the membership table
+/// and the reports of its peers. [`ClusterSilo`](crate::ClusterSilo) puts
+/// one in its silo's extensions; read it with [`ClusterView::of`].
+pub struct ClusterView {
+    me: SiloAddress,
+    table: Arc<dyn MembershipTable>,
+    router: Arc<StaticRouter>,
+    clients: DashMap<String, SiloStatsClient<tonic::transport::Channel>>,
+}
+
+impl std::fmt::Debug for ClusterView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterView")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterView {
+    pub(crate) fn new(
+        me: SiloAddress,
+        table: Arc<dyn MembershipTable>,
+        router: Arc<StaticRouter>,
+    ) -> Self {
+        ClusterView {
+            me,
+            table,
+            router,
+            clients: DashMap::new(),
+        }
+    }
+
+    /// The view of `silo`, if it is a cluster member.
+    pub fn of(silo: &Silo) -> Option<&ClusterView> {
+        silo.extension::<ClusterView>()
+    }
+
+    /// This silo's address.
+    pub fn me(&self) -> &SiloAddress {
+        &self.me
+    }
+
+    /// The active silos this silo places grains on now.
+    pub fn active_members(&self) -> Vec<String> {
+        self.router.members()
+    }
+
+    /// Reads the membership table (every row, with status, start time,
+    /// heartbeat and suspicion votes).
+    pub async fn membership(&self) -> Result<MembershipSnapshot> {
+        self.table.read_all().await
+    }
+
+    /// Asks the silo at `endpoint` for its report, within `timeout`.
+    pub async fn peer_report(&self, endpoint: &str, timeout: Duration) -> Result<SiloReport> {
+        let unavailable = |reason: String| Error::SiloUnavailable {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let client = match self.clients.get(endpoint) {
+            Some(c) => c.clone(),
+            None => {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+                    .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .connect_lazy();
+                let c = SiloStatsClient::new(channel);
+                self.clients.insert(endpoint.to_owned(), c.clone());
+                c
+            }
+        };
+        let mut client = client;
+        let reply = match tokio::time::timeout(timeout, client.report(pb::ReportRequest {})).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                self.clients.remove(endpoint);
+                return Err(unavailable(status.to_string()));
+            }
+            Err(_) => {
+                self.clients.remove(endpoint);
+                return Err(unavailable(format!("no report within {timeout:?}")));
+            }
+        };
+        serde_json::from_slice(&reply.report_json)
+            .map_err(|e| unavailable(format!("unreadable report: {e}")))
+    }
+}
+
+/// Answers `SiloStats` calls with the silo's report while it serves.
+#[derive(Clone)]
+pub(crate) struct StatsService {
+    silo: Silo,
+    serving: Arc<AtomicBool>,
+}
+
+impl StatsService {
+    pub(crate) fn new(silo: Silo, serving: Arc<AtomicBool>) -> Self {
+        StatsService { silo, serving }
+    }
+}
+
+#[tonic::async_trait]
+impl SiloStats for StatsService {
+    async fn report(
+        &self,
+        _request: Request<pb::ReportRequest>,
+    ) -> std::result::Result<Response<pb::ReportReply>, Status> {
+        if !self.serving.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("this silo has stopped serving"));
+        }
+        let report = SiloReport::of(&self.silo);
+        let report_json = serde_json::to_vec(&report)
+            .map_err(|e| Status::internal(format!("cannot encode the report: {e}")))?;
+        Ok(Response::new(pb::ReportReply { report_json }))
+    }
+}
+
+impl StatsService {
+    /// The gRPC server of this service, to serve beside the link.
+    pub(crate) fn into_server(self) -> SiloStatsServer<StatsService> {
+        SiloStatsServer::new(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_stats_are_read() {
+        let p = ProcessStats::now();
+        assert!(p.cpus >= 1);
+        if cfg!(target_os = "linux") {
+            assert!(p.rss_bytes > 1024 * 1024, "rss {}", p.rss_bytes);
+        }
+    }
+
+    #[test]
+    fn extras_replace_by_key() {
+        let mut x = StatsExtras::default();
+        x.add("a", || serde_json::json!(1));
+        x.add("a", || serde_json::json!(2));
+        assert_eq!(x.sources.len(), 1);
+        assert_eq!((x.sources[0].1)(), serde_json::json!(2));
+    }
+}
