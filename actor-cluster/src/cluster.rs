@@ -20,11 +20,40 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::link::{LinkService, Prober, serve_service};
-use crate::membership::{
-    MembershipEntry, MembershipTable, SiloAddress, SiloStatus, Suspicion, now_millis,
-};
+use crate::link::{LinkService, Prober, serve_on};
+use crate::membership::{MembershipEntry, MembershipTable, SiloAddress, SiloStatus, Suspicion};
 use crate::router::{StaticRouter, StaticRouting};
+use crate::transport::{Connector, LinkListener};
+
+/// The wall clock of membership (generations, heartbeats, votes), in
+/// milliseconds since the Unix epoch. The default reads the system clock;
+/// a simulator injects its own so that runs replay.
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl WallClock {
+    /// A clock reading `now`.
+    pub fn new(now: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        WallClock(Arc::new(now))
+    }
+
+    /// The time now, in milliseconds since the Unix epoch.
+    pub fn now_millis(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        WallClock::new(crate::membership::now_millis)
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WallClock({})", self.now_millis())
+    }
+}
 
 /// Timings of membership and failure detection. The defaults declare a
 /// silo that stopped answering dead in about 4 s on loopback, and take 3
@@ -53,6 +82,13 @@ pub struct ClusterConfig {
     pub lease: Duration,
     /// Frame size limit of silo links.
     pub max_frame: usize,
+    /// The wall clock of membership rows and votes.
+    pub clock: WallClock,
+    /// Test-only: turns the activation fence off (no view acks, no leases,
+    /// no holds), so that a test can show its oracle catches the duplicate
+    /// activations that follow. Never set it elsewhere.
+    #[doc(hidden)]
+    pub unfenced_for_tests: bool,
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +102,8 @@ impl Default for ClusterConfig {
             i_am_alive_interval: Duration::from_secs(5),
             lease: Duration::from_secs(5),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
+            clock: WallClock::default(),
+            unfenced_for_tests: false,
         }
     }
 }
@@ -83,6 +121,8 @@ impl ClusterConfig {
             i_am_alive_interval: Duration::from_millis(500),
             lease: Duration::from_secs(1),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
+            clock: WallClock::default(),
+            unfenced_for_tests: false,
         }
     }
 }
@@ -94,6 +134,7 @@ pub struct ClusterSilo {
     router: Arc<StaticRouter>,
     table: Arc<dyn MembershipTable>,
     serving: Arc<AtomicBool>,
+    clock: WallClock,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -117,12 +158,25 @@ impl ClusterSilo {
         table: Arc<dyn MembershipTable>,
         config: ClusterConfig,
     ) -> Result<ClusterSilo> {
-        let endpoint = listener
-            .local_addr()
-            .map_err(|e| Error::Config(format!("listener has no address: {e}")))?
-            .to_string();
-        let address = SiloAddress::starting_now(endpoint.clone());
+        let listener = LinkListener::tcp(listener)?;
+        ClusterSilo::start_on(builder, listener, crate::transport::tcp(), table, config).await
+    }
+
+    /// Like [`start`](ClusterSilo::start) over any transport: serves its
+    /// link on `listener` and reaches the other silos through `connector`
+    /// (in-memory pipes, a simulated network, a fault-injecting wrapper).
+    pub async fn start_on(
+        builder: SiloBuilder,
+        listener: LinkListener,
+        connector: Arc<dyn Connector>,
+        table: Arc<dyn MembershipTable>,
+        config: ClusterConfig,
+    ) -> Result<ClusterSilo> {
+        let endpoint = listener.endpoint().to_owned();
+        let clock = config.clock.clone();
+        let address = SiloAddress::new(endpoint.clone(), clock.now_millis());
         let router = StaticRouter::new(endpoint.clone(), vec![endpoint.clone()]);
+        router.use_connector(connector.clone());
         let silo = builder
             .router(Arc::new(StaticRouting(router.clone())))
             .start()
@@ -132,8 +186,12 @@ impl ClusterSilo {
 
         // Fenced from the start: nothing is activated here before this
         // silo has a view that every member has applied.
-        router.enable_fencing(std::time::Instant::now() + config.lease);
-        let entry = MembershipEntry::joining(address.clone(), silo.name());
+        if !config.unfenced_for_tests {
+            router.enable_fencing(tokio::time::Instant::now() + config.lease);
+        }
+        let mut entry = MembershipEntry::joining(address.clone(), silo.name());
+        entry.start_millis = clock.now_millis();
+        entry.i_am_alive_millis = entry.start_millis;
         insert_retrying(&*table, entry).await?;
         let serving = Arc::new(AtomicBool::new(true));
         let applied = Arc::new(AtomicI64::new(0));
@@ -144,8 +202,8 @@ impl ClusterSilo {
                 let router = router.clone();
                 move || router.members()
             });
-        let server = serve_service(service, listener);
-        set_own_status(&*table, &address, SiloStatus::Active).await?;
+        let server = serve_on(service, listener);
+        set_own_status(&*table, &address, SiloStatus::Active, &clock).await?;
 
         let snap = table.read_all().await?;
         router.set_view(
@@ -164,7 +222,7 @@ impl ClusterSilo {
             silo: silo.clone(),
             serving: serving.clone(),
             config,
-            prober: Prober::default(),
+            prober: Prober::with_connector(connector),
             misses: HashMap::new(),
         };
         let agent = tokio::spawn(agent.run());
@@ -174,6 +232,7 @@ impl ClusterSilo {
             router,
             table,
             serving,
+            clock,
             tasks: vec![server, agent],
         })
     }
@@ -206,10 +265,11 @@ impl ClusterSilo {
     /// Leaves gracefully: `ShuttingDown` in the table, grains deactivated,
     /// then `Dead`, and the link closed.
     pub async fn leave(self) -> Result<()> {
-        set_own_status(&*self.table, &self.address, SiloStatus::ShuttingDown).await?;
+        let clock = &self.clock;
+        set_own_status(&*self.table, &self.address, SiloStatus::ShuttingDown, clock).await?;
         self.silo.shutdown().await;
         self.serving.store(false, Ordering::SeqCst);
-        let result = set_own_status(&*self.table, &self.address, SiloStatus::Dead).await;
+        let result = set_own_status(&*self.table, &self.address, SiloStatus::Dead, clock).await;
         for t in &self.tasks {
             t.abort();
         }
@@ -263,6 +323,7 @@ async fn set_own_status(
     table: &dyn MembershipTable,
     me: &SiloAddress,
     status: SiloStatus,
+    clock: &WallClock,
 ) -> Result<()> {
     loop {
         let snap = table.read_all().await?;
@@ -274,7 +335,7 @@ async fn set_own_status(
         }
         let mut entry = entry;
         entry.status = status;
-        entry.i_am_alive_millis = now_millis();
+        entry.i_am_alive_millis = clock.now_millis();
         if table.update(entry, etag, snap.version).await? {
             return Ok(());
         }
@@ -332,7 +393,7 @@ impl Agent {
                 Some(_) => {}
             }
             self.router
-                .renew_lease(std::time::Instant::now() + self.config.lease);
+                .renew_lease(tokio::time::Instant::now() + self.config.lease);
             self.lease_lost = false;
             let active: Vec<SiloAddress> = snap
                 .with_status(SiloStatus::Active)
@@ -355,7 +416,7 @@ impl Agent {
                     });
                 if gone_by_votes {
                     self.router
-                        .hold_until(std::time::Instant::now() + self.config.lease * 2);
+                        .hold_until(tokio::time::Instant::now() + self.config.lease * 2);
                 }
                 self.router.set_view(endpoints, snap.version.0);
                 // Let go of what this silo no longer owns before saying so.
@@ -371,7 +432,8 @@ impl Agent {
             self.applied.store(snap.version.0, Ordering::SeqCst);
             if last_alive.elapsed() >= self.config.i_am_alive_interval {
                 last_alive = tokio::time::Instant::now();
-                if let Err(e) = self.table.update_i_am_alive(&self.me, now_millis()).await {
+                let now = self.config.clock.now_millis();
+                if let Err(e) = self.table.update_i_am_alive(&self.me, now).await {
                     tracing::warn!(error = %e, "cannot write the I-am-alive heartbeat");
                 }
             }
@@ -435,7 +497,7 @@ impl Agent {
             if entry.status == SiloStatus::Dead {
                 return Ok(true);
             }
-            let now = now_millis();
+            let now = self.config.clock.now_millis();
             let mut entry = entry;
             entry.suspicions.retain(|s| s.by != self.me);
             entry.suspicions.push(Suspicion {

@@ -40,6 +40,11 @@
 //! that no grain is ever live on two silos while a silo joins under load or
 //! is cut off from everyone.
 //!
+//! **Transports.** Links run over TCP by default; [`ClusterSilo::start_on`]
+//! and [`ClusterClient::connect_via`] take any byte-stream transport (a
+//! [`LinkListener`] and a [`Connector`]), which is how the testkit runs the
+//! same link code over in-memory pipes and a simulated network.
+//!
 //! [`ClusterClient`] calls grains from outside the cluster with the same
 //! typed references, through any silo as gateway; it learns the gateways
 //! from the cluster and fails over when its gateway dies.
@@ -71,12 +76,14 @@ mod membership;
 mod memory;
 mod router;
 mod sql;
+mod transport;
 
 pub use client::ClusterClient;
-pub use cluster::{ClusterConfig, ClusterSilo};
+pub use cluster::{ClusterConfig, ClusterSilo, WallClock};
 pub use error::{Error, Result};
 pub use link::{
-    BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, Prober, fetch_gateways, serve, serve_service,
+    BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, Prober, fetch_gateways, fetch_gateways_via,
+    serve, serve_on, serve_service,
 };
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
@@ -85,3 +92,4 @@ pub use membership::{
 pub use memory::InMemoryMembership;
 pub use router::{StaticRouter, StaticRouting, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;
+pub use transport::{BoxedIo, Connector, LinkIo, LinkListener, TcpConnector};

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
+use crate::transport::{Connector, LinkListener};
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 mod pb {
@@ -132,6 +133,22 @@ pub fn serve_service(
     })
 }
 
+/// Serves a configured [`LinkService`] on any transport's
+/// [`LinkListener`] until the returned task is aborted.
+pub fn serve_on(service: LinkService, listener: LinkListener) -> tokio::task::JoinHandle<()> {
+    let incoming = listener.into_incoming();
+    let service = service.into_server();
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "silo link server stopped");
+        }
+    })
+}
+
 #[tonic::async_trait]
 impl SiloLink for LinkService {
     type OpenStream =
@@ -205,17 +222,21 @@ impl SiloLink for LinkService {
 
 /// Asks the silo at `endpoint` for the cluster's gateways.
 pub async fn fetch_gateways(endpoint: &str, timeout: Duration) -> Result<Vec<String>> {
+    fetch_gateways_via(&crate::transport::tcp(), endpoint, timeout).await
+}
+
+/// Asks the silo at `endpoint`, reached through `connector`, for the
+/// cluster's gateways.
+pub async fn fetch_gateways_via(
+    connector: &Arc<dyn Connector>,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<Vec<String>> {
     let unavailable = |reason: String| Error::SiloUnavailable {
         endpoint: endpoint.to_owned(),
         reason,
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let channel = crate::transport::channel(connector, endpoint, timeout, Some(timeout)).await?;
     let reply = SiloLinkClient::new(channel)
         .gateways(Request::new(pb::GatewaysRequest {}))
         .await
@@ -224,9 +245,15 @@ pub async fn fetch_gateways(endpoint: &str, timeout: Duration) -> Result<Vec<Str
 }
 
 /// Sends liveness probes to silos, keeping one connection per silo.
-#[derive(Default)]
 pub struct Prober {
     clients: DashMap<String, SiloLinkClient<tonic::transport::Channel>>,
+    connector: Arc<dyn Connector>,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Prober::with_connector(crate::transport::tcp())
+    }
 }
 
 impl std::fmt::Debug for Prober {
@@ -238,6 +265,14 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
+    /// A prober that reaches silos through `connector`.
+    pub fn with_connector(connector: Arc<dyn Connector>) -> Self {
+        Prober {
+            clients: DashMap::new(),
+            connector,
+        }
+    }
+
     /// Probes the silo at `endpoint`; its generation and applied view
     /// version if it answered within `timeout`, else why not.
     pub async fn probe(
@@ -249,12 +284,8 @@ impl Prober {
         let mut client = match self.clients.get(endpoint) {
             Some(c) => c.clone(),
             None => {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-                    .map_err(|e| e.to_string())?
-                    .connect_timeout(timeout)
-                    .timeout(timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                let channel = crate::transport::lazy_channel(&self.connector, endpoint, timeout)
+                    .map_err(|e| e.to_string())?;
                 let c = SiloLinkClient::new(channel);
                 self.clients.insert(endpoint.to_owned(), c.clone());
                 c
@@ -451,17 +482,21 @@ impl std::fmt::Debug for Link {
 impl Link {
     /// Opens the stream to the silo at `endpoint` (`host:port`).
     pub async fn connect(endpoint: &str, max_frame: usize, timeout: Duration) -> Result<Link> {
+        Link::connect_via(&crate::transport::tcp(), endpoint, max_frame, timeout).await
+    }
+
+    /// Opens the stream to the silo at `endpoint` through `connector`.
+    pub async fn connect_via(
+        connector: &Arc<dyn Connector>,
+        endpoint: &str,
+        max_frame: usize,
+        timeout: Duration,
+    ) -> Result<Link> {
         let unavailable = |reason: String| Error::SiloUnavailable {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
+        let channel = crate::transport::channel(connector, endpoint, timeout, None).await?;
         let mut client = SiloLinkClient::new(channel)
             .max_decoding_message_size(max_frame)
             .max_encoding_message_size(max_frame);
