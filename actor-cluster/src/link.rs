@@ -124,6 +124,8 @@ pub fn serve_service(
     let service = service.into_server();
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::transport::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::transport::KEEPALIVE_TIMEOUT))
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
@@ -140,6 +142,8 @@ pub fn serve_on(service: LinkService, listener: LinkListener) -> tokio::task::Jo
     let service = service.into_server();
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::transport::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::transport::KEEPALIVE_TIMEOUT))
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
@@ -525,7 +529,9 @@ impl Link {
             a.store(false, Ordering::SeqCst);
             // Everything in flight on this link fails now, not at its
             // deadline.
-            let ids: Vec<u64> = p.iter().map(|e| *e.key()).collect();
+            let mut ids: Vec<u64> = p.iter().map(|e| *e.key()).collect();
+            // In call order, not hash order: runs replay under a simulator.
+            ids.sort_unstable();
             for id in ids {
                 if let Some((_, tx)) = p.remove(&id) {
                     let _ = tx.send(Err(actor_core::Error::SiloUnavailable { silo: ep.clone() }));

@@ -141,10 +141,22 @@ impl AsyncWrite for ServedIo {
     }
 }
 
+/// How often an idle link pings its peer, and how long it waits for the
+/// answer before it drops the connection. Without pings, a connection
+/// whose bytes were lost (a partition that healed, a peer that vanished
+/// without a reset) looks alive forever and every call on it times out;
+/// the simulator found this.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// See [`KEEPALIVE_INTERVAL`].
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn endpoint_for(endpoint: &str, timeout: Duration) -> Result<Endpoint> {
     Ok(Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
-        .connect_timeout(timeout))
+        .connect_timeout(timeout)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
 }
 
 fn service(

@@ -40,6 +40,8 @@ const LINK_PORT: u16 = 9000;
 const DB_PORT: u16 = 5432;
 /// Simulated time at the start of every run (fixed, so runs replay).
 const EPOCH_MILLIS: u64 = 1_700_000_000_000;
+/// One simulation step.
+const TICK_MS: u64 = 2;
 
 /// What one simulated run does.
 #[derive(Debug, Clone)]
@@ -64,14 +66,14 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// Three silos, 12 grains, 3 callers, 12 s of chaos.
+    /// Three silos, 12 grains, 3 callers, 8 s of chaos.
     pub fn new(seed: u64) -> Self {
         SimConfig {
             seed,
             silos: 3,
             grains: 12,
             callers: 3,
-            chaos: Duration::from_secs(12),
+            chaos: Duration::from_secs(8),
             nemesis: true,
             unfenced: false,
         }
@@ -292,7 +294,9 @@ async fn serve_table(table: Arc<dyn MembershipTable>) -> std::io::Result<()> {
                     TableRequest::IAmAlive(s, at) => {
                         table.update_i_am_alive(&s, at).await.map(TableReply::Done)
                     }
-                    TableRequest::Cleanup(b) => table.cleanup_defunct(b).await.map(TableReply::Removed),
+                    TableRequest::Cleanup(b) => {
+                        table.cleanup_defunct(b).await.map(TableReply::Removed)
+                    }
                 }
                 .unwrap_or_else(|e| TableReply::Failed(e.to_string()));
                 let mut out = serde_json::to_vec(&reply).unwrap_or_default();
@@ -344,7 +348,9 @@ impl MembershipTable for RemoteTable {
     fn read_all(&self) -> BoxFuture<'_, actor_cluster::Result<MembershipSnapshot>> {
         Box::pin(async move {
             match self.call(TableRequest::ReadAll).await? {
-                TableReply::Snapshot(version, entries) => Ok(MembershipSnapshot { version, entries }),
+                TableReply::Snapshot(version, entries) => {
+                    Ok(MembershipSnapshot { version, entries })
+                }
                 _ => Err(unexpected()),
             }
         })
@@ -450,6 +456,7 @@ pub fn run(config: &SimConfig) -> SimReport {
         .min_message_latency(Duration::from_micros(200))
         .max_message_latency(Duration::from_millis(5))
         .tcp_capacity(4096)
+        .tick_duration(Duration::from_millis(TICK_MS))
         .build();
 
     // The database host: the in-memory table behind simulated TCP. It
@@ -457,11 +464,10 @@ pub fn run(config: &SimConfig) -> SimReport {
     let table = InMemoryMembership::new();
     {
         let (oracle, trace) = (oracle.clone(), trace.clone());
-        let table =
-            FaultyMembership::new(Arc::new(table), FaultSwitch::new()).on_death(move |e| {
-                oracle.declared_dead(&e.name);
-                trace.push(format!("{} declared dead", e.name));
-            });
+        let table = FaultyMembership::new(Arc::new(table), FaultSwitch::new()).on_death(move |e| {
+            oracle.declared_dead(&e.name);
+            trace.push(format!("{} declared dead", e.name));
+        });
         sim.host("db", move || {
             let table: Arc<dyn MembershipTable> = Arc::new(table.clone());
             async move {
@@ -491,43 +497,54 @@ pub fn run(config: &SimConfig) -> SimReport {
                 cluster.clone(),
             );
             async move {
-                oracle.started(&name);
-                trace.push(format!("{name} starts"));
-                // The table may be out of reach (a partition): retry.
-                let _silo = loop {
-                    let (o, h, t) = (oracle.clone(), history.clone(), trace.clone());
-                    let builder = Silo::builder()
-                        .name(name.clone())
-                        .call_timeout(Duration::from_secs(2))
-                        .grain_with(move |_| Tracked {
-                            oracle: o.clone(),
-                            history: h.clone(),
-                            trace: t.clone(),
-                            calls: 0,
+                // A supervisor: a silo that stops serving (it read itself
+                // dead) exits, and the process is started again, as a
+                // service manager would.
+                loop {
+                    oracle.started(&name);
+                    trace.push(format!("{name} starts"));
+                    // The table may be out of reach (a partition): retry.
+                    let silo = loop {
+                        let (o, h, t) = (oracle.clone(), history.clone(), trace.clone());
+                        let builder = Silo::builder()
+                            .name(name.clone())
+                            .call_timeout(Duration::from_secs(2))
+                            .grain_with(move |_| Tracked {
+                                oracle: o.clone(),
+                                history: h.clone(),
+                                trace: t.clone(),
+                                calls: 0,
+                            });
+                        let table = Arc::new(RemoteTable {
+                            timeout: Duration::from_millis(500),
                         });
-                    let table = Arc::new(RemoteTable {
-                        timeout: Duration::from_millis(500),
-                    });
-                    let listener = sim_listener(&name).await?;
-                    match ClusterSilo::start_on(
-                        builder,
-                        listener,
-                        Arc::new(SimConnector),
-                        table,
-                        cluster.clone(),
-                    )
-                    .await
-                    {
-                        Ok(silo) => break silo,
-                        Err(e) => {
-                            trace.push(format!("{name} could not join: {e}"));
-                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        let listener = sim_listener(&name).await?;
+                        match ClusterSilo::start_on(
+                            builder,
+                            listener,
+                            Arc::new(SimConnector),
+                            table,
+                            cluster.clone(),
+                        )
+                        .await
+                        {
+                            Ok(silo) => break silo,
+                            Err(e) => {
+                                trace.push(format!("{name} could not join: {e}"));
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
                         }
+                    };
+                    trace.push(format!("{name} joined"));
+                    while silo.is_serving() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
-                };
-                trace.push(format!("{name} joined"));
-                std::future::pending::<()>().await;
-                Ok(())
+                    // The process exits: whatever it still held is gone.
+                    drop(silo);
+                    oracle.crashed(&name);
+                    trace.push(format!("{name} stopped serving; restarting"));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         });
     }
@@ -566,7 +583,7 @@ pub fn run(config: &SimConfig) -> SimReport {
                     while tokio::time::Instant::now() < until {
                         let key = rng.below(grains as u64) as i64;
                         call(&client, &history, &trace, key).await;
-                        let pause = rng.below(50);
+                        let pause = 10 + rng.below(60);
                         tokio::time::sleep(Duration::from_millis(pause)).await;
                     }
                 }));
@@ -577,7 +594,7 @@ pub fn run(config: &SimConfig) -> SimReport {
             // The nemesis heals everything at `chaos`; give failure
             // detection and leases time to settle, then every grain must
             // answer again.
-            tokio::time::sleep(Duration::from_secs(8)).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             for key in 0..config.grains {
                 let mut answered = false;
                 for _ in 0..10 {
@@ -644,7 +661,10 @@ pub fn run(config: &SimConfig) -> SimReport {
                 trace.push_at(now, format!("nemesis crashes {name}"));
             }
             1 if !down.is_empty() => {
-                let i = *down.iter().nth(rng.below(down.len() as u64) as usize).unwrap();
+                let i = *down
+                    .iter()
+                    .nth(rng.below(down.len() as u64) as usize)
+                    .unwrap();
                 down.remove(&i);
                 sim.bounce(silo_name(i));
                 trace.push_at(now, format!("nemesis restarts {}", silo_name(i)));
