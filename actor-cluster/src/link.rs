@@ -298,14 +298,20 @@ impl Prober {
         let request = pb::PingRequest {
             from: from.to_owned(),
         };
-        match tokio::time::timeout(timeout, client.ping(Request::new(request))).await {
+        let result = match tokio::time::timeout(timeout, client.ping(Request::new(request))).await {
             Ok(Ok(reply)) => {
                 let r = reply.into_inner();
-                Ok((r.generation, r.applied_version))
+                return Ok((r.generation, r.applied_version));
             }
             Ok(Err(status)) => Err(status.to_string()),
             Err(_) => Err(format!("no answer within {timeout:?}")),
-        }
+        };
+        // The next probe opens a fresh connection: this one may lead to a
+        // stopped incarnation whose connection still answers "unavailable"
+        // while a new one serves on the same endpoint (the simulator found
+        // a restarted silo never acknowledged this way).
+        self.clients.remove(endpoint);
+        result
     }
 
     /// Forgets the connection to `endpoint` (after it was declared dead).

@@ -80,6 +80,10 @@ fn a_seed_replays_the_same_run() {
 #[test]
 #[ignore]
 fn print_the_trace_of_a_seed() {
+    // RUST_LOG=actor_cluster=info adds the silos' own logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let seed = seeds_from_env(1).start;
     let r = run(&SimConfig::new(seed));
     for line in &r.trace {
