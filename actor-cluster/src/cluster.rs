@@ -185,9 +185,13 @@ impl ClusterSilo {
         router.attach(&silo);
 
         // Fenced from the start: nothing is activated here before this
-        // silo has a view that every member has applied.
+        // silo has a view that every member has applied. The lease starts
+        // expired and is granted with the first view: until then the
+        // router's only member is this silo, which would otherwise own
+        // (and activate) every grain it is asked for while it joins (the
+        // simulator found such a duplicate on a restart).
         if !config.unfenced_for_tests {
-            router.enable_fencing(tokio::time::Instant::now() + config.lease);
+            router.enable_fencing(tokio::time::Instant::now());
         }
         let mut entry = MembershipEntry::joining(address.clone(), silo.name());
         entry.start_millis = clock.now_millis();
@@ -213,6 +217,7 @@ impl ClusterSilo {
             snap.version.0,
         );
         applied.store(snap.version.0, Ordering::SeqCst);
+        router.renew_lease(tokio::time::Instant::now() + config.lease);
         let agent = Agent {
             applied,
             lease_lost: false,

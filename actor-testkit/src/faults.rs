@@ -83,6 +83,10 @@ impl FaultSwitch {
             if mode != FaultMode::Healthy && !counted {
                 self.injected.fetch_add(1, Ordering::SeqCst);
                 counted = true;
+                // A real service answers after a round trip: let other
+                // tasks run, or a caller that retries a refusal in a loop
+                // would starve the rest of a single-threaded runtime.
+                tokio::task::yield_now().await;
             }
             if mode != FaultMode::Stall {
                 return mode;

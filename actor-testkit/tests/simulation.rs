@@ -26,15 +26,25 @@ fn the_cluster_keeps_its_guarantees_over_many_seeds() {
         .filter(|r| !r.passed())
         .map(|r| r.failure())
         .collect();
-    assert!(failed.is_empty(), "{} of {count} seeds failed: {failed:#?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {count} seeds failed: {failed:#?}",
+        failed.len()
+    );
     // The runs did something: calls succeeded, and the nemesis made some
     // fail or time out.
     let acked: usize = reports.iter().map(|r| r.calls.0).sum();
     let unsure: usize = reports.iter().map(|r| r.calls.2).sum();
     let faults: usize = reports.iter().map(|r| r.faults).sum();
     assert_eq!(reports.len() as u64, count);
-    assert!(acked > 100 * count as usize, "only {acked} calls acknowledged");
-    assert!(unsure > 0 && faults >= count as usize, "{unsure} unsure calls, {faults} faults");
+    assert!(
+        acked > 100 * count as usize,
+        "only {acked} calls acknowledged"
+    );
+    assert!(
+        unsure > 0 && faults >= count as usize,
+        "{unsure} unsure calls, {faults} faults"
+    );
 }
 
 #[test]
@@ -89,5 +99,12 @@ fn print_the_trace_of_a_seed() {
     for line in &r.trace {
         println!("{line}");
     }
-    println!("{}", if r.passed() { "passed".to_owned() } else { r.failure() });
+    println!(
+        "{}",
+        if r.passed() {
+            "passed".to_owned()
+        } else {
+            r.failure()
+        }
+    );
 }
