@@ -7,7 +7,7 @@
 //! stepped by turmoil). The membership table is the in-memory one, served
 //! by a host named `db` over simulated TCP, so a silo can be partitioned
 //! from it like from a real database. A client host runs a workload
-//! through a [`ClusterClient`](actor_cluster::ClusterClient), and a
+//! through a [`ClusterClient`], and a
 //! nemesis, driven by the same seed, crashes, restarts and partitions
 //! silos and holds their messages.
 //!
