@@ -26,13 +26,20 @@ use actor_cluster::{
     TableVersion, WallClock,
 };
 use actor_core::prelude::*;
+use actor_persistence::{
+    ETag, MemoryStorage, PersistentState, SiloBuilderStorageExt, StateKey, StorageProvider,
+    StoredState,
+};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::faults::{FaultSwitch, FaultyMembership};
-use crate::oracle::{ActivationOracle, CallHistory, DuplicateActivation, HistoryViolation};
+use crate::oracle::{
+    ActivationOracle, CallHistory, CallOutcome, DuplicateActivation, HistoryViolation,
+    WriteHistory, WriteViolation,
+};
 
 /// The port silos serve their link on.
 const LINK_PORT: u16 = 9000;
@@ -104,6 +111,9 @@ pub struct SimReport {
     pub duplicates: Vec<DuplicateActivation>,
     /// Calls lost, duplicated or misplaced.
     pub history: Vec<HistoryViolation>,
+    /// Acknowledged writes missing from the stored state, or stored
+    /// twice.
+    pub writes: Vec<WriteViolation>,
     /// Acknowledged, failed and unknown calls.
     pub calls: (usize, usize, usize),
     /// Nemesis actions taken.
@@ -116,7 +126,10 @@ pub struct SimReport {
 impl SimReport {
     /// Whether the run kept every guarantee.
     pub fn passed(&self) -> bool {
-        self.duplicates.is_empty() && self.history.is_empty() && self.error.is_none()
+        self.duplicates.is_empty()
+            && self.history.is_empty()
+            && self.writes.is_empty()
+            && self.error.is_none()
     }
 
     /// A short description of what went wrong.
@@ -130,6 +143,9 @@ impl SimReport {
         }
         for h in self.history.iter().take(3) {
             s.push_str(&format!(" {h};"));
+        }
+        for w in self.writes.iter().take(3) {
+            s.push_str(&format!(" {w};"));
         }
         s
     }
@@ -220,7 +236,8 @@ struct Tracked {
     oracle: ActivationOracle,
     history: CallHistory,
     trace: Trace,
-    calls: u64,
+    /// The ops this grain ran and stored.
+    ops: Option<PersistentState<Vec<u64>>>,
 }
 
 impl Grain for Tracked {
@@ -232,6 +249,7 @@ impl Grain for Tracked {
         self.oracle.activated(ctx.id(), ctx.silo().name());
         self.trace
             .push(format!("{} up on {}", ctx.id(), ctx.silo().name()));
+        self.ops = Some(PersistentState::load(ctx, "ops").await?);
         Ok(())
     }
     async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, _: actor_core::DeactivationReason) {
@@ -243,11 +261,21 @@ impl Grain for Tracked {
 
 #[grain_methods]
 impl Tracked {
-    /// Runs call `op`.
-    pub(crate) async fn touch(&mut self, op: u64, ctx: &GrainContext<Self>) -> u64 {
+    /// Runs call `op` and stores it; how many ops are stored.
+    pub(crate) async fn touch(&mut self, op: u64, ctx: &GrainContext<Self>) -> Result<u64, String> {
         self.history.observe(ctx.id(), op);
-        self.calls += 1;
-        self.calls
+        let ops = self.ops.as_mut().ok_or("not loaded")?;
+        ops.state_mut().push(op);
+        ops.write_or_reset(ctx).await.map_err(|e| e.to_string())?;
+        Ok(ops.state().len() as u64)
+    }
+
+    /// The ops stored.
+    pub(crate) async fn ops(&self) -> Vec<u64> {
+        self.ops
+            .as_ref()
+            .map(|s| s.state().clone())
+            .unwrap_or_default()
     }
 }
 
@@ -260,6 +288,9 @@ enum TableRequest {
     Update(MembershipEntry, RowEtag, TableVersion),
     IAmAlive(SiloAddress, i64),
     Cleanup(i64),
+    StateRead(GrainId, String),
+    StateWrite(GrainId, String, Vec<u8>, Option<ETag>),
+    StateClear(GrainId, String, Option<ETag>),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -268,13 +299,21 @@ enum TableReply {
     Done(bool),
     Removed(u64),
     Failed(String),
+    State(Option<(Vec<u8>, ETag)>),
+    Written(ETag),
+    Cleared,
+    Conflict,
 }
 
-async fn serve_table(table: Arc<dyn MembershipTable>) -> std::io::Result<()> {
+async fn serve_db(
+    table: Arc<dyn MembershipTable>,
+    storage: Arc<dyn StorageProvider>,
+) -> std::io::Result<()> {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", DB_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         let table = table.clone();
+        let storage = storage.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
@@ -297,6 +336,25 @@ async fn serve_table(table: Arc<dyn MembershipTable>) -> std::io::Result<()> {
                     TableRequest::Cleanup(b) => {
                         table.cleanup_defunct(b).await.map(TableReply::Removed)
                     }
+                    TableRequest::StateRead(id, name) => {
+                        let key = StateKey::new(&id, &name);
+                        Ok(state_reply(
+                            storage
+                                .read(&key)
+                                .await
+                                .map(|r| TableReply::State(r.map(|s| (s.data, s.etag)))),
+                        ))
+                    }
+                    TableRequest::StateWrite(id, name, data, expected) => {
+                        let key = StateKey::new(&id, &name);
+                        let written = storage.write(&key, &data, expected.as_ref()).await;
+                        Ok(state_reply(written.map(TableReply::Written)))
+                    }
+                    TableRequest::StateClear(id, name, expected) => {
+                        let key = StateKey::new(&id, &name);
+                        let cleared = storage.clear(&key, expected.as_ref()).await;
+                        Ok(state_reply(cleared.map(|()| TableReply::Cleared)))
+                    }
                 }
                 .unwrap_or_else(|e| TableReply::Failed(e.to_string()));
                 let mut out = serde_json::to_vec(&reply).unwrap_or_default();
@@ -306,6 +364,14 @@ async fn serve_table(table: Arc<dyn MembershipTable>) -> std::io::Result<()> {
                 }
             }
         });
+    }
+}
+
+fn state_reply(r: actor_persistence::Result<TableReply>) -> TableReply {
+    match r {
+        Ok(reply) => reply,
+        Err(e) if e.is_conflict() => TableReply::Conflict,
+        Err(e) => TableReply::Failed(e.to_string()),
     }
 }
 
@@ -403,6 +469,111 @@ impl MembershipTable for RemoteTable {
     }
 }
 
+/// Grain state on host `db` (the in-memory storage provider behind
+/// simulated TCP), through the same connection-per-request protocol.
+struct RemoteStorage(RemoteTable);
+
+impl RemoteStorage {
+    async fn call(
+        &self,
+        key: &StateKey,
+        request: TableRequest,
+        expected: Option<&ETag>,
+    ) -> actor_persistence::Result<TableReply> {
+        match self.0.call(request).await {
+            Ok(TableReply::Conflict) => Err(actor_persistence::Error::Conflict {
+                key: key.to_string(),
+                expected: expected.cloned(),
+                actual: None,
+            }),
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(actor_persistence::Error::Unavailable {
+                provider: "sim".into(),
+                url: "sim://db".into(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn state_key_parts(key: &StateKey) -> (GrainId, String) {
+    // The workload's grains have integer keys, stored as `i:<n>`.
+    let k: i64 = key
+        .grain_key()
+        .strip_prefix("i:")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default();
+    (
+        GrainId::new(key.grain_type().to_owned(), k),
+        key.name().to_owned(),
+    )
+}
+
+impl StorageProvider for RemoteStorage {
+    fn describe(&self) -> String {
+        "sim://db".into()
+    }
+
+    fn read<'a>(
+        &'a self,
+        key: &'a StateKey,
+    ) -> actor_persistence::BoxFuture<'a, actor_persistence::Result<Option<StoredState>>> {
+        Box::pin(async move {
+            let (id, name) = state_key_parts(key);
+            match self
+                .call(key, TableRequest::StateRead(id, name), None)
+                .await?
+            {
+                TableReply::State(s) => Ok(s.map(|(data, etag)| StoredState { data, etag })),
+                other => Err(bad_state_reply(&other)),
+            }
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a StateKey,
+        data: &'a [u8],
+        expected: Option<&'a ETag>,
+    ) -> actor_persistence::BoxFuture<'a, actor_persistence::Result<ETag>> {
+        Box::pin(async move {
+            let (id, name) = state_key_parts(key);
+            let request = TableRequest::StateWrite(id, name, data.to_vec(), expected.cloned());
+            match self.call(key, request, expected).await? {
+                TableReply::Written(etag) => Ok(etag),
+                other => Err(bad_state_reply(&other)),
+            }
+        })
+    }
+
+    fn clear<'a>(
+        &'a self,
+        key: &'a StateKey,
+        expected: Option<&'a ETag>,
+    ) -> actor_persistence::BoxFuture<'a, actor_persistence::Result<()>> {
+        Box::pin(async move {
+            let (id, name) = state_key_parts(key);
+            let request = TableRequest::StateClear(id, name, expected.cloned());
+            match self.call(key, request, expected).await? {
+                TableReply::Cleared => Ok(()),
+                other => Err(bad_state_reply(&other)),
+            }
+        })
+    }
+}
+
+fn bad_state_reply(reply: &TableReply) -> actor_persistence::Error {
+    let reason = match reply {
+        TableReply::Failed(e) => e.clone(),
+        _ => "unexpected reply".into(),
+    };
+    actor_persistence::Error::Unavailable {
+        provider: "sim".into(),
+        url: "sim://db".into(),
+        reason,
+    }
+}
+
 // ---- Silo links over simulated TCP ----
 
 struct SimConnector;
@@ -446,6 +617,7 @@ fn silo_name(i: usize) -> String {
 pub fn run(config: &SimConfig) -> SimReport {
     let oracle = ActivationOracle::strict();
     let history = CallHistory::new();
+    let writes = WriteHistory::new();
     let trace = Trace::default();
     let faults = Arc::new(Mutex::new(0usize));
 
@@ -468,10 +640,12 @@ pub fn run(config: &SimConfig) -> SimReport {
             oracle.declared_dead(&e.name);
             trace.push(format!("{} declared dead", e.name));
         });
+        let storage: Arc<dyn StorageProvider> = Arc::new(MemoryStorage::new());
         sim.host("db", move || {
             let table: Arc<dyn MembershipTable> = Arc::new(table.clone());
+            let storage = storage.clone();
             async move {
-                serve_table(table).await?;
+                serve_db(table, storage).await?;
                 Ok(())
             }
         });
@@ -513,8 +687,11 @@ pub fn run(config: &SimConfig) -> SimReport {
                                 oracle: o.clone(),
                                 history: h.clone(),
                                 trace: t.clone(),
-                                calls: 0,
+                                ops: None,
                             });
+                        let builder = builder.with_default_storage(RemoteStorage(RemoteTable {
+                            timeout: Duration::from_millis(500),
+                        }));
                         let table = Arc::new(RemoteTable {
                             timeout: Duration::from_millis(500),
                         });
@@ -553,7 +730,8 @@ pub fn run(config: &SimConfig) -> SimReport {
     // nemesis stopped and the cluster settled, one call to every grain.
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
-        let (history, trace, done) = (history.clone(), trace.clone(), done.clone());
+        let (history, writes, trace, done) =
+            (history.clone(), writes.clone(), trace.clone(), done.clone());
         let config = config.clone();
         sim.client("client", async move {
             let gateways: Vec<String> = (0..config.silos)
@@ -569,20 +747,26 @@ pub fn run(config: &SimConfig) -> SimReport {
                 )
                 .await
                 {
-                    Ok(c) => break Arc::new(c),
+                    Ok(client) => break client,
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             };
+            let w = Arc::new(Workload {
+                client,
+                history,
+                writes,
+                trace,
+            });
             let until = tokio::time::Instant::now() + config.chaos;
             let mut callers = Vec::new();
             for c in 0..config.callers {
-                let (client, history, trace) = (client.clone(), history.clone(), trace.clone());
+                let w = w.clone();
                 let mut rng = SimRng::new(config.seed.wrapping_mul(31).wrapping_add(c as u64));
                 let grains = config.grains;
                 callers.push(tokio::spawn(async move {
                     while tokio::time::Instant::now() < until {
                         let key = rng.below(grains as u64) as i64;
-                        call(&client, &history, &trace, key).await;
+                        call(&w, key).await;
                         let pause = 10 + rng.below(60);
                         tokio::time::sleep(Duration::from_millis(pause)).await;
                     }
@@ -598,7 +782,7 @@ pub fn run(config: &SimConfig) -> SimReport {
             for key in 0..config.grains {
                 let mut answered = false;
                 for _ in 0..10 {
-                    if call(&client, &history, &trace, key).await {
+                    if call(&w, key).await && read_back(&w, key).await {
                         answered = true;
                         break;
                     }
@@ -715,6 +899,7 @@ pub fn run(config: &SimConfig) -> SimReport {
         trace: trace.0.lock().clone(),
         duplicates: oracle.violations(),
         history: history.violations(),
+        writes: writes.violations(),
         calls: history.counts(),
         faults: *faults.lock(),
         error,
@@ -732,18 +917,66 @@ impl Trace {
 }
 
 /// One call of the workload; whether it was acknowledged.
-async fn call(client: &ClusterClient, history: &CallHistory, trace: &Trace, key: i64) -> bool {
-    let grain = client
+async fn call(w: &Workload, key: i64) -> bool {
+    let grain = w
+        .client
         .get_grain::<Tracked>(key)
         .with_timeout(Duration::from_secs(2));
-    let op = history.invoke(GrainId::new(Tracked::TYPE_NAME, key));
+    let id = GrainId::new(Tracked::TYPE_NAME, key);
+    let op = w.history.invoke(&id);
+    w.writes.write_started(&id, op);
     let result = grain.touch(op).await;
-    history.complete_with(op, &result);
+    // A grain error (its write failed) leaves the outcome unknown: the
+    // op ran, and its write may or may not have been stored.
+    let acked = matches!(result, Ok(Ok(_)));
+    w.history.complete(
+        op,
+        if acked {
+            CallOutcome::Ok
+        } else {
+            CallOutcome::Unknown
+        },
+    );
     match &result {
-        Ok(n) => trace.push(format!("call #{op} to {key}: ok {n}")),
-        Err(e) => trace.push(format!("call #{op} to {key}: {}", error_kind(e))),
+        Ok(Ok(n)) => {
+            w.writes.write_acked(&id, op);
+            w.trace.push(format!("call #{op} to {key}: ok {n}"));
+        }
+        Ok(Err(_)) => w.trace.push(format!("call #{op} to {key}: write failed")),
+        Err(e) => w
+            .trace
+            .push(format!("call #{op} to {key}: {}", error_kind(e))),
     }
-    result.is_ok()
+    acked
+}
+
+/// Reads grain `key`'s stored ops for the lost-write checker.
+async fn read_back(w: &Workload, key: i64) -> bool {
+    let grain = w
+        .client
+        .get_grain::<Tracked>(key)
+        .with_timeout(Duration::from_secs(2));
+    let id = GrainId::new(Tracked::TYPE_NAME, key);
+    let start = w.writes.read_started(&id);
+    match grain.ops().await {
+        Ok(ops) => {
+            w.trace.push(format!("read {key}: {} ops", ops.len()));
+            w.writes.read_finished(start, &ops);
+            true
+        }
+        Err(e) => {
+            w.trace.push(format!("read {key}: {}", error_kind(&e)));
+            false
+        }
+    }
+}
+
+/// What the workload's callers share.
+struct Workload {
+    client: ClusterClient,
+    history: CallHistory,
+    writes: WriteHistory,
+    trace: Trace,
 }
 
 fn error_kind(e: &actor_core::Error) -> &'static str {
