@@ -217,6 +217,19 @@ impl ClusterSilo {
             snap.version.0,
         );
         applied.store(snap.version.0, Ordering::SeqCst);
+        // A silo declared dead by votes shortly before this one joined may
+        // still serve its grains until its lease runs out; the members that
+        // saw it die hold their activations for that long, and so must a
+        // joiner that never saw it (the simulator found the gap).
+        let now_ms = clock.now_millis();
+        let recent = i64::try_from((config.lease * 2).as_millis()).unwrap_or(i64::MAX);
+        let recently_dead = snap.entries.iter().any(|(e, _)| {
+            e.status == SiloStatus::Dead
+                && e.suspicions.iter().any(|v| now_ms - v.at_millis <= recent)
+        });
+        if recently_dead {
+            router.hold_until(tokio::time::Instant::now() + config.lease * 2);
+        }
         router.renew_lease(tokio::time::Instant::now() + config.lease);
         let agent = Agent {
             applied,

@@ -246,10 +246,12 @@ impl Grain for Tracked {
         Self::register_methods(m);
     }
     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
+        // An activation that cannot load its state fails (and is never
+        // deactivated): it only counts once it is up.
+        self.ops = Some(PersistentState::load(ctx, "ops").await?);
         self.oracle.activated(ctx.id(), ctx.silo().name());
         self.trace
             .push(format!("{} up on {}", ctx.id(), ctx.silo().name()));
-        self.ops = Some(PersistentState::load(ctx, "ops").await?);
         Ok(())
     }
     async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, _: actor_core::DeactivationReason) {
