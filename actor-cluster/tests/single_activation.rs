@@ -1,62 +1,38 @@
-//! Strong single activation: an oracle records every activation and
-//! deactivation with its silo and time; no grain may ever be live on two
-//! silos at once, while a silo joins under load or is cut off from the
-//! others and from the table.
+//! Strong single activation: the testkit's strict oracle records every
+//! activation and deactivation with its silo, in order; no grain may ever
+//! be live on two silos at once, while a silo joins under load or is cut
+//! off from the others and from the table.
 
 mod common;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actor_cluster::{ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable, SiloStatus};
 use actor_core::prelude::*;
+use actor_testkit::ActivationOracle;
 use common::Cuttable;
 use tokio::net::TcpListener;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Event {
-    Up,
-    Down,
+/// The strict single-activation oracle (no overlap tolerated at all).
+#[derive(Clone)]
+struct Oracle(ActivationOracle);
+
+impl Default for Oracle {
+    fn default() -> Self {
+        Oracle(ActivationOracle::strict())
+    }
 }
 
-/// One activation or deactivation: grain, silo, what, when.
-type Record = (GrainId, String, Event, Instant);
-
-/// The single-activation oracle's record.
-#[derive(Default, Clone)]
-struct Oracle(Arc<Mutex<Vec<Record>>>);
-
 impl Oracle {
-    fn record(&self, id: &GrainId, silo: &str, e: Event) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((id.clone(), silo.to_owned(), e, Instant::now()));
-    }
-
-    /// Panics if a grain was ever live on two silos at once.
-    fn check(&self) -> HashMap<String, usize> {
-        let mut events = self.0.lock().unwrap().clone();
-        events.sort_by_key(|e| e.3);
-        let mut live: HashMap<GrainId, Vec<String>> = HashMap::new();
-        let mut per_silo = HashMap::new();
-        for (id, silo, e, at) in events {
-            let here = live.entry(id.clone()).or_default();
-            match e {
-                Event::Up => {
-                    here.push(silo.clone());
-                    *per_silo.entry(silo).or_insert(0) += 1;
-                    assert!(here.len() <= 1, "{id} live on {here:?} at {at:?}");
-                }
-                Event::Down => {
-                    let at = here.iter().position(|s| *s == silo).expect("down after up");
-                    here.remove(at);
-                }
-            }
+    /// Panics if a grain was ever live on two silos at once; activations
+    /// per silo.
+    fn check(&self) -> std::collections::BTreeMap<String, usize> {
+        if let Err(d) = self.0.check() {
+            panic!("{d}");
         }
-        per_silo
+        self.0.activations_per_silo()
     }
 }
 
@@ -72,11 +48,11 @@ impl Grain for Tracked {
         Self::register_methods(m);
     }
     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
-        self.oracle.record(ctx.id(), ctx.silo().name(), Event::Up);
+        self.oracle.0.activated(ctx.id(), ctx.silo().name());
         Ok(())
     }
     async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, _: actor_core::DeactivationReason) {
-        self.oracle.record(ctx.id(), ctx.silo().name(), Event::Down);
+        self.oracle.0.deactivated(ctx.id(), ctx.silo().name());
     }
 }
 
