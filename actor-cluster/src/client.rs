@@ -17,7 +17,8 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::link::{DEFAULT_MAX_FRAME, Link, fetch_gateways};
+use crate::link::{DEFAULT_MAX_FRAME, Link, fetch_gateways_via};
+use crate::transport::Connector;
 
 /// A connection to a cluster from outside it.
 pub struct ClusterClient {
@@ -38,10 +39,20 @@ impl ClusterClient {
     /// Connects through the first of `gateways` that answers, learns the
     /// others from it, and refreshes the list every `refresh`.
     pub async fn connect(gateways: Vec<String>, refresh: Duration) -> Result<Self> {
+        ClusterClient::connect_via(crate::transport::tcp(), gateways, refresh).await
+    }
+
+    /// Like [`connect`](ClusterClient::connect), reaching the gateways
+    /// through `connector` instead of TCP.
+    pub async fn connect_via(
+        connector: Arc<dyn Connector>,
+        gateways: Vec<String>,
+        refresh: Duration,
+    ) -> Result<Self> {
         let mut last = Error::Config("no gateway given".into());
         let mut known = None;
         for g in &gateways {
-            match fetch_gateways(g, Duration::from_secs(2)).await {
+            match fetch_gateways_via(&connector, g, Duration::from_secs(2)).await {
                 Ok(list) if !list.is_empty() => {
                     known = Some(list);
                     break;
@@ -54,6 +65,7 @@ impl ClusterClient {
         let router = Arc::new(ClientRouter {
             gateways: Mutex::new(known),
             links: DashMap::new(),
+            connector,
         });
         let silo = Silo::builder()
             .name("cluster-client")
@@ -95,13 +107,14 @@ impl Drop for ClusterClient {
 struct ClientRouter {
     gateways: Mutex<Vec<String>>,
     links: DashMap<String, Arc<Link>>,
+    connector: Arc<dyn Connector>,
 }
 
 impl ClientRouter {
     async fn refresh(&self) {
         let known = self.gateways.lock().clone();
         for g in known {
-            if let Ok(list) = fetch_gateways(&g, Duration::from_secs(2)).await
+            if let Ok(list) = fetch_gateways_via(&self.connector, &g, Duration::from_secs(2)).await
                 && !list.is_empty()
             {
                 *self.gateways.lock() = list;
@@ -114,9 +127,14 @@ impl ClientRouter {
         if let Some(l) = self.links.get(gateway).filter(|l| l.is_alive()) {
             return Some(l.clone());
         }
-        let link = Link::connect(gateway, DEFAULT_MAX_FRAME, Duration::from_secs(2))
-            .await
-            .ok()?;
+        let link = Link::connect_via(
+            &self.connector,
+            gateway,
+            DEFAULT_MAX_FRAME,
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()?;
         let link = Arc::new(link);
         self.links.insert(gateway.to_owned(), link.clone());
         Some(link)

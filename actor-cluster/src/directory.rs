@@ -28,6 +28,7 @@ use crate::link::{Link, LinkService};
 use crate::membership::SiloAddress;
 use crate::placement::{Candidate, Draw, PlacementContext, Placements};
 use crate::router::{StaticRouter, rendezvous_owner, stable_hash};
+use crate::transport::{Connector, LinkListener};
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 mod pb {
@@ -63,6 +64,11 @@ impl ActivationAddress {
         }
     }
 }
+
+/// How a routing failure says that a silo could not be reached (the call
+/// never left); a call that gives up on such a failure at its deadline
+/// fails with "silo unavailable", not with a timeout.
+const UNREACHABLE: &str = "unreachable";
 
 /// The answer of a directory operation: an address (or none), or "not
 /// now, retry" with the reason.
@@ -133,6 +139,8 @@ pub(crate) struct Directory {
     rpc_timeout: Duration,
     max_frame: usize,
     serving: Arc<std::sync::atomic::AtomicBool>,
+    /// How this silo reaches the others (TCP, or a test transport).
+    connector: Arc<dyn Connector>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -148,6 +156,7 @@ impl Directory {
     pub(crate) fn new(
         me: SiloAddress,
         router: Arc<StaticRouter>,
+        connector: Arc<dyn Connector>,
         placements: Placements,
         rpc_timeout: Duration,
         max_frame: usize,
@@ -169,6 +178,7 @@ impl Directory {
             clients: DashMap::new(),
             loads: DashMap::new(),
             placements,
+            connector,
             draw: Draw::seeded(seed),
             next_activation: AtomicU64::new(1),
             rpc_timeout,
@@ -318,12 +328,8 @@ impl Directory {
         if let Some(c) = self.clients.get(endpoint) {
             return Ok(c.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(self.rpc_timeout)
-            .timeout(self.rpc_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = crate::transport::lazy_channel(&self.connector, endpoint, self.rpc_timeout)
+            .map_err(|e| e.to_string())?;
         let c = GrainDirectoryClient::new(channel);
         self.clients.insert(endpoint.to_owned(), c.clone());
         Ok(c)
@@ -344,9 +350,12 @@ impl Directory {
                     Err(r.retry)
                 }
             }
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                Err(format!("{endpoint} {UNREACHABLE} ({})", status.message()))
+            }
             Ok(Err(status)) => Err(format!("{endpoint}: {}", status.message())),
             Err(_) => Err(format!(
-                "{endpoint} did not answer within {:?}",
+                "{endpoint} {UNREACHABLE} (no answer within {:?})",
                 self.rpc_timeout
             )),
         }
@@ -503,9 +512,10 @@ impl Directory {
         if let Some(l) = self.links.get(endpoint).filter(|l| l.is_alive()) {
             return Some(l.clone());
         }
-        let link = Link::connect_directed(endpoint, self.max_frame, self.rpc_timeout)
-            .await
-            .ok()?;
+        let link =
+            Link::connect_directed_via(&self.connector, endpoint, self.max_frame, self.rpc_timeout)
+                .await
+                .ok()?;
         let link = Arc::new(link);
         self.links.insert(endpoint.to_owned(), link.clone());
         Some(link)
@@ -534,6 +544,12 @@ impl Directory {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 tracing::debug!(grain = %call.target, reason = %last, "gave up routing at the deadline");
+                if last.contains(UNREACHABLE) {
+                    // Never sent, and the silo it had to go through could
+                    // not be reached until the deadline: say so, rather
+                    // than a timeout of a call that never ran.
+                    return Err(actor_core::Error::SiloUnavailable { silo: last });
+                }
                 return Err(actor_core::Error::Timeout {
                     grain: call.target,
                     method: call.method,
@@ -569,7 +585,7 @@ impl Directory {
                     None => {
                         // Never sent: safe to retry once the directory
                         // knows better.
-                        last = format!("{} unreachable", addr.silo);
+                        last = format!("{} {UNREACHABLE}", addr.silo);
                         self.cache.remove(&call.target);
                     }
                     Some(link) => {
@@ -943,13 +959,15 @@ pub(crate) fn serve_member(
     link: LinkService,
     directory: Arc<Directory>,
     stats: crate::stats::StatsService,
-    listener: tokio::net::TcpListener,
+    listener: LinkListener,
 ) -> tokio::task::JoinHandle<()> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = listener.into_incoming();
     let link = link.into_server();
     let directory = GrainDirectoryServer::new(DirectoryService(directory));
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::transport::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::transport::KEEPALIVE_TIMEOUT))
             .add_service(link)
             .add_service(directory)
             .add_service(stats.into_server())
@@ -981,6 +999,7 @@ mod tests {
         let d = Directory::new(
             me,
             router,
+            crate::transport::tcp(),
             Placements::default(),
             Duration::from_millis(200),
             crate::link::DEFAULT_MAX_FRAME,
@@ -1053,7 +1072,7 @@ mod tests {
             .unwrap();
         // Fencing on, a view nobody has acked yet.
         d.router
-            .enable_fencing(std::time::Instant::now() + Duration::from_secs(60));
+            .enable_fencing(tokio::time::Instant::now() + Duration::from_secs(60));
         d.router
             .set_view(view.iter().map(|a| a.endpoint.clone()).collect(), 5);
         assert!(!d.router.may_activate());

@@ -80,6 +80,11 @@
 //! new grain. Oracle tests check that no grain is ever live on two silos
 //! while silos join under load, die under load, hang, or are cut off.
 //!
+//! **Transports.** Links run over TCP by default; [`ClusterSilo::start_on`]
+//! and [`ClusterClient::connect_via`] take any byte-stream transport (a
+//! [`LinkListener`] and a [`Connector`]), which is how the testkit runs the
+//! same link code over in-memory pipes and a simulated network.
+//!
 //! [`ClusterClient`] calls grains from outside the cluster with the same
 //! typed references, through any silo as gateway; it learns the gateways
 //! from the cluster and fails over when its gateway dies.
@@ -120,12 +125,14 @@ mod placement;
 mod router;
 mod sql;
 mod stats;
+mod transport;
 
 pub use client::ClusterClient;
-pub use cluster::{ClusterConfig, ClusterSilo};
+pub use cluster::{ClusterConfig, ClusterSilo, WallClock};
 pub use error::{Error, Result};
 pub use link::{
-    BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, Prober, fetch_gateways, serve, serve_service,
+    BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, Prober, fetch_gateways, fetch_gateways_via,
+    serve, serve_on, serve_service,
 };
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
@@ -139,3 +146,4 @@ pub use placement::{
 pub use router::{StaticRouter, StaticRouting, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;
 pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};
+pub use transport::{BoxedIo, Connector, LinkIo, LinkListener, TcpConnector};

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
+use crate::transport::{Connector, LinkListener};
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 mod pb {
@@ -147,6 +148,26 @@ pub fn serve_service(
     let service = service.into_server();
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::transport::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::transport::KEEPALIVE_TIMEOUT))
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "silo link server stopped");
+        }
+    })
+}
+
+/// Serves a configured [`LinkService`] on any transport's
+/// [`LinkListener`] until the returned task is aborted.
+pub fn serve_on(service: LinkService, listener: LinkListener) -> tokio::task::JoinHandle<()> {
+    let incoming = listener.into_incoming();
+    let service = service.into_server();
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(crate::transport::KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(crate::transport::KEEPALIVE_TIMEOUT))
             .add_service(service)
             .serve_with_incoming(incoming)
             .await
@@ -233,17 +254,21 @@ impl SiloLink for LinkService {
 
 /// Asks the silo at `endpoint` for the cluster's gateways.
 pub async fn fetch_gateways(endpoint: &str, timeout: Duration) -> Result<Vec<String>> {
+    fetch_gateways_via(&crate::transport::tcp(), endpoint, timeout).await
+}
+
+/// Asks the silo at `endpoint`, reached through `connector`, for the
+/// cluster's gateways.
+pub async fn fetch_gateways_via(
+    connector: &Arc<dyn Connector>,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<Vec<String>> {
     let unavailable = |reason: String| Error::SiloUnavailable {
         endpoint: endpoint.to_owned(),
         reason,
     };
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
-        .connect_timeout(timeout)
-        .timeout(timeout)
-        .connect()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let channel = crate::transport::channel(connector, endpoint, timeout, Some(timeout)).await?;
     let reply = SiloLinkClient::new(channel)
         .gateways(Request::new(pb::GatewaysRequest {}))
         .await
@@ -252,9 +277,15 @@ pub async fn fetch_gateways(endpoint: &str, timeout: Duration) -> Result<Vec<Str
 }
 
 /// Sends liveness probes to silos, keeping one connection per silo.
-#[derive(Default)]
 pub struct Prober {
     clients: DashMap<String, SiloLinkClient<tonic::transport::Channel>>,
+    connector: Arc<dyn Connector>,
+}
+
+impl Default for Prober {
+    fn default() -> Self {
+        Prober::with_connector(crate::transport::tcp())
+    }
 }
 
 impl std::fmt::Debug for Prober {
@@ -266,6 +297,14 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
+    /// A prober that reaches silos through `connector`.
+    pub fn with_connector(connector: Arc<dyn Connector>) -> Self {
+        Prober {
+            clients: DashMap::new(),
+            connector,
+        }
+    }
+
     /// Probes the silo at `endpoint`; its generation and applied view
     /// version if it answered within `timeout`, else why not.
     pub async fn probe(
@@ -277,12 +316,8 @@ impl Prober {
         let mut client = match self.clients.get(endpoint) {
             Some(c) => c.clone(),
             None => {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-                    .map_err(|e| e.to_string())?
-                    .connect_timeout(timeout)
-                    .timeout(timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                let channel = crate::transport::lazy_channel(&self.connector, endpoint, timeout)
+                    .map_err(|e| e.to_string())?;
                 let c = SiloLinkClient::new(channel);
                 self.clients.insert(endpoint.to_owned(), c.clone());
                 c
@@ -291,14 +326,20 @@ impl Prober {
         let request = pb::PingRequest {
             from: from.to_owned(),
         };
-        match tokio::time::timeout(timeout, client.ping(Request::new(request))).await {
+        let result = match tokio::time::timeout(timeout, client.ping(Request::new(request))).await {
             Ok(Ok(reply)) => {
                 let r = reply.into_inner();
-                Ok((r.generation, r.applied_version))
+                return Ok((r.generation, r.applied_version));
             }
             Ok(Err(status)) => Err(status.to_string()),
             Err(_) => Err(format!("no answer within {timeout:?}")),
-        }
+        };
+        // The next probe opens a fresh connection: this one may lead to a
+        // stopped incarnation whose connection still answers "unavailable"
+        // while a new one serves on the same endpoint (the simulator found
+        // a restarted silo never acknowledged this way).
+        self.clients.remove(endpoint);
+        result
     }
 
     /// Forgets the connection to `endpoint` (after it was declared dead).
@@ -513,7 +554,24 @@ impl std::fmt::Debug for Link {
 impl Link {
     /// Opens the stream to the silo at `endpoint` (`host:port`).
     pub async fn connect(endpoint: &str, max_frame: usize, timeout: Duration) -> Result<Link> {
-        Link::open(endpoint, max_frame, timeout, false).await
+        Link::open(
+            &crate::transport::tcp(),
+            endpoint,
+            max_frame,
+            timeout,
+            false,
+        )
+        .await
+    }
+
+    /// Opens the stream to the silo at `endpoint` through `connector`.
+    pub async fn connect_via(
+        connector: &Arc<dyn Connector>,
+        endpoint: &str,
+        max_frame: usize,
+        timeout: Duration,
+    ) -> Result<Link> {
+        Link::open(connector, endpoint, max_frame, timeout, false).await
     }
 
     /// Opens a stream whose calls the callee admits only for grains it
@@ -524,10 +582,21 @@ impl Link {
         max_frame: usize,
         timeout: Duration,
     ) -> Result<Link> {
-        Link::open(endpoint, max_frame, timeout, true).await
+        Link::open(&crate::transport::tcp(), endpoint, max_frame, timeout, true).await
+    }
+
+    /// [`connect_directed`](Link::connect_directed) through `connector`.
+    pub async fn connect_directed_via(
+        connector: &Arc<dyn Connector>,
+        endpoint: &str,
+        max_frame: usize,
+        timeout: Duration,
+    ) -> Result<Link> {
+        Link::open(connector, endpoint, max_frame, timeout, true).await
     }
 
     async fn open(
+        connector: &Arc<dyn Connector>,
         endpoint: &str,
         max_frame: usize,
         timeout: Duration,
@@ -537,13 +606,7 @@ impl Link {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
+        let channel = crate::transport::channel(connector, endpoint, timeout, None).await?;
         let mut client = SiloLinkClient::new(channel)
             .max_decoding_message_size(max_frame)
             .max_encoding_message_size(max_frame);
@@ -578,7 +641,9 @@ impl Link {
             a.store(false, Ordering::SeqCst);
             // Everything in flight on this link fails now, not at its
             // deadline.
-            let ids: Vec<u64> = p.iter().map(|e| *e.key()).collect();
+            let mut ids: Vec<u64> = p.iter().map(|e| *e.key()).collect();
+            // In call order, not hash order: runs replay under a simulator.
+            ids.sort_unstable();
             for id in ids {
                 if let Some((_, tx)) = p.remove(&id) {
                     let _ = tx.send(Err(actor_core::Error::SiloUnavailable { silo: ep.clone() }));

@@ -12,8 +12,11 @@ use std::time::Duration;
 use actor_core::{EncodedCall, GrainId, Router, Silo};
 use dashmap::DashMap;
 use futures::future::BoxFuture;
+// Tokio's clock, not the standard one: a simulator (turmoil) controls it.
+use tokio::time::Instant;
 
 use crate::link::Link;
+use crate::transport::Connector;
 
 /// A stable 64-bit hash (FNV-1a): the same on every silo and release,
 /// unlike the standard library's seeded hashers.
@@ -60,6 +63,7 @@ pub struct StaticRouter {
     links: DashMap<String, Arc<Link>>,
     connecting: tokio::sync::Mutex<()>,
     silo: OnceLock<Silo>,
+    connector: OnceLock<Arc<dyn Connector>>,
     max_frame: usize,
     connect_timeout: Duration,
 }
@@ -87,6 +91,7 @@ impl StaticRouter {
             links: DashMap::new(),
             connecting: tokio::sync::Mutex::new(()),
             silo: OnceLock::new(),
+            connector: OnceLock::new(),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
             connect_timeout: Duration::from_secs(2),
         })
@@ -95,6 +100,12 @@ impl StaticRouter {
     /// Gives the router its own silo, for calls it owns.
     pub fn attach(&self, silo: &Silo) {
         let _ = self.silo.set(silo.clone());
+    }
+
+    /// Reaches other silos through `connector` instead of TCP (set once,
+    /// before the first call; later calls are ignored).
+    pub fn use_connector(&self, connector: Arc<dyn Connector>) {
+        let _ = self.connector.set(connector);
     }
 
     /// The endpoint owning `id` in the current member list.
@@ -110,15 +121,13 @@ impl StaticRouter {
     /// have run out, and this silo's own lease is valid.
     pub fn may_activate(&self) -> bool {
         let members = self.members.read().clone();
-        self.fence
-            .lock()
-            .open(&self.me, &members, std::time::Instant::now())
+        self.fence.lock().open(&self.me, &members, Instant::now())
     }
 
     /// Turns fencing on (the membership agent does): from now on, new
     /// activations wait for every member to apply the current view, for
     /// dead silos' leases to run out, and for this silo's own lease.
-    pub fn enable_fencing(&self, lease_until: std::time::Instant) {
+    pub fn enable_fencing(&self, lease_until: Instant) {
         let mut f = self.fence.lock();
         f.enabled = true;
         f.lease_until = Some(lease_until);
@@ -126,7 +135,7 @@ impl StaticRouter {
 
     /// Extends this silo's lease (after a successful read of the table that
     /// shows it active).
-    pub fn renew_lease(&self, until: std::time::Instant) {
+    pub fn renew_lease(&self, until: Instant) {
         let mut f = self.fence.lock();
         if f.lease_until.is_none_or(|t| until > t) {
             f.lease_until = Some(until);
@@ -136,7 +145,7 @@ impl StaticRouter {
     /// Whether this silo's lease is still valid.
     pub fn lease_valid(&self) -> bool {
         let f = self.fence.lock();
-        !f.enabled || f.lease_until.is_some_and(|t| std::time::Instant::now() < t)
+        !f.enabled || f.lease_until.is_some_and(|t| Instant::now() < t)
     }
 
     /// Records the view version that `endpoint` reports as applied.
@@ -148,7 +157,7 @@ impl StaticRouter {
 
     /// Blocks new activations until `until` (a dead silo's lease has run
     /// out by then).
-    pub fn hold_until(&self, until: std::time::Instant) {
+    pub fn hold_until(&self, until: Instant) {
         self.fence.lock().holds.push(until);
     }
 
@@ -191,7 +200,12 @@ impl StaticRouter {
         if let Some(l) = self.links.get(endpoint).filter(|l| l.is_alive()) {
             return Ok(l.clone());
         }
-        let link = Link::connect(endpoint, self.max_frame, self.connect_timeout)
+        let connector = self
+            .connector
+            .get()
+            .cloned()
+            .unwrap_or_else(crate::transport::tcp);
+        let link = Link::connect_via(&connector, endpoint, self.max_frame, self.connect_timeout)
             .await
             .map_err(|e| actor_core::Error::SiloUnavailable {
                 silo: format!("{endpoint} ({e})"),
@@ -244,12 +258,12 @@ pub(crate) struct Fence {
     enabled: bool,
     view_since: i64,
     acked: std::collections::HashMap<String, i64>,
-    holds: Vec<std::time::Instant>,
-    lease_until: Option<std::time::Instant>,
+    holds: Vec<Instant>,
+    lease_until: Option<Instant>,
 }
 
 impl Fence {
-    fn open(&mut self, me: &str, members: &[String], now: std::time::Instant) -> bool {
+    fn open(&mut self, me: &str, members: &[String], now: Instant) -> bool {
         if !self.enabled {
             return true;
         }

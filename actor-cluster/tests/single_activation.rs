@@ -1,7 +1,7 @@
-//! Strong single activation: an oracle records every activation and
-//! deactivation with its silo and time; no grain may ever be live on two
-//! silos at once, while a silo joins under load or is cut off from the
-//! others and from the table.
+//! Strong single activation: the testkit's strict oracle records every
+//! activation and deactivation with its silo, in order; no grain may ever
+//! be live on two silos at once, while a silo joins under load or is cut
+//! off from the others and from the table.
 
 mod common;
 

@@ -378,13 +378,16 @@ impl Silo {
         timeout: Duration,
     ) -> usize {
         let now = Instant::now();
-        let chosen: Vec<(GrainId, Arc<dyn Slot>)> = self
+        let mut chosen: Vec<(GrainId, Arc<dyn Slot>)> = self
             .inner
             .table
             .iter()
             .filter(|e| which(e.key()))
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
+        // In id order, not the table's (randomly seeded) hash order, so
+        // that a run under a simulator replays exactly.
+        chosen.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, slot) in &chosen {
             slot.clone().collect(
                 self,
@@ -420,9 +423,15 @@ impl Silo {
 
     fn collect(&self, force: Option<DeactivationReason>) {
         let now = Instant::now();
-        let slots: Vec<Arc<dyn Slot>> =
-            self.inner.table.iter().map(|e| e.value().clone()).collect();
-        for s in slots {
+        let mut slots: Vec<(GrainId, Arc<dyn Slot>)> = self
+            .inner
+            .table
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        // In id order (see `deactivate_where`): runs replay under a simulator.
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, s) in slots {
             s.collect(self, now, self.inner.config.idle_timeout, force);
         }
     }

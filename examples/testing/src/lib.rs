@@ -19,7 +19,9 @@
 //! implementation) or a hand-written mock that records its calls and can
 //! fail. A failing service becomes the grain's own error,
 //! [`ConvertError::RatesUnavailable`], inside the reply, kept apart from the
-//! runtime's errors. The two-silo `TestCluster` test comes with the testkit.
+//! runtime's errors. The third test runs the same grain on an in-memory
+//! `TestCluster` of two silos (`actor-testkit`), called through a cluster
+//! client, as production would.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -187,6 +189,12 @@ impl fmt::Debug for ConverterGrain {
 
 impl Grain for ConverterGrain {
     const TYPE_NAME: &'static str = "converter";
+
+    // Listed for calls that arrive serialized, from another silo or a
+    // cluster client (the two-silo test).
+    fn register(m: &mut actor_core::Methods<Self>) {
+        m.add::<Convert, _>().add::<Conversions, _>();
+    }
 }
 
 impl ConverterGrain {

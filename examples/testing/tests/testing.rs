@@ -1,10 +1,11 @@
 //! The original's tests: the grain's logic alone and on a one-silo harness,
-//! and the grain against a mock of its service. (The in-memory two-silo
-//! cluster test comes with the testkit.)
+//! the grain against a mock of its service, and the grain on an in-memory
+//! cluster of two silos.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actor_testkit::TestCluster;
 use example_testing::{
     Conversions, Convert, ConvertError, ConverterGrain, ExchangeRates, FixedRates, Money,
     RatesError, build_silo,
@@ -88,4 +89,26 @@ async fn a_failing_service_gives_an_error_reply() {
     assert_eq!(reply, Ok(Err(expected)));
     assert_eq!(rates.calls().len(), 1);
     assert_eq!(within(carol.ask(Conversions)).await, Ok(0));
+}
+
+// 3. An in-memory cluster of two silos, called through a client.
+
+#[tokio::test]
+async fn converts_on_a_two_silo_cluster() {
+    let cluster = TestCluster::builder()
+        .configure(|_, silo| {
+            silo.grain_with(|_| ConverterGrain::new(Arc::new(FixedRates::default())))
+        })
+        .build()
+        .await
+        .unwrap();
+    let alice = cluster.get_grain::<ConverterGrain>("alice");
+    let reply = within(alice.ask(Convert::new(10_000, "EUR", "USD"))).await;
+    assert_eq!(reply, Ok(Ok(Money::new(10_800, "USD"))));
+    assert_eq!(within(alice.ask(Conversions)).await, Ok(1));
+    assert_eq!(
+        cluster.total_activations(),
+        1,
+        "one activation in the cluster"
+    );
 }
