@@ -420,6 +420,7 @@ fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
     }
     let target: GrainId = actor_core::codec::decode(&env.target)?;
     let trace = trace_from_envelope(&env);
+    let sender = env.sender;
     let mut call = EncodedCall::new(
         target,
         env.method,
@@ -439,6 +440,9 @@ fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
     }
     call.context = context;
     call.trace = trace;
+    if !sender.is_empty() {
+        call.sender = Some(actor_core::codec::decode(&sender)?);
+    }
     Ok(call)
 }
 
@@ -487,6 +491,10 @@ fn encode_request(call: &EncodedCall) -> actor_core::Result<Envelope> {
         trace_id_low: call.trace.map_or(0, |t| t.trace_id.0 as u64),
         parent_span_id: call.trace.map_or(0, |t| t.span_id.0),
         trace_flags: call.trace.map_or(0, |t| u32::from(t.flags)),
+        sender: match &call.sender {
+            Some(g) => actor_core::codec::encode(g)?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -755,9 +763,11 @@ mod tests {
             ctx in proptest::collection::vec(("[a-z]{1,5}", ".*"), 0..4),
             chain in proptest::collection::vec((any::<i64>(), any::<u64>()), 0..4),
             payload in proptest::collection::vec(any::<u8>(), 0..64), one_way in any::<bool>(),
+            sender in proptest::option::of(any::<i64>()),
         ) {
             let mut call = EncodedCall::new(GrainId::new("t", key), method, payload, Duration::from_micros(micros));
             call.one_way = one_way;
+            call.sender = sender.map(|k| GrainId::new("s", k));
             call.chain = chain.iter().map(|(k, c)| (GrainId::new("c", *k), CallId(*c))).collect();
             let mut context = RequestContext::new();
             for (k, v) in &ctx { context.insert(k.clone(), v.clone()); }
@@ -773,6 +783,7 @@ mod tests {
             prop_assert_eq!(back.payload, call.payload);
             prop_assert_eq!(back.one_way, call.one_way);
             prop_assert_eq!(back.call_id, call.call_id);
+            prop_assert_eq!(back.sender, call.sender);
         }
 
         /// The caller's trace context crosses the link unchanged; zero ids

@@ -52,6 +52,17 @@ impl Node {
     pub async fn echo(&mut self, bytes: Vec<u8>) -> usize {
         bytes.len()
     }
+
+    /// Tells grain `to` to note a visit, without waiting for it.
+    pub async fn poke(&mut self, to: i64, ctx: &GrainContext<Self>) -> Result<(), Error> {
+        ctx.get_grain::<Node>(to).note()
+    }
+
+    /// Counts a visit (one-way).
+    #[one_way]
+    pub async fn note(&mut self) {
+        self.hits += 1;
+    }
 }
 
 struct Member {
@@ -319,4 +330,73 @@ async fn calls_to_a_silo_that_is_not_there_fail_fast() {
         .find(|k| router.owner(&GrainId::new("node", *k)) == me)
         .unwrap();
     assert_eq!(silo.get_grain::<Node>(mine).hit().await.unwrap(), 1);
+}
+
+/// Records the caller of every `note` call a silo runs.
+#[derive(Clone, Default)]
+struct Senders(Arc<std::sync::Mutex<Vec<Option<GrainId>>>>);
+
+impl actor_core::IncomingCallFilter for Senders {
+    fn on_request(&self, call: &actor_core::CallInfo<'_>) -> Result<(), String> {
+        if call.method.ends_with("note") {
+            self.0.lock().unwrap().push(call.sender.cloned());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_way_call_names_its_sender_across_silos() {
+    let listeners = [
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    let endpoints: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let senders = Senders::default();
+    let mut silos = Vec::new();
+    let mut routers = Vec::new();
+    let mut servers = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let router = StaticRouter::new(endpoints[i].clone(), endpoints.clone());
+        let silo = Silo::builder()
+            .name(format!("silo{i}"))
+            .grain::<Node>()
+            .incoming_filter(senders.clone())
+            .router(Arc::new(StaticRouting(router.clone())))
+            .start()
+            .await
+            .unwrap();
+        router.attach(&silo);
+        servers.push(serve(silo.clone(), listener, DEFAULT_MAX_FRAME));
+        silos.push(silo);
+        routers.push(router);
+    }
+    // A poker on silo 0 and its target on silo 1.
+    let owned_by = |silo: usize| {
+        (0i64..)
+            .find(|k| routers[0].owner(&GrainId::new("node", *k)) == endpoints[silo])
+            .unwrap()
+    };
+    let (poker, target) = (owned_by(0), owned_by(1));
+    silos[0]
+        .get_grain::<Node>(poker)
+        .poke(target)
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while senders.0.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the one-way call never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *senders.0.lock().unwrap(),
+        [Some(GrainId::new("node", poker))],
+        "a one-way call carries no chain, so only the envelope names its sender"
+    );
+    assert!(silos[1].is_active(&GrainId::new("node", target)));
+    servers.iter().for_each(|s| s.abort());
 }

@@ -147,6 +147,7 @@ fn forward_call<M: Message>(call: Call<M>, silo: &Silo, router: Arc<dyn Router>,
     encoded.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
     encoded.one_way = matches!(reply, ReplyTo::None);
     encoded.trace = header.trace;
+    encoded.sender = header.sender;
     let silo = silo.clone();
     tokio::spawn(async move {
         let out = router.invoke(encoded).await;

@@ -186,6 +186,7 @@ impl<G: Grain> GrainRef<G> {
         call.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
         call.one_way = one_way;
         call.trace = header.trace;
+        call.sender = header.sender;
         Ok(call)
     }
 }

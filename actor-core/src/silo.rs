@@ -198,6 +198,9 @@ pub struct EncodedCall {
     /// a valid [`TRACEPARENT`](crate::TRACEPARENT) entry, which is then
     /// the parent (an external caller's).
     pub trace: Option<TraceContext>,
+    /// The calling grain, when a grain made the call (also for one-way
+    /// calls, which carry no chain).
+    pub sender: Option<GrainId>,
 }
 
 impl EncodedCall {
@@ -218,6 +221,7 @@ impl EncodedCall {
             one_way: false,
             payload,
             trace: None,
+            sender: None,
         }
     }
 }
@@ -317,10 +321,12 @@ impl Silo {
         let trace = call
             .trace
             .or_else(|| crate::trace::external_parent(&call.context));
+        // The caller says who it is; a caller that does not (an older
+        // transport) is the innermost frame of its chain.
+        let sender = call
+            .sender
+            .or_else(|| chain.as_ref().map(|f| f.grain.clone()));
         let mut parts = Some((call.context, chain));
-        let sender = parts
-            .as_ref()
-            .and_then(|(_, c)| c.as_ref().map(|f| f.grain.clone()));
         let mut make_header = |method: &'static str| {
             let (context, chain) = parts.take().unwrap_or_default();
             CallHeader {
