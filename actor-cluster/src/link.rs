@@ -213,8 +213,13 @@ impl SiloLink for LinkService {
                     Ok(None) => break,
                     Err(status) => {
                         // Malformed, oversized or cut: this stream ends,
-                        // the silo serves on.
-                        tracing::warn!(error = %status, "closing a silo link stream after a bad frame");
+                        // the silo serves on. A bad frame is worth a
+                        // warning; a peer that went away is not.
+                        if bad_frame(&status) {
+                            tracing::warn!(error = %status, "closing a silo link stream after a bad frame");
+                        } else {
+                            tracing::debug!(error = %status, "a silo link stream ended");
+                        }
                         break;
                     }
                 }
@@ -346,6 +351,19 @@ impl Prober {
     pub fn forget(&self, endpoint: &str) {
         self.clients.remove(endpoint);
     }
+}
+
+/// Whether a stream error means the peer sent something unacceptable (an
+/// undecodable or oversized frame), rather than that the connection went
+/// away.
+fn bad_frame(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Internal
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::InvalidArgument
+            | tonic::Code::OutOfRange
+    )
 }
 
 fn handle_request(
@@ -754,6 +772,19 @@ fn complete(pending: &Pending, env: Envelope) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_undecodable_or_oversized_frames_count_as_bad() {
+        assert!(bad_frame(&Status::internal(
+            "failed to decode Protobuf message"
+        )));
+        assert!(bad_frame(&Status::resource_exhausted("message too large")));
+        assert!(!bad_frame(&Status::unknown(
+            "h2 protocol error: broken pipe"
+        )));
+        assert!(!bad_frame(&Status::cancelled("stream no longer needed")));
+        assert!(!bad_frame(&Status::unavailable("connection reset")));
+    }
 
     proptest! {
         /// Requests survive the trip through the protobuf envelope.
