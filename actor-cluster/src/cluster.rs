@@ -249,9 +249,22 @@ impl ClusterSilo {
             });
         let stats = StatsService::new(silo.clone(), serving.clone());
         let server = serve_member(service, directory.clone(), stats, listener);
-        set_own_status(&*table, &address, SiloStatus::Active, &clock).await?;
-
-        let snap = table.read_all().await?;
+        let joined = async {
+            set_own_status(&*table, &address, SiloStatus::Active, &clock).await?;
+            table.read_all().await
+        };
+        let snap = match joined.await {
+            Ok(snap) => snap,
+            Err(e) => {
+                // Release the endpoint and the silo: a retry (or another
+                // silo) may bind it again (the simulator found a restart
+                // that could not, the failed attempt still holding it).
+                server.abort();
+                serving.store(false, Ordering::SeqCst);
+                silo.halt();
+                return Err(e);
+            }
+        };
         router.set_view(
             snap.with_status(SiloStatus::Active)
                 .map(|e| e.silo.endpoint.clone())

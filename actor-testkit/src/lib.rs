@@ -64,12 +64,14 @@
 //! ```
 
 mod cluster;
+mod error;
 mod faults;
 mod network;
 mod oracle;
 pub mod sim;
 
-pub use cluster::{Result, TestCluster, TestClusterBuilder, TestClusterError};
+pub use cluster::{TestCluster, TestClusterBuilder};
+pub use error::{Result, TestClusterError};
 pub use faults::{FaultMode, FaultSwitch, FaultyMembership, FaultyStorage};
 pub use network::{LinkAction, LinkRule, Network, Transport};
 pub use oracle::{

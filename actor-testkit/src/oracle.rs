@@ -607,6 +607,70 @@ impl WriteHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Grains that move between silos one at a time (deactivated, or
+        /// their silo crashed, before the next activation) never trip the
+        /// strict oracle; one extra activation on another live silo always
+        /// does.
+        #[test]
+        fn the_oracle_flags_exactly_the_overlaps(
+            moves in proptest::collection::vec((0u8..4, 0u8..3, any::<bool>()), 1..60),
+            dup_grain in 0u8..4, dup_silo in 0u8..3,
+        ) {
+            let o = ActivationOracle::strict();
+            let mut live: HashMap<u8, u8> = HashMap::new();
+            for (grain, silo, crash) in moves {
+                if let Some(old) = live.remove(&grain) {
+                    if crash {
+                        o.crashed(&format!("s{old}"));
+                        live.retain(|_, s| *s != old);
+                        o.started(&format!("s{old}"));
+                    } else {
+                        o.deactivated(format!("g{grain}"), &format!("s{old}"));
+                    }
+                }
+                o.activated(format!("g{grain}"), &format!("s{silo}"));
+                live.insert(grain, silo);
+            }
+            prop_assert_eq!(o.check(), Ok(()));
+            let other = live.get(&dup_grain).copied();
+            o.activated(format!("g{dup_grain}"), &format!("s{dup_silo}"));
+            // A second activation while one is live anywhere (even on the
+            // same silo) is a violation; otherwise it is a plain activation.
+            prop_assert_eq!(o.check().is_err(), other.is_some());
+        }
+
+        /// Calls observed exactly once pass whatever their outcome; one
+        /// more observation of any call is always caught.
+        #[test]
+        fn the_history_flags_every_second_run(
+            outcomes in proptest::collection::vec(0u8..3, 1..40), twice in any::<prop::sample::Index>(),
+        ) {
+            let h = CallHistory::new();
+            let mut ops = Vec::new();
+            for (i, outcome) in outcomes.iter().enumerate() {
+                let op = h.invoke(format!("g{}", i % 3));
+                let outcome = match outcome {
+                    0 => CallOutcome::Ok,
+                    1 => CallOutcome::Unknown,
+                    _ => CallOutcome::Failed,
+                };
+                if outcome != CallOutcome::Failed {
+                    h.observe(format!("g{}", i % 3), op);
+                    ops.push((op, i % 3));
+                }
+                h.complete(op, outcome);
+            }
+            prop_assert_eq!(h.check(), Ok(()));
+            if !ops.is_empty() {
+                let (op, g) = ops[twice.index(ops.len())];
+                h.observe(format!("g{g}"), op);
+                prop_assert!(h.check().is_err());
+            }
+        }
+    }
 
     #[test]
     fn the_activation_oracle_catches_an_overlap() {
