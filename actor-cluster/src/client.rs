@@ -145,14 +145,21 @@ impl ClientRouter {
         // Start at a gateway chosen by the grain, so load spreads.
         let start = (crate::router::stable_hash(call.target.to_string().as_bytes()) as usize)
             % gateways.len().max(1);
+        let mut call = call;
         for i in 0..gateways.len() {
             let g = &gateways[(start + i) % gateways.len()];
-            // Only a gateway that could not be reached is skipped: the call
-            // provably never left, so trying the next one cannot run it twice.
+            // Only a call that provably did not run moves on to the next
+            // gateway (so none runs twice): the gateway could not be
+            // reached, its link was down before the call was sent, or it
+            // has stopped serving and said so ("not here").
             let Some(link) = self.link(g).await else {
                 continue;
             };
-            return link.call(call).await;
+            match link.try_call(call.clone()).await {
+                Err(unsent) => call = unsent,
+                Ok(Err(actor_core::Error::NotHere { .. })) => {}
+                Ok(outcome) => return outcome,
+            }
         }
         Err(actor_core::Error::SiloUnavailable {
             silo: format!("no gateway of {gateways:?} answered"),

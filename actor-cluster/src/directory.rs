@@ -591,18 +591,24 @@ impl Directory {
                     Some(link) => {
                         let mut attempt = call.clone();
                         attempt.timeout = left;
-                        match link.call(attempt).await {
-                            Err(actor_core::Error::NotHere { .. }) => {
+                        match link.try_call(attempt).await {
+                            Err(_unsent) => {
+                                // The link went down before the call was
+                                // sent: it did not run, route it again.
+                                self.cache.remove_if(&call.target, |_, a| *a == addr);
+                                last = format!("{} {UNREACHABLE}", addr.silo);
+                            }
+                            Ok(Err(actor_core::Error::NotHere { .. })) => {
                                 self.cache.remove_if(&call.target, |_, a| *a == addr);
                                 last = format!("not hosted on {}", addr.silo);
                                 stale = Some(addr);
                                 continue;
                             }
-                            Err(actor_core::Error::SiloUnavailable { silo }) => {
+                            Ok(Err(actor_core::Error::SiloUnavailable { silo })) => {
                                 self.cache.remove_if(&call.target, |_, a| *a == addr);
                                 return Err(actor_core::Error::SiloUnavailable { silo });
                             }
-                            other => return other,
+                            Ok(other) => return other,
                         }
                     }
                 },

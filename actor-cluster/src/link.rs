@@ -202,8 +202,13 @@ impl SiloLink for LinkService {
                 match inbound.message().await {
                     Ok(Some(batch)) => {
                         if !serving.load(Ordering::SeqCst) {
-                            // Declared dead: answer nothing more; the
-                            // callers' links fail their calls.
+                            // Declared dead (or leaving): run nothing more.
+                            // Say so per call, definitively: a call told
+                            // "not here" provably did not run, so its
+                            // caller may route it again elsewhere.
+                            for env in batch.envelopes {
+                                refuse_request(&silo, env, &tx);
+                            }
                             break;
                         }
                         for env in batch.envelopes {
@@ -364,6 +369,21 @@ fn bad_frame(status: &Status) -> bool {
             | tonic::Code::InvalidArgument
             | tonic::Code::OutOfRange
     )
+}
+
+/// Answers a request this silo will not run with `NotHere`.
+fn refuse_request(silo: &Silo, env: Envelope, replies: &mpsc::Sender<Envelope>) {
+    if env.kind() != Kind::Request {
+        return;
+    }
+    let error = match actor_core::codec::decode::<GrainId>(&env.target) {
+        Ok(grain) => actor_core::Error::NotHere {
+            grain,
+            silo: silo.name().to_owned(),
+        },
+        Err(e) => e,
+    };
+    let _ = replies.try_send(error_envelope(env.call_id, &error));
 }
 
 fn handle_request(
@@ -713,16 +733,36 @@ impl Link {
     /// Sends a call and waits for its encoded reply (an empty reply for a
     /// one-way call, once it is queued on the stream).
     pub async fn call(&self, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
+        match self.try_call(call).await {
+            Ok(outcome) => outcome,
+            Err(_unsent) => Err(actor_core::Error::SiloUnavailable {
+                silo: self.endpoint.clone(),
+            }),
+        }
+    }
+
+    /// Like [`call`](Link::call), but a call that was never sent (the link
+    /// was already down) comes back as `Err(call)`, so the caller knows it
+    /// did not run and may send it elsewhere.
+    pub async fn try_call(
+        &self,
+        call: EncodedCall,
+    ) -> std::result::Result<actor_core::Result<Vec<u8>>, EncodedCall> {
         let unavailable = || actor_core::Error::SiloUnavailable {
             silo: self.endpoint.clone(),
         };
         if !self.is_alive() {
-            return Err(unavailable());
+            return Err(call);
         }
-        let env = encode_request(&call)?;
+        let env = match encode_request(&call) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(e)),
+        };
         if call.one_way {
-            self.out.send(env).await.map_err(|_| unavailable())?;
-            return Ok(Vec::new());
+            return match self.out.send(env).await {
+                Ok(()) => Ok(Ok(Vec::new())),
+                Err(_) => Err(call),
+            };
         }
         let (tx, rx) = oneshot::channel();
         self.pending.insert(call.call_id.0, tx);
@@ -730,13 +770,13 @@ impl Link {
             // Failed (`fail_pending`) between the check above and the
             // insert: nothing was sent.
             self.pending.remove(&call.call_id.0);
-            return Err(unavailable());
+            return Err(call);
         }
         if self.out.send(env).await.is_err() {
             self.pending.remove(&call.call_id.0);
-            return Err(unavailable());
+            return Err(call);
         }
-        match tokio::time::timeout(call.timeout, rx).await {
+        Ok(match tokio::time::timeout(call.timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(unavailable()),
             Err(_) => {
@@ -747,7 +787,7 @@ impl Link {
                     timeout: call.timeout,
                 })
             }
-        }
+        })
     }
 }
 
