@@ -689,7 +689,7 @@ impl Directory {
         // A partition moved if its owner changed, or restarted on the same
         // endpoint (a new generation has an empty partition).
         let new_generations = self.view.read().generations.clone();
-        let moved: Vec<(GrainId, u64, String)> = self
+        let mut moved: Vec<(GrainId, u64, String)> = self
             .hosted
             .iter()
             .filter_map(|e| {
@@ -703,6 +703,9 @@ impl Directory {
         if moved.is_empty() {
             return;
         }
+        // Claims go out in grain order, not hash order: a simulated run
+        // must replay.
+        moved.sort_unstable();
         let until = tokio::time::Instant::now() + patience;
         let lost: HashSet<GrainId> = futures::stream::iter(moved)
             .map(|(id, act, owner)| async move {
@@ -747,7 +750,11 @@ impl Directory {
             return;
         };
         let _gate = self.gate.write().await;
-        let released = std::mem::take(&mut *self.released.lock());
+        // In grain order, not hash order: a simulated run must replay.
+        let mut released: Vec<(GrainId, u64)> = std::mem::take(&mut *self.released.lock())
+            .into_iter()
+            .collect();
+        released.sort_unstable();
         let mut remote = Vec::new();
         {
             let v = self.view.read();
@@ -797,12 +804,13 @@ impl Directory {
             .buffer_unordered(64)
             .collect::<Vec<()>>()
             .await;
-        let idle: Vec<(GrainId, u64)> = self
+        let mut idle: Vec<(GrainId, u64)> = self
             .hosted
             .iter()
             .filter(|e| !silo.is_active(e.key()))
             .map(|e| (e.key().clone(), *e.value()))
             .collect();
+        idle.sort_unstable();
         let mut released = self.released.lock();
         for (id, act) in idle {
             self.hosted.remove(&id);

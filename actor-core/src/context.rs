@@ -27,16 +27,30 @@ use crate::{Grain, GrainOptions};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CallId(pub u64);
 
+thread_local! {
+    // This thread's block of call ids: (next, end).
+    static NEXT_CALL_ID: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Restarts this thread's call ids at a fixed value, for a simulator that
+/// runs a whole cluster on one thread and must replay it exactly (ids are
+/// varints on the wire: their size changes frame sizes, and so timing).
+/// The ids come from a range the process-wide blocks never reach, so they
+/// stay unique unless two simulations on different threads call each
+/// other.
+pub fn restart_call_ids_on_this_thread() {
+    const SIMULATED: u64 = 1 << 62;
+    NEXT_CALL_ID.with(|n| n.set((SIMULATED, SIMULATED + (1 << 40))));
+}
+
 impl CallId {
     /// A fresh id, unique in this process.
     pub(crate) fn next() -> CallId {
-        use std::cell::Cell;
         use std::sync::atomic::{AtomicU64, Ordering};
         // Each thread takes blocks of 2^20 ids from a global counter: no
         // shared atomic on the call path.
         static BLOCKS: AtomicU64 = AtomicU64::new(1);
-        thread_local!(static NEXT: Cell<(u64, u64)> = const { Cell::new((0, 0)) });
-        NEXT.with(|n| {
+        NEXT_CALL_ID.with(|n| {
             let (mut next, mut end) = n.get();
             if next == end {
                 next = BLOCKS.fetch_add(1, Ordering::Relaxed) << 20;

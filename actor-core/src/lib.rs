@@ -179,6 +179,7 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::context::restart_call_ids_on_this_thread;
     pub use crate::invoke::{Call, CallHeader, ExclusiveCall, Invoke, OnEnd, SharedCall};
     pub use serde;
 }

@@ -617,6 +617,8 @@ fn silo_name(i: usize) -> String {
 
 /// Runs one simulation.
 pub fn run(config: &SimConfig) -> SimReport {
+    // Ids from the run, not from whatever ran on this thread before.
+    actor_core::__private::restart_call_ids_on_this_thread();
     let oracle = ActivationOracle::strict();
     let history = CallHistory::new();
     let writes = WriteHistory::new();
