@@ -301,8 +301,16 @@ impl<G: Grain> Activation<G> {
     /// The next thing the drain task does. On `Idle` the grain has been
     /// put back and the task must exit; on `Linger` the mailbox is empty
     /// but the task keeps the grain for one more look.
-    fn next_step(&self, grain: &mut Option<G>, linger: bool) -> Step<G> {
+    ///
+    /// `done` is the exclusive turn that just ended (taken off the running
+    /// set under the same lock).
+    fn next_step(&self, grain: &mut Option<G>, linger: bool, done: Option<CallId>) -> Step<G> {
         let mut inner = self.inner.lock();
+        if let Some(call) = done
+            && let Some(at) = inner.running.iter().position(|r| r.call == call)
+        {
+            inner.running.swap_remove(at);
+        }
         let now = Instant::now();
         loop {
             if inner.running.is_empty() {
@@ -345,15 +353,15 @@ impl<G: Grain> Activation<G> {
                 access,
             });
             return match access {
-                Access::Exclusive => Step::Exclusive(req),
-                Access::Shared(_) => Step::Shared(req),
+                Access::Exclusive => Step::Exclusive(req, now),
+                Access::Shared(_) => Step::Shared(req, now),
             };
         }
     }
 
     /// Admits every queued call that may interleave with the running
     /// shared turns. Registers `waker` when nothing more can start.
-    fn admit_shared(&self, out: &mut Vec<Req<G>>, waker: &Waker) {
+    fn admit_shared(&self, out: &mut Vec<(Req<G>, Instant)>, waker: &Waker) {
         let mut inner = self.inner.lock();
         if inner.deactivate.is_some() {
             return;
@@ -400,7 +408,7 @@ impl<G: Grain> Activation<G> {
                 call: req.header().call_id,
                 access: req.access(),
             });
-            out.push(req);
+            out.push((req, now));
         }
         let slot = &mut inner.extra().waker;
         match slot {
@@ -470,8 +478,9 @@ fn admissible(
 enum Step<G: Grain> {
     Idle,
     Linger,
-    Exclusive(Req<G>),
-    Shared(Req<G>),
+    /// A turn to run, with the time it was taken off the queue.
+    Exclusive(Req<G>, Instant),
+    Shared(Req<G>, Instant),
     Deactivate(DeactivationReason),
 }
 
@@ -522,8 +531,9 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
     // sequential case) then finds the task still there, which saves a task
     // spawn per call. An idle activation still holds no task.
     let mut linger = false;
+    let mut done = None;
     loop {
-        let step = act.next_step(&mut grain, linger);
+        let step = act.next_step(&mut grain, linger, done.take());
         linger = false;
         match step {
             Step::Idle => return,
@@ -531,19 +541,20 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
                 yield_once().await;
                 continue;
             }
-            Step::Exclusive(req) => {
+            Step::Exclusive(req, started) => {
                 let g = grain.as_mut().expect("the drain task owns the grain");
                 let call = req.header().call_id;
-                let end = run_turn(&ctx, req, GrainAccess::Exclusive(g)).await;
-                act.turn_done(call);
+                let end = run_turn(&ctx, req, GrainAccess::Exclusive(g), started).await;
                 linger = true;
                 if let Some(msg) = end.and_then(|e| e.panic) {
+                    act.turn_done(call);
                     return drop_after_panic(&ctx, grain, msg);
                 }
+                done = Some(call);
             }
-            Step::Shared(first) => {
+            Step::Shared(first, started) => {
                 let g = grain.as_ref().expect("the drain task owns the grain");
-                if let Some(msg) = Box::pin(interleave(&ctx, g, first)).await {
+                if let Some(msg) = Box::pin(interleave(&ctx, g, first, started)).await {
                     return drop_after_panic(&ctx, grain, msg);
                 }
                 linger = true;
@@ -653,6 +664,7 @@ async fn run_turn<'a, G: Grain>(
     ctx: &'a GrainContext<G>,
     mut req: Req<G>,
     grain: GrainAccess<'a, G>,
+    started: Instant,
 ) -> Option<TurnEnd> {
     let act = &ctx.activation;
     let silo = &ctx.silo;
@@ -662,7 +674,7 @@ async fn run_turn<'a, G: Grain>(
     let chain = h.chain.take();
     let sender = h.sender.take();
     let call_id = h.call_id;
-    let parent = std::mem::replace(&mut h.span, tracing::Span::none());
+    let parent = h.span.take();
     let parent_span = h.trace.map(|p| p.span_id);
     let trace = match &h.trace {
         Some(p) => p.child(),
@@ -691,32 +703,16 @@ async fn run_turn<'a, G: Grain>(
             }
         }
     }
-    let span = tracing::info_span!(
-        parent: &parent,
-        "grain_call",
-        grain.type = %act.id.grain_type,
-        grain.key = %act.id.key,
-        method,
-        caller = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-        parent_id = tracing::field::Empty,
-    );
-    if !span.is_disabled() {
-        if let Some(caller) = &sender {
-            span.record("caller", tracing::field::display(caller));
-        }
-        span.record("trace_id", tracing::field::display(trace.trace_id));
-        span.record("span_id", tracing::field::display(trace.span_id));
-        if let Some(parent) = parent_span {
-            span.record("parent_id", tracing::field::display(parent));
-        }
-    }
+    // Without any tracing dispatcher (not even a scoped one) the caller
+    // captured no span and there is none to make: skip the macro, which
+    // would still build a disabled span and log through it.
+    let span = parent
+        .as_ref()
+        .map(|p| turn_span(&act.id, method, p, sender.as_ref(), trace, parent_span));
     let scope = CallScope {
         context: std::cell::RefCell::new(context),
         turn: Some(TurnInfo::new(act.id.clone(), call_id, chain, trace)),
     };
-    let started = Instant::now();
     let empty = RequestContext::new();
     let on_end = |error: bool| {
         let elapsed = started.elapsed();
@@ -740,11 +736,48 @@ async fn run_turn<'a, G: Grain>(
         GrainAccess::Exclusive(g) => req.run_exclusive(g, ctx, on_end),
         GrainAccess::Shared(g) => req.run_shared(g, ctx, on_end),
     };
-    let end = SCOPE.scope(scope, turn).instrument(span).await;
+    let turn = SCOPE.scope(scope, turn);
+    let end = match span {
+        None => turn.await,
+        Some(span) => turn.instrument(span).await,
+    };
     if let Some(p) = &end.panic {
         tracing::error!(grain = %act.id, method, panic = %p, "grain handler panicked; dropping the activation");
     }
     Some(end)
+}
+
+/// The `grain_call` span of a turn, a child of the caller's span.
+fn turn_span(
+    grain: &GrainId,
+    method: &'static str,
+    parent: &tracing::Span,
+    sender: Option<&GrainId>,
+    trace: crate::trace::TraceContext,
+    parent_span: Option<crate::trace::SpanId>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: parent,
+        "grain_call",
+        grain.type = %grain.grain_type,
+        grain.key = %grain.key,
+        method,
+        caller = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_id = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        if let Some(caller) = sender {
+            span.record("caller", tracing::field::display(caller));
+        }
+        span.record("trace_id", tracing::field::display(trace.trace_id));
+        span.record("span_id", tracing::field::display(trace.span_id));
+        if let Some(parent) = parent_span {
+            span.record("parent_id", tracing::field::display(parent));
+        }
+    }
+    span
 }
 
 use crate::context::RequestContext;
@@ -752,26 +785,31 @@ use crate::context::RequestContext;
 /// Runs shared turns side by side on this task, admitting compatible calls
 /// as they arrive, until none is left running. Returns a panic message if
 /// one of them panicked (no more calls are admitted after that).
-async fn interleave<G: Grain>(ctx: &GrainContext<G>, grain: &G, first: Req<G>) -> Option<String> {
+async fn interleave<G: Grain>(
+    ctx: &GrainContext<G>,
+    grain: &G,
+    first: Req<G>,
+    started: Instant,
+) -> Option<String> {
     let act = &ctx.activation;
     let mut set: FuturesUnordered<BoxFuture<'_, Option<TurnEnd>>> = FuturesUnordered::new();
-    let start = |req: Req<G>| -> BoxFuture<'_, Option<TurnEnd>> {
+    let start = |req: Req<G>, started: Instant| -> BoxFuture<'_, Option<TurnEnd>> {
         let call = req.header().call_id;
         Box::pin(async move {
-            let end = run_turn(ctx, req, GrainAccess::Shared(grain)).await;
+            let end = run_turn(ctx, req, GrainAccess::Shared(grain), started).await;
             act.turn_done(call);
             end
         })
     };
-    set.push(start(first));
+    set.push(start(first, started));
     let mut panic: Option<String> = None;
     let mut admitted = Vec::new();
     poll_fn(|cx| {
         loop {
             if panic.is_none() {
                 act.admit_shared(&mut admitted, cx.waker());
-                for req in admitted.drain(..) {
-                    set.push(start(req));
+                for (req, started) in admitted.drain(..) {
+                    set.push(start(req, started));
                 }
             }
             match set.poll_next_unpin(cx) {

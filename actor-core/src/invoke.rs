@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
+use stackfuture::StackFuture;
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
@@ -33,7 +33,9 @@ pub struct CallHeader {
     pub(crate) chain: Option<Arc<ChainFrame>>,
     pub(crate) context: RequestContext,
     pub(crate) sender: Option<GrainId>,
-    pub(crate) span: tracing::Span,
+    /// The caller's `tracing` span; `None` when no tracing dispatcher
+    /// exists (nothing to parent).
+    pub(crate) span: Option<tracing::Span>,
     pub(crate) timer: bool,
     /// The caller's span (W3C trace context), the parent of this call's
     /// turn; `None` starts a new trace.
@@ -99,6 +101,14 @@ pub struct TurnEnd {
 #[doc(hidden)]
 pub type OnEnd<'a> = &'a (dyn Fn(bool) + Sync);
 
+/// Bytes a turn's future may take to run without a heap allocation of its
+/// own (held inside the activation's drain task); a larger one is boxed.
+const TURN_INLINE: usize = 256;
+
+/// The future of one turn: the handler, its panic guard and its reply.
+#[doc(hidden)]
+pub(crate) type TurnFuture<'a> = StackFuture<'a, TurnEnd, TURN_INLINE>;
+
 /// A queued call, type-erased over its message.
 #[doc(hidden)]
 pub trait Invoke<G: Grain>: Send {
@@ -114,14 +124,14 @@ pub trait Invoke<G: Grain>: Send {
         grain: &'a mut G,
         ctx: &'a GrainContext<G>,
         on_end: OnEnd<'a>,
-    ) -> BoxFuture<'a, TurnEnd>;
+    ) -> TurnFuture<'a>;
     #[doc(hidden)]
     fn run_shared<'a>(
         self: Box<Self>,
         grain: &'a G,
         ctx: &'a GrainContext<G>,
         on_end: OnEnd<'a>,
-    ) -> BoxFuture<'a, TurnEnd>;
+    ) -> TurnFuture<'a>;
     #[doc(hidden)]
     fn fail(self: Box<Self>, error: Error);
     /// Sends the call on through `router` (its grain lives elsewhere now)
@@ -227,9 +237,9 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
         grain: &'a mut G,
         ctx: &'a GrainContext<G>,
         on_end: OnEnd<'a>,
-    ) -> BoxFuture<'a, TurnEnd> {
+    ) -> TurnFuture<'a> {
         let Call { msg, reply, .. } = self.0;
-        Box::pin(finish::<M>(
+        StackFuture::from_or_box(finish::<M>(
             Handler::handle(grain, msg, ctx),
             reply,
             &ctx.activation.id,
@@ -241,7 +251,7 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
         _: &'a G,
         ctx: &'a GrainContext<G>,
         on_end: OnEnd<'a>,
-    ) -> BoxFuture<'a, TurnEnd> {
+    ) -> TurnFuture<'a> {
         on_end(true);
         // The scheduler never runs an exclusive call as a shared turn.
         let grain = ctx.activation.id.clone();
@@ -253,7 +263,7 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
                 message: "internal: exclusive call scheduled as shared".to_owned(),
             },
         );
-        Box::pin(async { TurnEnd { panic: None } })
+        StackFuture::from(async { TurnEnd { panic: None } })
     }
     fn fail(self: Box<Self>, error: Error) {
         self.0.reply.send(Err(error));
@@ -278,7 +288,7 @@ impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
         grain: &'a mut G,
         ctx: &'a GrainContext<G>,
         on_end: OnEnd<'a>,
-    ) -> BoxFuture<'a, TurnEnd> {
+    ) -> TurnFuture<'a> {
         self.run_shared(grain, ctx, on_end)
     }
     fn run_shared<'a>(
@@ -286,9 +296,9 @@ impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
         grain: &'a G,
         ctx: &'a GrainContext<G>,
         on_end: OnEnd<'a>,
-    ) -> BoxFuture<'a, TurnEnd> {
+    ) -> TurnFuture<'a> {
         let Call { msg, reply, .. } = self.0;
-        Box::pin(finish::<M>(
+        StackFuture::from_or_box(finish::<M>(
             SharedHandler::handle(grain, msg, ctx),
             reply,
             &ctx.activation.id,

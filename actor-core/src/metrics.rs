@@ -2,15 +2,47 @@
 //! activations and mailbox depth per grain type. Plain atomics, read by
 //! [`Silo::metrics`](crate::Silo::metrics) into a serializable snapshot
 //! (what the dashboard and exporters read).
+//!
+//! The counters a call touches are sharded by thread (each shard on its
+//! own cache line), so that workers running turns side by side do not
+//! fight over one cache line; a snapshot sums the shards. A turn finds its
+//! method's counters by a lock-free scan of a short append-only list, not
+//! a hash lookup.
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 const BUCKETS: usize = 40;
+
+/// Shards per counter: enough for the workers of a typical runtime.
+/// Threads beyond that share shards (the counters stay atomic).
+const SHARDS: usize = 8;
+
+/// This thread's shard.
+fn shard() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SHARD.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Relaxed) % SHARDS;
+            s.set(i);
+        }
+        i
+    })
+}
+
+/// A value alone on its cache line (two lines: adjacent-line prefetch).
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded<T>(T);
 
 /// A latency histogram with power-of-two nanosecond buckets: bucket `i`
 /// counts durations in `[2^i, 2^(i+1))` ns (the last one is open-ended).
@@ -34,37 +66,95 @@ impl Histogram {
         self.sum_ns.fetch_add(ns, Relaxed);
     }
 
-    fn snapshot(&self) -> LatencySnapshot {
-        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
-        LatencySnapshot {
-            count: buckets.iter().sum(),
-            sum_ns: self.sum_ns.load(Relaxed),
-            buckets,
+    fn add_to(&self, out: &mut LatencySnapshot) {
+        for (o, b) in out.buckets.iter_mut().zip(&self.buckets) {
+            *o += b.load(Relaxed);
         }
+        out.sum_ns += self.sum_ns.load(Relaxed);
     }
 }
 
-/// Calls, errors and latency of one method of one grain type.
-pub(crate) struct MethodMetrics {
+struct MethodShard {
     calls: AtomicU64,
     errors: AtomicU64,
     latency: Histogram,
 }
 
+/// Calls, errors and latency of one method of one grain type.
+pub(crate) struct MethodMetrics {
+    shards: Box<[Padded<MethodShard>]>,
+}
+
 impl MethodMetrics {
-    pub(crate) fn record(&self, elapsed: Duration, error: bool) {
-        self.calls.fetch_add(1, Relaxed);
-        if error {
-            self.errors.fetch_add(1, Relaxed);
+    fn new() -> Self {
+        MethodMetrics {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Padded(MethodShard {
+                        calls: AtomicU64::new(0),
+                        errors: AtomicU64::new(0),
+                        latency: Histogram::new(),
+                    })
+                })
+                .collect(),
         }
-        self.latency.record(elapsed);
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration, error: bool) {
+        let s = &self.shards[shard()].0;
+        s.calls.fetch_add(1, Relaxed);
+        if error {
+            s.errors.fetch_add(1, Relaxed);
+        }
+        s.latency.record(elapsed);
     }
 
     /// A call that failed without running (deadlock, timeout in queue,
     /// rejected, failed activation).
     pub(crate) fn record_error(&self) {
-        self.calls.fetch_add(1, Relaxed);
-        self.errors.fetch_add(1, Relaxed);
+        let s = &self.shards[shard()].0;
+        s.calls.fetch_add(1, Relaxed);
+        s.errors.fetch_add(1, Relaxed);
+    }
+
+    fn snapshot(&self, method: &str) -> MethodStats {
+        let mut latency = LatencySnapshot {
+            count: 0,
+            sum_ns: 0,
+            buckets: vec![0; BUCKETS],
+        };
+        let (mut calls, mut errors) = (0, 0);
+        for s in self.shards.iter() {
+            calls += s.0.calls.load(Relaxed);
+            errors += s.0.errors.load(Relaxed);
+            s.0.latency.add_to(&mut latency);
+        }
+        latency.count = latency.buckets.iter().sum();
+        MethodStats {
+            method: method.to_owned(),
+            calls,
+            errors,
+            latency,
+        }
+    }
+}
+
+/// Methods per block of the append-only method list.
+const BLOCK: usize = 16;
+
+/// An append-only list of methods' counters, read without locks: a block
+/// of write-once slots, then the next block once this one is full.
+struct MethodBlock {
+    slots: [OnceLock<(&'static str, MethodMetrics)>; BLOCK],
+    next: OnceLock<Box<MethodBlock>>,
+}
+
+impl MethodBlock {
+    fn new() -> Self {
+        MethodBlock {
+            slots: std::array::from_fn(|_| OnceLock::new()),
+            next: OnceLock::new(),
+        }
     }
 }
 
@@ -75,8 +165,8 @@ pub(crate) struct TypeMetrics {
     activated: AtomicU64,
     deactivated: AtomicU64,
     activation_failures: AtomicU64,
-    mailbox: AtomicI64,
-    methods: DashMap<&'static str, Arc<MethodMetrics>, foldhash::fast::RandomState>,
+    mailbox: Box<[Padded<AtomicI64>]>,
+    methods: MethodBlock,
 }
 
 impl TypeMetrics {
@@ -87,25 +177,39 @@ impl TypeMetrics {
             activated: AtomicU64::new(0),
             deactivated: AtomicU64::new(0),
             activation_failures: AtomicU64::new(0),
-            mailbox: AtomicI64::new(0),
-            methods: DashMap::default(),
+            mailbox: (0..SHARDS).map(|_| Padded::default()).collect(),
+            methods: MethodBlock::new(),
         }
     }
 
-    pub(crate) fn method(&self, name: &'static str) -> Arc<MethodMetrics> {
-        if let Some(m) = self.methods.get(name) {
-            return m.clone();
+    /// The counters of method `name`, created on its first call.
+    pub(crate) fn method(&self, name: &'static str) -> &MethodMetrics {
+        let mut block = &self.methods;
+        loop {
+            for slot in &block.slots {
+                // A slot someone else fills first is read again: the same
+                // name is never in two slots.
+                let (n, m) = match slot.get() {
+                    Some(e) => e,
+                    None => slot.get_or_init(|| (name, MethodMetrics::new())),
+                };
+                // Names are `&'static str`s, mostly the same literal.
+                if std::ptr::eq(*n, name) || *n == name {
+                    return m;
+                }
+            }
+            block = block.next.get_or_init(|| Box::new(MethodBlock::new()));
         }
-        self.methods
-            .entry(name)
-            .or_insert_with(|| {
-                Arc::new(MethodMetrics {
-                    calls: AtomicU64::new(0),
-                    errors: AtomicU64::new(0),
-                    latency: Histogram::new(),
-                })
-            })
-            .clone()
+    }
+
+    fn methods(&self) -> impl Iterator<Item = &(&'static str, MethodMetrics)> {
+        let mut block = Some(&self.methods);
+        std::iter::from_fn(move || {
+            let b = block?;
+            block = b.next.get().map(|n| &**n);
+            Some(b.slots.iter().filter_map(OnceLock::get))
+        })
+        .flatten()
     }
 
     pub(crate) fn activated(&self) {
@@ -123,28 +227,20 @@ impl TypeMetrics {
     }
 
     pub(crate) fn queued(&self, delta: i64) {
-        self.mailbox.fetch_add(delta, Relaxed);
+        self.mailbox[shard()].0.fetch_add(delta, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> GrainTypeStats {
-        let mut methods: Vec<MethodStats> = self
-            .methods
-            .iter()
-            .map(|e| MethodStats {
-                method: e.key().to_string(),
-                calls: e.calls.load(Relaxed),
-                errors: e.errors.load(Relaxed),
-                latency: e.latency.snapshot(),
-            })
-            .collect();
+        let mut methods: Vec<MethodStats> = self.methods().map(|(n, m)| m.snapshot(n)).collect();
         methods.sort_by(|a, b| a.method.cmp(&b.method));
+        let mailbox: i64 = self.mailbox.iter().map(|m| m.0.load(Relaxed)).sum();
         GrainTypeStats {
             grain_type: self.name.to_owned(),
             activations: self.activations.load(Relaxed).max(0) as u64,
             activated_total: self.activated.load(Relaxed),
             deactivated_total: self.deactivated.load(Relaxed),
             activation_failures: self.activation_failures.load(Relaxed),
-            mailbox_depth: self.mailbox.load(Relaxed).max(0) as u64,
+            mailbox_depth: mailbox.max(0) as u64,
             methods,
         }
     }
@@ -269,7 +365,9 @@ mod tests {
         fn quantile_bounds_the_true_quantile(mut ns in proptest::collection::vec(1u64..10_000_000_000, 1..200), q in 0.0f64..=1.0) {
             let h = Histogram::new();
             for n in &ns { h.record(Duration::from_nanos(*n)); }
-            let s = h.snapshot();
+            let mut s = LatencySnapshot { count: 0, sum_ns: 0, buckets: vec![0; BUCKETS] };
+            h.add_to(&mut s);
+            s.count = s.buckets.iter().sum();
             prop_assert_eq!(s.count, ns.len() as u64);
             ns.sort();
             let rank = ((q * ns.len() as f64).ceil() as usize).max(1);

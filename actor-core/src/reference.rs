@@ -4,11 +4,13 @@
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::oneshot;
 
+use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::grain::Grain;
 use crate::id::GrainId;
@@ -28,6 +30,10 @@ pub struct GrainRef<G: Grain> {
     id: GrainId,
     silo: Silo,
     timeout: Option<Duration>,
+    /// The activation on this silo that the first local call reached:
+    /// later calls queue on it directly (no table lookup) while it lives.
+    /// Once it is dead they take the full path again (see `Silo::send`).
+    local: OnceLock<Arc<Activation<G>>>,
     _g: PhantomData<fn() -> G>,
 }
 
@@ -37,8 +43,16 @@ impl<G: Grain> GrainRef<G> {
             id,
             silo,
             timeout: None,
+            local: OnceLock::new(),
             _g: PhantomData,
         }
+    }
+
+    /// The activation this reference reached, if any and still alive: a
+    /// call to it stays on this silo whatever a router would decide for a
+    /// new activation.
+    fn live_local(&self) -> Option<&Arc<Activation<G>>> {
+        self.local.get().filter(|a| !a.is_dead())
     }
 
     /// The grain's id.
@@ -69,7 +83,7 @@ impl<G: Grain> GrainRef<G> {
             .silo
             .outgoing_header(&self.id, M::NAME, timeout, false)?;
         let deadline = header.deadline;
-        if let Some(router) = self.silo.remote_route(&self.id) {
+        if let Some(router) = self.route() {
             let call = self.encode(&msg, header, false)?;
             let reply = match tokio::time::timeout_at(deadline, router.invoke(call)).await {
                 Ok(reply) => reply?,
@@ -83,13 +97,14 @@ impl<G: Grain> GrainRef<G> {
             };
             return self.silo.decode(&reply);
         }
-        self.silo.send::<G>(
+        self.silo.send_via::<G>(
             &self.id,
             G::invocation(Call {
                 header,
                 msg,
                 reply: ReplyTo::Local(tx),
             }),
+            Some(&self.local),
         )?;
         let mut rx = rx;
         // Most local replies come back within one round of the scheduler
@@ -123,7 +138,7 @@ impl<G: Grain> GrainRef<G> {
         let header = self
             .silo
             .outgoing_header(&self.id, M::NAME, timeout, true)?;
-        if let Some(router) = self.silo.remote_route(&self.id) {
+        if let Some(router) = self.route() {
             let call = self.encode(&msg, header, true)?;
             let id = self.id.clone();
             let sent = router.invoke(call);
@@ -134,14 +149,25 @@ impl<G: Grain> GrainRef<G> {
             });
             return Ok(());
         }
-        self.silo.send::<G>(
+        self.silo.send_via::<G>(
             &self.id,
             G::invocation(Call {
                 header,
                 msg,
                 reply: ReplyTo::None,
             }),
+            Some(&self.local),
         )
+    }
+
+    /// The router to send a call through, unless the grain is (or is to
+    /// be) active on this silo.
+    fn route(&self) -> Option<&Arc<dyn crate::router::Router>> {
+        if self.silo.has_router() && self.live_local().is_none() {
+            self.silo.remote_route(&self.id)
+        } else {
+            None
+        }
     }
 }
 
@@ -197,6 +223,7 @@ impl<G: Grain> Clone for GrainRef<G> {
             id: self.id.clone(),
             silo: self.silo.clone(),
             timeout: self.timeout,
+            local: self.local.clone(),
             _g: PhantomData,
         }
     }

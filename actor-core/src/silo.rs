@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use dashmap::DashMap;
 use serde::de::DeserializeOwned;
@@ -32,6 +32,10 @@ use crate::worker::WorkerPool;
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a one-way call may wait in queues: in effect, forever.
 pub(crate) const ONE_WAY_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+
+/// The deadline of every one-way call made on a silo: this long after the
+/// silo started (no clock read per one-way call).
+const ONE_WAY_HORIZON: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Default idle age after which an activation is collected (as Orleans).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -129,6 +133,8 @@ pub(crate) struct SiloInner {
     stopping: AtomicBool,
     /// No calls at all.
     stopped: AtomicBool,
+    /// The deadline of one-way calls (see `ONE_WAY_HORIZON`).
+    one_way_deadline: Instant,
 }
 
 /// A running silo. Cheap to clone (a handle); the silo keeps running until
@@ -337,7 +343,7 @@ impl Silo {
                 chain: if call.one_way { None } else { chain },
                 context,
                 sender: sender.clone(),
-                span: tracing::Span::current(),
+                span: crate::trace::current_span(),
                 timer: false,
                 trace,
             }
@@ -502,6 +508,11 @@ impl Silo {
             .filter(|r| !r.is_local(id) && !self.inner.table.contains_key(id))
     }
 
+    /// Whether this silo is part of a cluster (has a router).
+    pub(crate) fn has_router(&self) -> bool {
+        self.inner.router.is_some()
+    }
+
     pub(crate) fn incoming_filters(&self) -> &[Arc<dyn IncomingCallFilter>] {
         &self.inner.incoming
     }
@@ -545,12 +556,16 @@ impl Silo {
             method,
             // Nobody waits on a one-way call, so nothing is gained by
             // dropping it late: it runs however long its queue is.
-            deadline: Instant::now() + if one_way { ONE_WAY_LIFETIME } else { timeout },
+            deadline: if one_way {
+                self.inner.one_way_deadline
+            } else {
+                Instant::now() + timeout
+            },
             timeout,
             chain,
             context,
             sender,
-            span: tracing::Span::current(),
+            span: crate::trace::current_span(),
             timer: false,
             trace,
         })
@@ -568,7 +583,34 @@ impl Silo {
     }
 
     /// Queues a call to the grain `id` of type `G`, activating it if needed.
-    pub(crate) fn send<G: Grain>(&self, id: &GrainId, mut req: Req<G>) -> Result<()> {
+    pub(crate) fn send<G: Grain>(&self, id: &GrainId, req: Req<G>) -> Result<()> {
+        self.send_via(id, req, None)
+    }
+
+    /// [`send`](Self::send) for a reference that keeps the activation it
+    /// reached in `cache`: while that one lives, the call is queued on it
+    /// without a table lookup; the first activation found fills the cache.
+    pub(crate) fn send_via<G: Grain>(
+        &self,
+        id: &GrainId,
+        mut req: Req<G>,
+        cache: Option<&OnceLock<Arc<Activation<G>>>>,
+    ) -> Result<()> {
+        if let Some(act) = cache.and_then(OnceLock::get) {
+            if self.inner.stopped.load(Ordering::Relaxed) {
+                return Err(Error::SiloStopped);
+            }
+            match act.enqueue(req) {
+                Ok(Enqueued::Queued) => return Ok(()),
+                Ok(Enqueued::Spawn) => {
+                    activation::spawn(act.clone(), self.clone());
+                    return Ok(());
+                }
+                // Dead: resolve the grain again below (the cache cannot be
+                // reset; a later call pays one more failed enqueue).
+                Err(back) => req = back,
+            }
+        }
         loop {
             if self.inner.stopped.load(Ordering::Relaxed) {
                 return Err(Error::SiloStopped);
@@ -595,11 +637,29 @@ impl Silo {
             };
             if let Some(act) = slot.as_any().downcast_ref::<Activation<G>>() {
                 match act.enqueue(req) {
-                    Ok(Enqueued::Queued) => return Ok(()),
+                    Ok(Enqueued::Queued) => {
+                        if let Some(cache) = cache
+                            && cache.get().is_none()
+                        {
+                            let act = slot.value().clone().into_any().downcast::<Activation<G>>();
+                            let _ = cache.set(act.expect("checked above"));
+                        }
+                        return Ok(());
+                    }
                     Ok(Enqueued::Spawn) => {
-                        let act = slot.value().clone().into_any().downcast::<Activation<G>>();
+                        let act = slot
+                            .value()
+                            .clone()
+                            .into_any()
+                            .downcast::<Activation<G>>()
+                            .expect("checked above");
                         drop(slot);
-                        activation::spawn(act.expect("checked above"), self.clone());
+                        if let Some(cache) = cache
+                            && cache.get().is_none()
+                        {
+                            let _ = cache.set(act.clone());
+                        }
+                        activation::spawn(act, self.clone());
                         return Ok(());
                     }
                     Err(back) => {
@@ -915,6 +975,7 @@ impl SiloBuilder {
             extensions: self.extensions,
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            one_way_deadline: Instant::now() + ONE_WAY_HORIZON,
         });
         tokio::spawn(collector(Arc::downgrade(&inner), collection_interval));
         let silo = Silo { inner };

@@ -64,7 +64,7 @@ where
                 chain: None,
                 context: Default::default(),
                 sender: None,
-                span: tracing::Span::none(),
+                span: None,
                 timer: true,
                 // Each tick starts a trace of its own.
                 trace: None,

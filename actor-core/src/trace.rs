@@ -262,6 +262,12 @@ fn random_u128() -> u128 {
     (u128::from(random_u64()) << 64) | u128::from(random_u64())
 }
 
+/// The caller's span for a call made now, when anyone listens: without any
+/// tracing dispatcher (global or scoped) there is none to look up.
+pub(crate) fn current_span() -> Option<tracing::Span> {
+    tracing::dispatcher::has_been_set().then(tracing::Span::current)
+}
+
 /// The parent of a call made now, outside any turn: the external caller's
 /// `traceparent` in `context`, if it is well-formed. A malformed value is
 /// logged and ignored (the call then starts a new trace).

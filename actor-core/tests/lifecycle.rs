@@ -250,10 +250,18 @@ async fn idle_activations_are_collected_and_come_back_on_the_next_call() {
     let g = silo.get_grain::<Life>(1);
     assert_eq!(g.ask(Add(3)).await.unwrap(), 3);
     assert!(silo.is_active(g.id()));
+    // A clone made now holds the activation its original reached.
+    let old = g.clone();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!silo.is_active(g.id()), "collected after its idle age");
     assert_eq!(journal.count("deactivate life/1 Idle"), 1);
     assert_eq!(g.ask(Add(1)).await.unwrap(), 1, "a fresh activation");
+    assert_eq!(journal.count("activate life/1"), 2);
+    // References that reached the collected activation (and a new one)
+    // all reach the fresh one: the grain is still one activation.
+    assert_eq!(old.ask(Add(2)).await.unwrap(), 3);
+    old.tell(Add(4)).unwrap();
+    assert_eq!(silo.get_grain::<Life>(1).ask(Add(0)).await.unwrap(), 7);
     assert_eq!(journal.count("activate life/1"), 2);
     let m = silo.metrics();
     let t = m.grain_type("life").unwrap();
