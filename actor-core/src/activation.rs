@@ -9,7 +9,7 @@
 //! detection needs).
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
@@ -487,10 +487,54 @@ enum Step<G: Grain> {
 /// Spawns the drain task of an activation that `enqueue` or
 /// `try_deactivate` found idle.
 pub(crate) fn spawn<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
-    tokio::spawn(drain(act, silo));
+    tokio::spawn(drain(act, silo, false));
 }
 
-async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
+/// How many inline runs may nest on one thread (a turn run inline that
+/// calls an idle grain runs that one inline too): beyond this, a drain
+/// task is spawned, so that a long call chain does not grow the stack.
+const MAX_INLINE_DEPTH: usize = 8;
+
+thread_local! {
+    static INLINE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Starts the drain of an activation that `enqueue` found idle, for a
+/// caller that waits for its call's reply: the caller's own task runs the
+/// activation (its activation if it is new, then the caller's turn) as
+/// far as it gets without waiting. A turn that completes then costs no
+/// task, no wake-up and no hop to another worker. If the activation has
+/// to wait (a handler awaiting I/O, say) or has more work queued after the
+/// caller's turn, the rest continues on a task of its own, as a drain task
+/// always does; turns still run one at a time, in order.
+///
+/// The turn runs inside its own call scope, as on its own task; what
+/// differs is only which task polls it (tokio task-locals of the caller
+/// other than the runtime's are visible to it).
+pub(crate) async fn run_inline<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
+    let depth = INLINE_DEPTH.with(|d| d.get());
+    if depth >= MAX_INLINE_DEPTH {
+        return spawn(act, silo);
+    }
+    let mut run = Box::pin(drain(act, silo, true));
+    let finished = poll_fn(|cx| {
+        INLINE_DEPTH.with(|d| d.set(depth + 1));
+        let ready = run.as_mut().poll(cx).is_ready();
+        INLINE_DEPTH.with(|d| d.set(depth));
+        Poll::Ready(ready)
+    })
+    .await;
+    if !finished {
+        tokio::spawn(run);
+    }
+}
+
+/// The loop that owns a grain while its activation has work: activates
+/// it if needed, runs turns in order, deactivates it on request, and ends
+/// when the mailbox is empty. `inline`: started by `run_inline` on a
+/// caller's task, which it leaves (by returning `Pending` once) as soon as
+/// it would do more than the caller's own turn.
+async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, mut inline: bool) {
     let ctx = GrainContext {
         activation: act.clone(),
         silo,
@@ -532,9 +576,23 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
     // spawn per call. An idle activation still holds no task.
     let mut linger = false;
     let mut done = None;
+    // Whether the caller's turn (the first one) has run.
+    let mut ran = false;
     loop {
         let step = act.next_step(&mut grain, linger, done.take());
         linger = false;
+        let more = match step {
+            Step::Idle => false,
+            Step::Exclusive(..) => ran,
+            _ => true,
+        };
+        if inline && more {
+            // More than the caller's own exclusive turn: hand over to a
+            // task of our own (the caller spawns this future when it sees
+            // `Pending`).
+            inline = false;
+            yield_once().await;
+        }
         match step {
             Step::Idle => return,
             Step::Linger => {
@@ -545,7 +603,11 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
                 let g = grain.as_mut().expect("the drain task owns the grain");
                 let call = req.header().call_id;
                 let end = run_turn(&ctx, req, GrainAccess::Exclusive(g), started).await;
-                linger = true;
+                // A drain run inline does not linger: its caller is about
+                // to go on, and its next call finds the activation idle
+                // and runs inline again.
+                linger = !inline;
+                ran = true;
                 if let Some(msg) = end.and_then(|e| e.panic) {
                     act.turn_done(call);
                     return drop_after_panic(&ctx, grain, msg);

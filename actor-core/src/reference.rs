@@ -97,7 +97,7 @@ impl<G: Grain> GrainRef<G> {
             };
             return self.silo.decode(&reply);
         }
-        self.silo.send_via::<G>(
+        let idle = self.silo.send_via::<G>(
             &self.id,
             G::invocation(Call {
                 header,
@@ -105,7 +105,11 @@ impl<G: Grain> GrainRef<G> {
                 reply: ReplyTo::Local(tx),
             }),
             Some(&self.local),
+            true,
         )?;
+        if let Some(act) = idle {
+            crate::activation::run_inline(act, self.silo.clone()).await;
+        }
         let mut rx = rx;
         // Most local replies come back within one round of the scheduler
         // (the grain's turn runs while this task yields): only a call still
@@ -149,15 +153,18 @@ impl<G: Grain> GrainRef<G> {
             });
             return Ok(());
         }
-        self.silo.send_via::<G>(
-            &self.id,
-            G::invocation(Call {
-                header,
-                msg,
-                reply: ReplyTo::None,
-            }),
-            Some(&self.local),
-        )
+        self.silo
+            .send_via::<G>(
+                &self.id,
+                G::invocation(Call {
+                    header,
+                    msg,
+                    reply: ReplyTo::None,
+                }),
+                Some(&self.local),
+                false,
+            )
+            .map(|_| ())
     }
 
     /// The router to send a call through, unless the grain is (or is to

@@ -584,28 +584,37 @@ impl Silo {
 
     /// Queues a call to the grain `id` of type `G`, activating it if needed.
     pub(crate) fn send<G: Grain>(&self, id: &GrainId, req: Req<G>) -> Result<()> {
-        self.send_via(id, req, None)
+        self.send_via(id, req, None, false).map(|_| ())
     }
 
     /// [`send`](Self::send) for a reference that keeps the activation it
     /// reached in `cache`: while that one lives, the call is queued on it
     /// without a table lookup; the first activation found fills the cache.
+    ///
+    /// With `inline`, an activation that was idle is not started here but
+    /// returned, for the caller to run (see `activation::run_inline`).
     pub(crate) fn send_via<G: Grain>(
         &self,
         id: &GrainId,
         mut req: Req<G>,
         cache: Option<&OnceLock<Arc<Activation<G>>>>,
-    ) -> Result<()> {
+        inline: bool,
+    ) -> Result<Option<Arc<Activation<G>>>> {
+        let start = |act: Arc<Activation<G>>| {
+            if inline {
+                Some(act)
+            } else {
+                activation::spawn(act, self.clone());
+                None
+            }
+        };
         if let Some(act) = cache.and_then(OnceLock::get) {
             if self.inner.stopped.load(Ordering::Relaxed) {
                 return Err(Error::SiloStopped);
             }
             match act.enqueue(req) {
-                Ok(Enqueued::Queued) => return Ok(()),
-                Ok(Enqueued::Spawn) => {
-                    activation::spawn(act.clone(), self.clone());
-                    return Ok(());
-                }
+                Ok(Enqueued::Queued) => return Ok(None),
+                Ok(Enqueued::Spawn) => return Ok(start(act.clone())),
                 // Dead: resolve the grain again below (the cache cannot be
                 // reset; a later call pays one more failed enqueue).
                 Err(back) => req = back,
@@ -625,7 +634,7 @@ impl Silo {
                 // that moved away).
                 if let Some(router) = self.remote_route(id) {
                     req.forward(self, router.clone(), id.clone());
-                    return Ok(());
+                    return Ok(None);
                 }
                 let entry = self.entry::<G>()?;
                 let slot: Arc<dyn Slot> = match entry.options.stateless_worker {
@@ -644,7 +653,7 @@ impl Silo {
                             let act = slot.value().clone().into_any().downcast::<Activation<G>>();
                             let _ = cache.set(act.expect("checked above"));
                         }
-                        return Ok(());
+                        return Ok(None);
                     }
                     Ok(Enqueued::Spawn) => {
                         let act = slot
@@ -659,8 +668,7 @@ impl Silo {
                         {
                             let _ = cache.set(act.clone());
                         }
-                        activation::spawn(act, self.clone());
-                        return Ok(());
+                        return Ok(start(act));
                     }
                     Err(back) => {
                         req = back;
@@ -678,10 +686,10 @@ impl Silo {
                     .expect("checked above")
                     .pick(req.header().chain.as_ref());
                 match worker.enqueue(req) {
-                    Ok(Enqueued::Queued) => return Ok(()),
+                    Ok(Enqueued::Queued) => return Ok(None),
                     Ok(Enqueued::Spawn) => {
                         activation::spawn(worker, self.clone());
-                        return Ok(());
+                        return Ok(None);
                     }
                     Err(back) => req = back,
                 }
