@@ -304,14 +304,23 @@ impl<G: Grain> Activation<G> {
     ///
     /// `done` is the exclusive turn that just ended (taken off the running
     /// set under the same lock).
-    fn next_step(&self, grain: &mut Option<G>, linger: bool, done: Option<CallId>) -> Step<G> {
+    ///
+    /// `now`: a clock reading taken just before (the end of the previous
+    /// turn, say); without one the clock is read once a call is found.
+    fn next_step(
+        &self,
+        grain: &mut Option<G>,
+        linger: bool,
+        done: Option<CallId>,
+        now: Option<Instant>,
+    ) -> Step<G> {
         let mut inner = self.inner.lock();
         if let Some(call) = done
             && let Some(at) = inner.running.iter().position(|r| r.call == call)
         {
             inner.running.swap_remove(at);
         }
-        let now = Instant::now();
+        let mut now = now;
         loop {
             if inner.running.is_empty() {
                 if let Some(reason) = inner.deactivate {
@@ -332,6 +341,7 @@ impl<G: Grain> Activation<G> {
                 }
             };
             self.entry.metrics.queued(-1);
+            let now = *now.get_or_insert_with(Instant::now);
             if req.header().deadline <= now {
                 // Its caller has given up: do not run stale work.
                 let h = req.header();
@@ -487,7 +497,7 @@ enum Step<G: Grain> {
 /// Spawns the drain task of an activation that `enqueue` or
 /// `try_deactivate` found idle.
 pub(crate) fn spawn<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
-    tokio::spawn(drain(act, silo, false));
+    tokio::spawn(drain(act, silo, None));
 }
 
 /// How many inline runs may nest on one thread (a turn run inline that
@@ -511,12 +521,15 @@ thread_local! {
 /// The turn runs inside its own call scope, as on its own task; what
 /// differs is only which task polls it (tokio task-locals of the caller
 /// other than the runtime's are visible to it).
-pub(crate) async fn run_inline<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
+///
+/// `sent`: when the caller read the clock for its call (the activation
+/// takes it as the time its turn starts).
+pub(crate) async fn run_inline<G: Grain>(act: Arc<Activation<G>>, silo: Silo, sent: Instant) {
     let depth = INLINE_DEPTH.with(|d| d.get());
     if depth >= MAX_INLINE_DEPTH {
         return spawn(act, silo);
     }
-    let mut run = Box::pin(drain(act, silo, true));
+    let mut run = Box::pin(drain(act, silo, Some(sent)));
     let finished = poll_fn(|cx| {
         INLINE_DEPTH.with(|d| d.set(depth + 1));
         let ready = run.as_mut().poll(cx).is_ready();
@@ -532,9 +545,12 @@ pub(crate) async fn run_inline<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
 /// The loop that owns a grain while its activation has work: activates
 /// it if needed, runs turns in order, deactivates it on request, and ends
 /// when the mailbox is empty. `inline`: started by `run_inline` on a
-/// caller's task, which it leaves (by returning `Pending` once) as soon as
-/// it would do more than the caller's own turn.
-async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, mut inline: bool) {
+/// caller's task (with the caller's clock reading), which it leaves (by
+/// returning `Pending` once) as soon as it would do more than the caller's
+/// own turn.
+async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, inline: Option<Instant>) {
+    let mut now = inline;
+    let mut inline = inline.is_some();
     let ctx = GrainContext {
         activation: act.clone(),
         silo,
@@ -579,7 +595,7 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, mut inline: bool) 
     // Whether the caller's turn (the first one) has run.
     let mut ran = false;
     loop {
-        let step = act.next_step(&mut grain, linger, done.take());
+        let step = act.next_step(&mut grain, linger, done.take(), now.take());
         linger = false;
         let more = match step {
             Step::Idle => false,
@@ -597,12 +613,14 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, mut inline: bool) 
             Step::Idle => return,
             Step::Linger => {
                 yield_once().await;
+                now = None;
                 continue;
             }
             Step::Exclusive(req, started) => {
                 let g = grain.as_mut().expect("the drain task owns the grain");
                 let call = req.header().call_id;
                 let end = run_turn(&ctx, req, GrainAccess::Exclusive(g), started).await;
+                now = end.as_ref().and_then(|e| e.ended);
                 // A drain run inline does not linger: its caller is about
                 // to go on, and its next call finds the activation idle
                 // and runs inline again.
@@ -690,12 +708,7 @@ async fn activate<G: Grain>(ctx: &GrainContext<G>) -> Result<G, String> {
         }
     };
     let span = tracing::info_span!("grain_activate", grain.type = %act.id.grain_type, grain.key = %act.id.key);
-    let turn = TurnInfo::new(
-        act.id.clone(),
-        CallId::next(),
-        None,
-        crate::trace::TraceContext::new_root(),
-    );
+    let turn = TurnInfo::new(act.id.clone(), CallId::next(), None, None, None);
     let scope = CallScope {
         context: Default::default(),
         turn: Some(turn),
@@ -737,14 +750,17 @@ async fn run_turn<'a, G: Grain>(
     let sender = h.sender.take();
     let call_id = h.call_id;
     let parent = h.span.take();
-    let parent_span = h.trace.map(|p| p.span_id);
-    let trace = match &h.trace {
-        Some(p) => p.child(),
-        None => crate::trace::TraceContext::new_root(),
-    };
+    let parent_trace = h.trace;
+    let parent_span = parent_trace.map(|p| p.span_id);
     let metrics = act.entry.metrics.method(method);
     let filters = silo.incoming_filters();
-    if !filters.is_empty() {
+    // The turn's own trace context, made now only if filters or a span
+    // read it (otherwise on first use, if ever: see `TurnInfo::trace`).
+    let eager =
+        (!filters.is_empty() || parent.is_some()).then(|| crate::trace::child_of(parent_trace));
+    if let Some(trace) = eager
+        && !filters.is_empty()
+    {
         let info = CallInfo {
             grain: &act.id,
             method,
@@ -770,16 +786,30 @@ async fn run_turn<'a, G: Grain>(
     // would still build a disabled span and log through it.
     let span = parent
         .as_ref()
-        .map(|p| turn_span(&act.id, method, p, sender.as_ref(), trace, parent_span));
+        .zip(eager)
+        .map(|(p, trace)| turn_span(&act.id, method, p, sender.as_ref(), trace, parent_span));
     let scope = CallScope {
         context: std::cell::RefCell::new(context),
-        turn: Some(TurnInfo::new(act.id.clone(), call_id, chain, trace)),
+        turn: Some(TurnInfo::new(
+            act.id.clone(),
+            call_id,
+            chain,
+            parent_trace,
+            eager,
+        )),
     };
     let empty = RequestContext::new();
+    let elapsed_ns = std::sync::atomic::AtomicU64::new(u64::MAX);
     let on_end = |error: bool| {
         let elapsed = started.elapsed();
+        elapsed_ns.store(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         metrics.record(elapsed, error);
-        if !filters.is_empty() {
+        if let Some(trace) = eager
+            && !filters.is_empty()
+        {
             let info = CallInfo {
                 grain: &act.id,
                 method,
@@ -799,10 +829,14 @@ async fn run_turn<'a, G: Grain>(
         GrainAccess::Shared(g) => req.run_shared(g, ctx, on_end),
     };
     let turn = SCOPE.scope(scope, turn);
-    let end = match span {
+    let mut end = match span {
         None => turn.await,
         Some(span) => turn.instrument(span).await,
     };
+    let ns = elapsed_ns.into_inner();
+    if ns != u64::MAX {
+        end.ended = started.checked_add(Duration::from_nanos(ns));
+    }
     if let Some(p) = &end.panic {
         tracing::error!(grain = %act.id, method, panic = %p, "grain handler panicked; dropping the activation");
     }
@@ -971,6 +1005,25 @@ mod size {
     struct Empty;
     impl Grain for Empty {
         const TYPE_NAME: &'static str = "empty";
+    }
+
+    /// The drain future is boxed for every call a caller runs inline:
+    /// its size is copied each time.
+    #[tokio::test]
+    async fn the_drain_future_stays_small() {
+        let silo = Silo::builder().start().await.unwrap();
+        let entry = Arc::new(TypeEntry::<Empty>::new(
+            crate::grain::GrainOptions::new(),
+            Factory::Sync(Arc::new(|_| Empty)),
+        ));
+        let act = Arc::new(Activation::new(
+            GrainId::new("empty", 1),
+            entry,
+            Home::Table,
+        ));
+        let size = std::mem::size_of_val(&drain(act, silo, None));
+        eprintln!("drain future: {size} bytes");
+        assert!(size <= 1280, "the drain future is {size} bytes");
     }
 
     /// An idle activation's footprint is part of the runtime's promise

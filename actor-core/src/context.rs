@@ -224,8 +224,11 @@ pub(crate) struct TurnInfo {
     grain: GrainId,
     call: CallId,
     parent: Option<Arc<ChainFrame>>,
-    // The turn's own span: the parent of the calls it makes.
-    trace: TraceContext,
+    // The turn's own span, the parent of the calls it makes: made on first
+    // use (most turns of a busy grain make no call and are not traced).
+    // Until then its span id is zero (never a valid id) and it holds the
+    // parent's trace id and flags (a zero trace id: no parent).
+    trace: std::cell::Cell<TraceContext>,
     // Built on the first outgoing call of the turn only.
     frame: std::sync::OnceLock<Arc<ChainFrame>>,
 }
@@ -235,13 +238,18 @@ impl TurnInfo {
         grain: GrainId,
         call: CallId,
         parent: Option<Arc<ChainFrame>>,
-        trace: TraceContext,
+        parent_trace: Option<TraceContext>,
+        trace: Option<TraceContext>,
     ) -> Self {
         TurnInfo {
             grain,
             call,
             parent,
-            trace,
+            trace: std::cell::Cell::new(trace.unwrap_or(TraceContext {
+                trace_id: parent_trace.map_or(crate::trace::TraceId(0), |p| p.trace_id),
+                span_id: crate::trace::SpanId(0),
+                flags: parent_trace.map_or(0, |p| p.flags),
+            })),
             frame: std::sync::OnceLock::new(),
         }
     }
@@ -263,7 +271,17 @@ impl TurnInfo {
     }
 
     pub(crate) fn trace(&self) -> TraceContext {
-        self.trace
+        let t = self.trace.get();
+        if t.span_id.0 != 0 {
+            return t;
+        }
+        let made = if t.trace_id.0 == 0 {
+            TraceContext::new_root()
+        } else {
+            t.child()
+        };
+        self.trace.set(made);
+        made
     }
 }
 

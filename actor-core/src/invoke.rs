@@ -93,6 +93,9 @@ pub enum Access {
 #[doc(hidden)]
 pub struct TurnEnd {
     pub(crate) panic: Option<String>,
+    /// When the turn ended (set by the scheduler, for the next turn's
+    /// start: one clock read per turn).
+    pub(crate) ended: Option<Instant>,
 }
 
 /// Called when a turn has its outcome (`true`: an error), just before the
@@ -198,7 +201,10 @@ async fn finish<M: Message>(
             let error = M::is_error(&r);
             on_end(error);
             reply.send(Ok(r));
-            TurnEnd { panic: None }
+            TurnEnd {
+                panic: None,
+                ended: None,
+            }
         }
         Err(p) => {
             let message = panic_message(&*p);
@@ -210,6 +216,7 @@ async fn finish<M: Message>(
             }));
             TurnEnd {
                 panic: Some(message),
+                ended: None,
             }
         }
     }
@@ -263,7 +270,12 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
                 message: "internal: exclusive call scheduled as shared".to_owned(),
             },
         );
-        StackFuture::from(async { TurnEnd { panic: None } })
+        StackFuture::from(async {
+            TurnEnd {
+                panic: None,
+                ended: None,
+            }
+        })
     }
     fn fail(self: Box<Self>, error: Error) {
         self.0.reply.send(Err(error));

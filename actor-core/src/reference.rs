@@ -108,7 +108,10 @@ impl<G: Grain> GrainRef<G> {
             true,
         )?;
         if let Some(act) = idle {
-            crate::activation::run_inline(act, self.silo.clone()).await;
+            // The header's deadline is the caller's clock reading plus
+            // the timeout: the turn starts from that reading.
+            let sent = deadline.checked_sub(timeout).unwrap_or(deadline);
+            crate::activation::run_inline(act, self.silo.clone(), sent).await;
         }
         let mut rx = rx;
         // Most local replies come back within one round of the scheduler

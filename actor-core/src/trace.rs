@@ -262,6 +262,11 @@ fn random_u128() -> u128 {
     (u128::from(random_u64()) << 64) | u128::from(random_u64())
 }
 
+/// A new span: a child of `parent`, or the root of a new trace.
+pub(crate) fn child_of(parent: Option<TraceContext>) -> TraceContext {
+    parent.map_or_else(TraceContext::new_root, |p| p.child())
+}
+
 /// The caller's span for a call made now, when anyone listens: without any
 /// tracing dispatcher (global or scoped) there is none to look up.
 pub(crate) fn current_span() -> Option<tracing::Span> {
