@@ -788,6 +788,18 @@ async fn run_turn<'a, G: Grain>(
         .as_ref()
         .zip(eager)
         .map(|(p, trace)| turn_span(&act.id, method, p, sender.as_ref(), trace, parent_span));
+    drop(parent);
+    // What the filters see again when the turn ends, boxed: most silos
+    // have no filters, and this future is part of every drain (kept small:
+    // a caller that runs a turn inline boxes the drain).
+    let seen = match eager {
+        Some(trace) if !filters.is_empty() => Some(Box::new(Seen {
+            sender,
+            trace,
+            parent_span,
+        })),
+        _ => None,
+    };
     let scope = CallScope {
         context: std::cell::RefCell::new(context),
         turn: Some(TurnInfo::new(
@@ -798,7 +810,6 @@ async fn run_turn<'a, G: Grain>(
             eager,
         )),
     };
-    let empty = RequestContext::new();
     let elapsed_ns = std::sync::atomic::AtomicU64::new(u64::MAX);
     let on_end = |error: bool| {
         let elapsed = started.elapsed();
@@ -807,16 +818,15 @@ async fn run_turn<'a, G: Grain>(
             std::sync::atomic::Ordering::Relaxed,
         );
         metrics.record(elapsed, error);
-        if let Some(trace) = eager
-            && !filters.is_empty()
-        {
+        if let Some(seen) = &seen {
+            static EMPTY: RequestContext = RequestContext::new();
             let info = CallInfo {
                 grain: &act.id,
                 method,
-                context: &empty,
-                sender: sender.as_ref(),
-                trace,
-                parent_span,
+                context: &EMPTY,
+                sender: seen.sender.as_ref(),
+                trace: seen.trace,
+                parent_span: seen.parent_span,
             };
             for f in filters {
                 f.on_response(&info, elapsed, !error);
@@ -841,6 +851,13 @@ async fn run_turn<'a, G: Grain>(
         tracing::error!(grain = %act.id, method, panic = %p, "grain handler panicked; dropping the activation");
     }
     Some(end)
+}
+
+/// The call as incoming filters saw it, for their `on_response`.
+struct Seen {
+    sender: Option<GrainId>,
+    trace: crate::trace::TraceContext,
+    parent_span: Option<crate::trace::SpanId>,
 }
 
 /// The `grain_call` span of a turn, a child of the caller's span.
