@@ -9,7 +9,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use actor_core::{EncodedCall, GrainId, Router, Silo};
+use actor_core::{EncodedCall, GrainId, GrainKey, Router, Silo};
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 // Tokio's clock, not the standard one: a simulator (turmoil) controls it.
@@ -21,12 +21,29 @@ use crate::transport::Connector;
 /// A stable 64-bit hash (FNV-1a): the same on every silo and release,
 /// unlike the standard library's seeded hashers.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    Fnv::new().bytes(bytes).finish()
+}
+
+/// FNV-1a, fed piece by piece (no buffer to build).
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    const fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
-    h
+
+    fn bytes(mut self, bytes: &[u8]) -> Self {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+
+    fn finish(self) -> u64 {
+        self.0
+    }
 }
 
 /// A 64-bit finalizer (splitmix64): FNV alone barely mixes inputs that
@@ -37,19 +54,53 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A stable 64-bit hash of a grain id, the same on every silo and release,
+/// computed from the id's parts without formatting or allocating.
+///
+/// It is FNV-1a over: the grain type's UTF-8 bytes; a `0xff` byte (never
+/// part of UTF-8, so it ends the type name); a tag byte for the key's kind
+/// (`1` integer, `2` string, `3` UUID, `4` integer + extension, `5` UUID +
+/// extension); the key: an integer as its 8 little-endian bytes, a UUID as
+/// its 16 bytes, a string as its UTF-8 bytes, and for compound keys the
+/// integer or UUID followed by the extension's UTF-8 bytes; and then
+/// finalized with splitmix64. The integer key 42 and the string key "42"
+/// hash differently.
+pub fn grain_hash(id: &GrainId) -> u64 {
+    let h = Fnv::new()
+        .bytes(id.grain_type.as_str().as_bytes())
+        .bytes(&[0xff]);
+    let h = match &id.key {
+        GrainKey::Int(i) => h.bytes(&[1]).bytes(&i.to_le_bytes()),
+        GrainKey::Str(s) => h.bytes(&[2]).bytes(s.as_bytes()),
+        GrainKey::Uuid(u) => h.bytes(&[3]).bytes(u.as_bytes()),
+        GrainKey::IntCompound(i, e) => h.bytes(&[4]).bytes(&i.to_le_bytes()).bytes(e.as_bytes()),
+        GrainKey::UuidCompound(u, e) => h.bytes(&[5]).bytes(u.as_bytes()).bytes(e.as_bytes()),
+    };
+    mix(h.finish())
+}
+
+/// The weight of `member` for the grain whose [`grain_hash`] is `grain`
+/// in rendezvous hashing: splitmix64 of the FNV-1a hash of the member's
+/// UTF-8 bytes followed by the grain hash's 8 little-endian bytes.
+fn weight(member: &str, grain: u64) -> u64 {
+    mix(Fnv::new()
+        .bytes(member.as_bytes())
+        .bytes(&grain.to_le_bytes())
+        .finish())
+}
+
 /// The owner of `id` among `members` by rendezvous (highest random weight)
 /// hashing: removing a member moves only the grains it owned.
+///
+/// A stable function of the id and the member endpoints (see
+/// [`grain_hash`] and the weight above; ties, which need equal 64-bit
+/// weights, go to the greater endpoint), so every silo computes the same
+/// owner; it neither formats nor allocates.
 pub fn rendezvous_owner<'a>(id: &GrainId, members: &'a [String]) -> Option<&'a str> {
-    let key = id.to_string();
+    let grain = grain_hash(id);
     members
         .iter()
-        .max_by_key(|m| {
-            let mut bytes = Vec::with_capacity(key.len() + m.len() + 1);
-            bytes.extend_from_slice(m.as_bytes());
-            bytes.push(0);
-            bytes.extend_from_slice(key.as_bytes());
-            (mix(stable_hash(&bytes)), m.as_str())
-        })
+        .max_by_key(|m| (weight(m, grain), m.as_str()))
         .map(String::as_str)
 }
 
@@ -190,15 +241,23 @@ impl StaticRouter {
         *self.members.write() = Arc::new(members);
     }
 
+    /// The open link to `endpoint`, if there is one and it is up.
+    fn live_link(&self, endpoint: &str) -> Option<Arc<Link>> {
+        self.links
+            .get(endpoint)
+            .filter(|l| l.is_alive())
+            .map(|l| l.clone())
+    }
+
     async fn link(&self, endpoint: &str) -> actor_core::Result<Arc<Link>> {
-        if let Some(l) = self.links.get(endpoint).filter(|l| l.is_alive()) {
-            return Ok(l.clone());
+        if let Some(l) = self.live_link(endpoint) {
+            return Ok(l);
         }
         // One connection attempt at a time, so a burst of calls opens one
         // stream, not one each.
         let _guard = self.connecting.lock().await;
-        if let Some(l) = self.links.get(endpoint).filter(|l| l.is_alive()) {
-            return Ok(l.clone());
+        if let Some(l) = self.live_link(endpoint) {
+            return Ok(l);
         }
         let connector = self
             .connector
@@ -215,34 +274,61 @@ impl StaticRouter {
         Ok(link)
     }
 
-    async fn route(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
+    /// Routes a call. The common case (another silo owns the grain and its
+    /// link is up) returns the link's call future without wrapping it in
+    /// the slower paths' state, which is large (a connection attempt) and
+    /// would be copied with every call.
+    fn route(
+        self: &Arc<Self>,
+        call: EncodedCall,
+    ) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
         if !self.lease_valid() {
             // Cut off from the table: this silo may be declared dead, so it
             // neither serves nor places grains until it can read again.
-            return Err(actor_core::Error::SiloUnavailable {
+            let e = actor_core::Error::SiloUnavailable {
                 silo: format!("{} (membership lease expired)", self.me),
-            });
+            };
+            return Box::pin(std::future::ready(Err(e)));
         }
-        let owner = self.owner(&call.target);
-        if owner == self.me {
-            let silo = self.silo.get().ok_or(actor_core::Error::SiloStopped)?;
-            // A grain may not be activated here before the silo that held it
-            // has let it go: wait (within the call's deadline). A grain
-            // already active here needs no wait.
-            let until = tokio::time::Instant::now() + call.timeout;
-            while !silo.is_active(&call.target) && !self.may_activate() {
-                if tokio::time::Instant::now() >= until {
-                    return Err(actor_core::Error::Timeout {
-                        grain: call.target,
-                        method: call.method,
-                        timeout: call.timeout,
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        let link = {
+            let members = self.members.read();
+            match rendezvous_owner(&call.target, &members) {
+                None => None,
+                Some(owner) if owner == self.me => None,
+                Some(owner) => match self.live_link(owner) {
+                    Some(link) => Some(Ok(link)),
+                    None => Some(Err(owner.to_owned())),
+                },
             }
-            return silo.invoke_encoded(call).await;
+        };
+        match link {
+            None => Box::pin(self.clone().run_here(call)),
+            Some(Ok(link)) => Box::pin(link.call_owned(call)),
+            Some(Err(owner)) => {
+                let me = self.clone();
+                Box::pin(async move { me.link(&owner).await?.call(call).await })
+            }
         }
-        self.link(&owner).await?.call(call).await
+    }
+
+    /// Runs a call this silo owns.
+    async fn run_here(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
+        let silo = self.silo.get().ok_or(actor_core::Error::SiloStopped)?;
+        // A grain may not be activated here before the silo that held it
+        // has let it go: wait (within the call's deadline). A grain
+        // already active here needs no wait.
+        let until = tokio::time::Instant::now() + call.timeout;
+        while !silo.is_active(&call.target) && !self.may_activate() {
+            if tokio::time::Instant::now() >= until {
+                return Err(actor_core::Error::Timeout {
+                    grain: call.target,
+                    method: call.method,
+                    timeout: call.timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        silo.invoke_encoded(call).await
     }
 }
 
@@ -291,7 +377,7 @@ impl Router for StaticRouting {
     }
 
     fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
-        Box::pin(self.0.clone().route(call))
+        self.0.route(call)
     }
 }
 
