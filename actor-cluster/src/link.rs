@@ -963,20 +963,32 @@ impl Link {
     /// The call is encoded, registered and queued on the stream before
     /// this returns; the future only waits for the reply, and is small
     /// (it carries no envelope), so moving it around costs little.
-    pub fn call_owned(self: Arc<Self>, call: EncodedCall) -> CallReply {
-        let state = match self.start(call) {
-            Ok(Started::Done(outcome)) => ReplyState::Done(Some(outcome)),
-            Ok(Started::Waiting(wait)) => ReplyState::Waiting(wait),
-            Ok(Started::Full(full)) => {
-                let link = self.clone();
-                ReplyState::Sending(Box::pin(async move {
-                    match link.finish_send(*full).await {
-                        Ok(wait) => Ok(wait),
-                        Err(_unsent) => Err(link.unavailable()),
+    pub fn call_owned(self: Arc<Self>, mut call: EncodedCall) -> CallReply {
+        let state = if self.is_alive() {
+            // The payload moves into the envelope.
+            let payload = std::mem::take(&mut call.payload);
+            match encode_request(&call, payload) {
+                Err(e) => ReplyState::Done(Some(Err(e))),
+                Ok(env) => {
+                    let (one_way, timeout) = (call.one_way, call.timeout);
+                    match self.start(env, one_way, timeout, || (call.target, call.method)) {
+                        Ok(Started::Done(outcome)) => ReplyState::Done(Some(outcome)),
+                        Ok(Started::Waiting(wait)) => ReplyState::Waiting(wait),
+                        Ok(Started::Full(full)) => {
+                            let link = self.clone();
+                            ReplyState::Sending(Box::pin(async move {
+                                match link.finish_send(*full).await {
+                                    Ok(wait) => Ok(wait),
+                                    Err(_unsent) => Err(link.unavailable()),
+                                }
+                            }))
+                        }
+                        Err(_unsent) => ReplyState::Done(Some(Err(self.unavailable()))),
                     }
-                }))
+                }
             }
-            Err(_unsent) => ReplyState::Done(Some(Err(self.unavailable()))),
+        } else {
+            ReplyState::Done(Some(Err(self.unavailable())))
         };
         CallReply { link: self, state }
     }
@@ -986,31 +998,30 @@ impl Link {
     /// did not run and may send it elsewhere.
     pub async fn try_call(
         &self,
-        call: EncodedCall,
+        mut call: EncodedCall,
     ) -> std::result::Result<actor_core::Result<Vec<u8>>, EncodedCall> {
-        match self.start(call)? {
-            Started::Done(outcome) => Ok(outcome),
-            Started::Waiting(wait) => Ok(self.wait(wait).await),
-            Started::Full(full) => {
-                let Full {
-                    env,
-                    wait,
-                    mut call,
-                } = *full;
-                let full = Full {
-                    env,
-                    wait,
-                    call: None,
-                };
-                match Box::pin(self.finish_send(full)).await {
-                    Ok(Some(wait)) => Ok(self.wait(wait).await),
-                    Ok(None) => Ok(Ok(Vec::new())),
-                    Err(env) => {
-                        let mut call = call.take().expect("kept for a resend");
-                        call.payload = env.payload;
-                        Err(call)
-                    }
-                }
+        if !self.is_alive() {
+            return Err(call);
+        }
+        // The payload moves into the envelope (and back if it is not sent).
+        let payload = std::mem::take(&mut call.payload);
+        let env = match encode_request(&call, payload) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(e)),
+        };
+        let names = || (call.target.clone(), call.method.clone());
+        let sent = match self.start(env, call.one_way, call.timeout, names) {
+            Ok(Started::Done(outcome)) => return Ok(outcome),
+            Ok(Started::Waiting(wait)) => Ok(Some(wait)),
+            Ok(Started::Full(full)) => Box::pin(self.finish_send(*full)).await,
+            Err(payload) => Err(payload),
+        };
+        match sent {
+            Ok(Some(wait)) => Ok(self.wait(wait).await),
+            Ok(None) => Ok(Ok(Vec::new())),
+            Err(payload) => {
+                call.payload = payload;
+                Err(call)
             }
         }
     }
@@ -1024,53 +1035,58 @@ impl Link {
         call: &EncodedCall,
         timeout: Duration,
     ) -> std::result::Result<actor_core::Result<Vec<u8>>, NotSent> {
-        let mut copy = EncodedCall::new(
-            call.target.clone(),
-            call.method.clone(),
-            call.payload.clone(),
-            timeout,
-        );
-        copy.call_id = call.call_id;
-        copy.context = call.context.clone();
-        copy.chain = call.chain.clone();
-        copy.one_way = call.one_way;
-        copy.trace = call.trace;
-        copy.sender = call.sender.clone();
-        self.try_call(copy).await.map_err(|_| NotSent)
+        if !self.is_alive() {
+            return Err(NotSent);
+        }
+        let mut env = match encode_request(call, call.payload.clone()) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(e)),
+        };
+        env.timeout_micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        let names = || (call.target.clone(), call.method.clone());
+        let sent = match self.start(env, call.one_way, timeout, names) {
+            Ok(Started::Done(outcome)) => return Ok(outcome),
+            Ok(Started::Waiting(wait)) => Ok(Some(wait)),
+            Ok(Started::Full(full)) => Box::pin(self.finish_send(*full)).await,
+            Err(payload) => Err(payload),
+        };
+        match sent {
+            Ok(Some(wait)) => Ok(self.wait(wait).await),
+            Ok(None) => Ok(Ok(Vec::new())),
+            Err(_) => Err(NotSent),
+        }
     }
 
-    /// Encodes `call`, registers it (unless one-way) and queues it on the
-    /// stream if there is room. `Err(call)`: not sent, the link is down.
-    fn start(&self, mut call: EncodedCall) -> std::result::Result<Started, EncodedCall> {
-        if !self.is_alive() {
-            return Err(call);
-        }
-        // The payload moves into the envelope (and back if it is not sent).
-        let payload = std::mem::take(&mut call.payload);
-        let env = match encode_request(&call, payload) {
-            Ok(env) => env,
-            Err(e) => return Ok(Started::Done(Err(e))),
-        };
+    /// Registers a request envelope (unless one-way; `names` gives what
+    /// its timeout error names) and queues it on the stream if there is
+    /// room. `Err(payload)`: not sent, the link is down.
+    fn start(
+        &self,
+        env: Envelope,
+        one_way: bool,
+        timeout: Duration,
+        names: impl FnOnce() -> (GrainId, String),
+    ) -> std::result::Result<Started, Vec<u8>> {
         let call_id = env.call_id;
-        let wait = if call.one_way {
+        let wait = if one_way {
             None
         } else {
             let (tx, rx) = oneshot::channel();
-            let deadline = self.shared.deadline(call.timeout);
+            let deadline = self.shared.deadline(timeout);
             self.shared.pending.insert(call_id, Waiter { tx, deadline });
             if !self.is_alive() {
-                // Failed (`fail_pending`) between the check above and the
-                // insert: nothing was sent.
+                // Failed (`fail_pending`) between the caller's check and
+                // the insert: nothing was sent.
                 self.shared.pending.remove(&call_id);
-                call.payload = env.payload;
-                return Err(call);
+                return Err(env.payload);
             }
             self.shared.arm(deadline);
+            let (target, method) = names();
             Some(Wait {
                 rx,
-                target: call.target.clone(),
-                method: std::mem::take(&mut call.method),
-                timeout: call.timeout,
+                target,
+                method,
+                timeout,
             })
         };
         match self.out.try_send(env) {
@@ -1080,38 +1096,23 @@ impl Link {
             }),
             Err(mpsc::error::TrySendError::Closed(env)) => {
                 self.shared.pending.remove(&call_id);
-                if let Some(wait) = wait {
-                    call.method = wait.method;
-                }
-                call.payload = env.payload;
-                Err(call)
+                Err(env.payload)
             }
             Err(mpsc::error::TrySendError::Full(env)) => {
-                let call = match &wait {
-                    Some(w) => {
-                        call.method = w.method.clone();
-                        call
-                    }
-                    None => call,
-                };
-                Ok(Started::Full(Box::new(Full {
-                    env,
-                    wait,
-                    call: Some(call),
-                })))
+                Ok(Started::Full(Box::new(Full { env, wait })))
             }
         }
     }
 
-    /// Waits for room on a full stream and queues the envelope. `Err(env)`:
-    /// the stream closed first, the call was not sent.
-    async fn finish_send(&self, full: Full) -> std::result::Result<Option<Wait>, Envelope> {
+    /// Waits for room on a full stream and queues the envelope. `Err`:
+    /// the stream closed first, the call (its payload here) was not sent.
+    async fn finish_send(&self, full: Full) -> std::result::Result<Option<Wait>, Vec<u8>> {
         let call_id = full.env.call_id;
         match self.out.send(full.env).await {
             Ok(()) => Ok(full.wait),
             Err(e) => {
                 self.shared.pending.remove(&call_id);
-                Err(e.0)
+                Err(e.0.payload)
             }
         }
     }
@@ -1206,12 +1207,10 @@ struct Wait {
 }
 
 /// A call encoded and registered but not queued yet: the stream's queue
-/// was full. Keeps the call (without its payload) to give it back if the
-/// stream closes before it is sent.
+/// was full.
 struct Full {
     env: Envelope,
     wait: Option<Wait>,
-    call: Option<EncodedCall>,
 }
 
 /// How far [`Link::start`] got with a call.

@@ -403,6 +403,92 @@ mod tests {
         }
     }
 
+    /// Pinned values (checked against an independent implementation of
+    /// the documented definition): every silo and every release must
+    /// place grains the same way, so these may never change.
+    #[test]
+    fn grain_hashes_and_owners_never_change() {
+        let u = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let pinned = [
+            (GrainId::new("counter", 42), 0x2d07_b4f5_9a0f_8dfb_u64),
+            (GrainId::new("counter", "42"), 0xbf8f_e1ce_5292_4d8d),
+            (GrainId::new("counter", u), 0xfce8_48ac_89f9_e6b5),
+            (GrainId::new("counter", (42, "x")), 0x763d_6925_00d7_618a),
+            (GrainId::new("counter", (u, "x")), 0x49ad_2959_438f_c837),
+        ];
+        for (id, hash) in pinned {
+            assert_eq!(grain_hash(&id), hash, "{id:?}");
+        }
+        let members: Vec<String> = (0..3).map(|i| format!("10.0.0.{i}:11111")).collect();
+        let owners: Vec<usize> = (0..16)
+            .map(|k| {
+                let owner = rendezvous_owner(&GrainId::new("g", k), &members).unwrap();
+                members.iter().position(|m| m == owner).unwrap()
+            })
+            .collect();
+        assert_eq!(owners, [1, 2, 2, 0, 2, 0, 2, 0, 0, 0, 1, 1, 1, 2, 0, 0]);
+    }
+
+    fn any_key() -> impl Strategy<Value = GrainKey> {
+        prop_oneof![
+            any::<i64>().prop_map(GrainKey::Int),
+            ".*".prop_map(GrainKey::from),
+            any::<u128>().prop_map(|u| GrainKey::Uuid(uuid::Uuid::from_u128(u))),
+            (any::<i64>(), ".*").prop_map(|(i, s)| GrainKey::int_compound(i, s)),
+            (any::<u128>(), ".*")
+                .prop_map(|(u, s)| GrainKey::uuid_compound(uuid::Uuid::from_u128(u), s)),
+        ]
+    }
+
+    proptest! {
+        /// The owner depends only on the id's value and the set of
+        /// members: not on how the id was built (a static or a shared type
+        /// name, a decoded copy) nor on the members' order.
+        #[test]
+        fn the_owner_is_a_function_of_the_id_and_the_members(
+            ty in "[a-z.]{1,12}", key in any_key(),
+            hosts in proptest::collection::btree_set(0u16..1000, 1..8),
+            rotate in 0usize..8,
+        ) {
+            let built = GrainId::new(ty.clone(), key.clone());
+            let decoded: GrainId =
+                actor_core::codec::decode(&actor_core::codec::encode(&built).unwrap()).unwrap();
+            let stat = GrainId::new(&*Box::leak(ty.into_boxed_str()), key);
+            prop_assert_eq!(grain_hash(&built), grain_hash(&decoded));
+            prop_assert_eq!(grain_hash(&built), grain_hash(&stat));
+            let members: Vec<String> = hosts.iter().map(|h| format!("10.1.{}.{}:7000", h / 256, h % 256)).collect();
+            let mut turned = members.clone();
+            let by = rotate % turned.len();
+            turned.rotate_left(by);
+            turned.reverse();
+            let owner = rendezvous_owner(&built, &members);
+            prop_assert_eq!(owner, rendezvous_owner(&decoded, &turned));
+            prop_assert!(owner.is_some_and(|o| members.iter().any(|m| m == o)));
+        }
+
+        /// Any set of members shares the grains about evenly.
+        #[test]
+        fn grains_spread_evenly_over_any_members(
+            hosts in proptest::collection::btree_set(0u32..1_000_000, 2..7),
+            port in 1000u16..60000, base in any::<i64>(), ty in "[a-z]{1,8}",
+        ) {
+            let members: Vec<String> = hosts
+                .iter()
+                .map(|h| format!("10.{}.{}.{}:{port}", h >> 16, (h >> 8) & 255, h & 255))
+                .collect();
+            let grains = 600 * members.len();
+            let mut counts = std::collections::BTreeMap::new();
+            for k in 0..grains as i64 {
+                let id = GrainId::new(ty.clone(), base.wrapping_add(k));
+                *counts.entry(rendezvous_owner(&id, &members).unwrap()).or_insert(0usize) += 1;
+            }
+            prop_assert_eq!(counts.len(), members.len());
+            // A fair share is 600; a bad hash (or one that ignores a part
+            // of the id) is far off.
+            prop_assert!(counts.values().all(|c| (450..750).contains(c)), "{:?}", counts);
+        }
+    }
+
     #[test]
     fn the_hash_is_stable_across_releases() {
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
