@@ -212,8 +212,8 @@ impl SiloLink for LinkService {
                 let next = tokio::select! {
                     // Replies first: they free memory and callers.
                     biased;
-                    Some(reply) = running.next(), if !running.is_empty() => {
-                        forward_reply(reply, &tx);
+                    Some((call_id, reply)) = running.next(), if !running.is_empty() => {
+                        forward_reply(call_id, false, reply, &tx);
                         continue;
                     }
                     next = inbound.next() => next,
@@ -233,7 +233,7 @@ impl SiloLink for LinkService {
                         for env in batch.envelopes {
                             if let Some(call) = handle_request(&silo, env, &tx, admission.as_ref())
                             {
-                                start_call(&silo, call, &mut running, &tx).await;
+                                start_call(&silo, call, &mut running, &tx);
                             }
                         }
                     }
@@ -253,8 +253,8 @@ impl SiloLink for LinkService {
             }
             // The calls already running still answer (the caller may still
             // be reading).
-            while let Some(reply) = running.next().await {
-                forward_reply(reply, &tx);
+            while let Some((call_id, reply)) = running.next().await {
+                forward_reply(call_id, false, reply, &tx);
             }
         });
         let replies: fn(Batch) -> std::result::Result<Batch, Status> = Ok;
@@ -446,36 +446,43 @@ fn handle_request(
     Some(call)
 }
 
-/// A call this silo runs for a link: its id, whether anyone waits for the
-/// reply, and the call's outcome when it is done.
-type Running = Pin<Box<dyn Future<Output = (u64, bool, actor_core::Result<Vec<u8>>)> + Send>>;
+/// A call this silo runs for a link, waiting for its grain's reply.
+struct Running {
+    call_id: u64,
+    reply: actor_core::EncodedReply,
+}
 
-/// Queues `call` on its grain now (in arrival order) and adds the wait for
-/// its reply to `running`; a call done at once (an error, a one-way call)
-/// is answered at once.
-async fn start_call(
+impl Future for Running {
+    type Output = (u64, actor_core::Result<Vec<u8>>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let call_id = self.call_id;
+        Pin::new(&mut self.reply).poll(cx).map(|r| (call_id, r))
+    }
+}
+
+/// Queues `call` on its grain now (so calls are queued in the order they
+/// arrived) and adds the wait for its reply to `running`; a call that
+/// fails at once is answered at once, a one-way call needs no answer.
+fn start_call(
     silo: &Silo,
     call: EncodedCall,
     running: &mut FuturesUnordered<Running>,
     replies: &mpsc::Sender<Envelope>,
 ) {
-    let silo = silo.clone();
     let (call_id, one_way) = (call.call_id.0, call.one_way);
-    let mut fut: Running =
-        Box::pin(async move { (call_id, one_way, silo.invoke_encoded(call).await) });
-    // The first poll queues the call on its activation: do it here, so
-    // calls are queued in the order they arrived.
-    let mut first = Some(fut.as_mut());
-    let done = std::future::poll_fn(|cx| Poll::Ready(first.take().map(|f| f.poll(cx)))).await;
-    match done {
-        Some(Poll::Ready(out)) => forward_reply(out, replies),
-        _ => running.push(fut),
+    match silo.queue_encoded(call) {
+        Ok(reply) if !one_way => running.push(Running { call_id, reply }),
+        Ok(_) => {}
+        Err(e) => forward_reply(call_id, one_way, Err(e), replies),
     }
 }
 
 /// Sends a finished call's reply (none for a one-way call) to its caller.
 fn forward_reply(
-    (call_id, one_way, outcome): (u64, bool, actor_core::Result<Vec<u8>>),
+    call_id: u64,
+    one_way: bool,
+    outcome: actor_core::Result<Vec<u8>>,
     replies: &mpsc::Sender<Envelope>,
 ) {
     if one_way {
