@@ -2,13 +2,15 @@
 //! bidirectional stream per caller and callee (tonic + prost).
 //!
 //! The caller's side ([`Link`]) sends request envelopes and matches reply
-//! envelopes to waiting calls by call id; the callee's side
-//! ([`LinkService`]) runs each request on its silo with
-//! `Silo::invoke_encoded` and streams the replies back. Both directions
-//! batch: whatever is queued when the stream is polled goes out as one
-//! frame, so under load many calls share a write. Frames have a size limit;
-//! a malformed or oversized frame ends that stream with a logged error and
-//! fails its pending calls, and the silo goes on serving.
+//! envelopes to waiting calls by call id; one sweeper task per link fails
+//! calls whose deadline passes (no timer per call). The callee's side
+//! ([`LinkService`]) queues each request on its grain with
+//! `Silo::queue_encoded` as it arrives (no task per call: the stream's
+//! task waits for the replies) and streams the replies back. Both
+//! directions batch: whatever is queued when the stream is polled goes out
+//! as one frame, so under load many calls share a write. Frames have a
+//! size limit; a malformed or oversized frame ends that stream with a
+//! logged error and fails its pending calls, and the silo goes on serving.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
