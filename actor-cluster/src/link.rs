@@ -980,26 +980,16 @@ impl Link {
                 Err(e) => ReplyState::Done(Some(Err(e))),
                 Ok(env) => {
                     let (one_way, timeout) = (call.one_way, call.timeout);
-                    match self.start(env, one_way, timeout, || (call.target, call.method)) {
-                        Ok(Started::Done(outcome)) => ReplyState::Done(Some(outcome)),
-                        Ok(Started::Waiting(wait)) => ReplyState::Waiting(wait),
-                        Ok(Started::Full(full)) => {
-                            let link = self.clone();
-                            ReplyState::Sending(Box::pin(async move {
-                                match link.finish_send(*full).await {
-                                    Ok(wait) => Ok(wait),
-                                    Err(_unsent) => Err(link.unavailable()),
-                                }
-                            }))
-                        }
-                        Err(_unsent) => ReplyState::Done(Some(Err(self.unavailable()))),
-                    }
+                    self.start(env, one_way, timeout, || (call.target, call.method))
                 }
             }
         } else {
-            ReplyState::Done(Some(Err(self.unavailable())))
+            ReplyState::Unsent(Some(Vec::new()))
         };
-        CallReply { link: self, state }
+        CallReply(Flight {
+            shared: self.shared.clone(),
+            state,
+        })
     }
 
     /// Like [`call`](Link::call), but a call that was never sent (the link
@@ -1019,15 +1009,13 @@ impl Link {
             Err(e) => return Ok(Err(e)),
         };
         let names = || (call.target.clone(), call.method.clone());
-        let sent = match self.start(env, call.one_way, call.timeout, names) {
-            Ok(Started::Done(outcome)) => return Ok(outcome),
-            Ok(Started::Waiting(wait)) => Ok(Some(wait)),
-            Ok(Started::Full(full)) => Box::pin(self.finish_send(*full)).await,
-            Err(payload) => Err(payload),
+        let state = self.start(env, call.one_way, call.timeout, names);
+        let flight = Flight {
+            shared: self.shared.clone(),
+            state,
         };
-        match sent {
-            Ok(Some(wait)) => Ok(self.wait(wait).await),
-            Ok(None) => Ok(Ok(Vec::new())),
+        match flight.await {
+            Ok(outcome) => Ok(outcome),
             Err(payload) => {
                 call.payload = payload;
                 Err(call)
@@ -1053,29 +1041,24 @@ impl Link {
         };
         env.timeout_micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
         let names = || (call.target.clone(), call.method.clone());
-        let sent = match self.start(env, call.one_way, timeout, names) {
-            Ok(Started::Done(outcome)) => return Ok(outcome),
-            Ok(Started::Waiting(wait)) => Ok(Some(wait)),
-            Ok(Started::Full(full)) => Box::pin(self.finish_send(*full)).await,
-            Err(payload) => Err(payload),
+        let state = self.start(env, call.one_way, timeout, names);
+        let flight = Flight {
+            shared: self.shared.clone(),
+            state,
         };
-        match sent {
-            Ok(Some(wait)) => Ok(self.wait(wait).await),
-            Ok(None) => Ok(Ok(Vec::new())),
-            Err(_) => Err(NotSent),
-        }
+        flight.await.map_err(|_| NotSent)
     }
 
     /// Registers a request envelope (unless one-way; `names` gives what
-    /// its timeout error names) and queues it on the stream if there is
-    /// room. `Err(payload)`: not sent, the link is down.
+    /// its timeout error names) and queues it on the stream, or starts
+    /// waiting for room if the queue is full.
     fn start(
         &self,
         env: Envelope,
         one_way: bool,
         timeout: Duration,
         names: impl FnOnce() -> (GrainId, String),
-    ) -> std::result::Result<Started, Vec<u8>> {
+    ) -> ReplyState {
         let call_id = env.call_id;
         let wait = if one_way {
             None
@@ -1087,7 +1070,7 @@ impl Link {
                 // Failed (`fail_pending`) between the caller's check and
                 // the insert: nothing was sent.
                 self.shared.pending.remove(&call_id);
-                return Err(env.payload);
+                return ReplyState::Unsent(Some(env.payload));
             }
             self.shared.arm(deadline);
             let (target, method) = names();
@@ -1099,68 +1082,36 @@ impl Link {
             })
         };
         match self.out.try_send(env) {
-            Ok(()) => Ok(match wait {
-                Some(wait) => Started::Waiting(wait),
-                None => Started::Done(Ok(Vec::new())),
-            }),
+            Ok(()) => match wait {
+                Some(wait) => ReplyState::Waiting(wait),
+                None => ReplyState::Done(Some(Ok(Vec::new()))),
+            },
             Err(mpsc::error::TrySendError::Closed(env)) => {
                 self.shared.pending.remove(&call_id);
-                Err(env.payload)
+                ReplyState::Unsent(Some(env.payload))
             }
             Err(mpsc::error::TrySendError::Full(env)) => {
-                Ok(Started::Full(Box::new(Full { env, wait })))
+                // Rare: the wait for room is boxed, so a call's future
+                // does not carry its state.
+                let out = self.out.clone();
+                let send = Box::pin(async move { out.send(env).await.map_err(|e| e.0.payload) });
+                ReplyState::Sending {
+                    send,
+                    call_id,
+                    wait,
+                }
             }
-        }
-    }
-
-    /// Waits for room on a full stream and queues the envelope. `Err`:
-    /// the stream closed first, the call (its payload here) was not sent.
-    async fn finish_send(&self, full: Full) -> std::result::Result<Option<Wait>, Vec<u8>> {
-        let call_id = full.env.call_id;
-        match self.out.send(full.env).await {
-            Ok(()) => Ok(full.wait),
-            Err(e) => {
-                self.shared.pending.remove(&call_id);
-                Err(e.0.payload)
-            }
-        }
-    }
-
-    /// Waits for the reply of a sent call, or its deadline.
-    async fn wait(&self, wait: Wait) -> actor_core::Result<Vec<u8>> {
-        match wait.rx.await {
-            Ok(Outcome::Done(reply)) => reply,
-            Ok(Outcome::Expired) => Err(actor_core::Error::Timeout {
-                grain: wait.target,
-                method: wait.method,
-                timeout: wait.timeout,
-            }),
-            Err(_) => Err(self.unavailable()),
         }
     }
 }
 
 /// The reply of a call sent with [`Link::call_owned`].
-pub struct CallReply {
-    link: Arc<Link>,
-    state: ReplyState,
-}
-
-enum ReplyState {
-    /// Known already (taken when polled to completion).
-    Done(Option<actor_core::Result<Vec<u8>>>),
-    /// Sent; waiting for the reply or the deadline.
-    Waiting(Wait),
-    /// Waiting for room on the stream (rare): then the reply's wait (none
-    /// for a one-way call), or the error of a call the link closed on
-    /// before it was sent.
-    Sending(Pin<Box<dyn Future<Output = actor_core::Result<Option<Wait>>> + Send>>),
-}
+pub struct CallReply(Flight);
 
 impl std::fmt::Debug for CallReply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallReply")
-            .field("endpoint", &self.link.shared.endpoint)
+            .field("endpoint", &self.0.shared.endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -1168,41 +1119,124 @@ impl std::fmt::Debug for CallReply {
 impl Future for CallReply {
     type Output = actor_core::Result<Vec<u8>>;
 
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let flight = &mut self.0;
+        Pin::new(&mut *flight).poll(cx).map(|r| {
+            r.unwrap_or_else(|_unsent| {
+                Err(actor_core::Error::SiloUnavailable {
+                    silo: flight.shared.endpoint.clone(),
+                })
+            })
+        })
+    }
+}
+
+/// A call on its way: its reply, or `Err(payload)` if it was never sent
+/// (the link was down, or closed before there was room for it).
+struct Flight {
+    shared: Arc<Shared>,
+    state: ReplyState,
+}
+
+enum ReplyState {
+    /// Known already (taken when polled to completion).
+    Done(Option<actor_core::Result<Vec<u8>>>),
+    /// Not sent (taken when polled to completion).
+    Unsent(Option<Vec<u8>>),
+    /// Sent; waiting for the reply or the deadline.
+    Waiting(Wait),
+    /// Waiting for room on the stream (rare). The call is registered
+    /// already, so its deadline or the link's failure ends it meanwhile.
+    Sending {
+        send: Pin<Box<dyn Future<Output = std::result::Result<(), Vec<u8>>> + Send>>,
+        call_id: u64,
+        wait: Option<Wait>,
+    },
+}
+
+impl Flight {
+    /// The outcome of a registered call, from what its waiter received.
+    fn outcome(
+        &self,
+        mut wait: Wait,
+        got: std::result::Result<Outcome, oneshot::error::RecvError>,
+    ) -> actor_core::Result<Vec<u8>> {
+        match got {
+            Ok(Outcome::Done(reply)) => reply,
+            Ok(Outcome::Expired) => Err(actor_core::Error::Timeout {
+                grain: wait.target,
+                method: std::mem::take(&mut wait.method),
+                timeout: wait.timeout,
+            }),
+            Err(_) => Err(actor_core::Error::SiloUnavailable {
+                silo: self.shared.endpoint.clone(),
+            }),
+        }
+    }
+}
+
+impl Future for Flight {
+    type Output = std::result::Result<actor_core::Result<Vec<u8>>, Vec<u8>>;
+
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
-            match &mut this.state {
+            let next = match &mut this.state {
                 ReplyState::Done(outcome) => {
-                    return Poll::Ready(
-                        outcome
-                            .take()
-                            .expect("a call reply polled after it was done"),
-                    );
+                    let outcome = outcome.take().expect("a call polled after it was done");
+                    return Poll::Ready(Ok(outcome));
+                }
+                ReplyState::Unsent(payload) => {
+                    let payload = payload.take().expect("a call polled after it was done");
+                    return Poll::Ready(Err(payload));
                 }
                 ReplyState::Waiting(wait) => {
-                    let outcome = match Pin::new(&mut wait.rx).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(Outcome::Done(reply))) => reply,
-                        Poll::Ready(Ok(Outcome::Expired)) => Err(actor_core::Error::Timeout {
-                            grain: wait.target.clone(),
-                            method: std::mem::take(&mut wait.method),
-                            timeout: wait.timeout,
-                        }),
-                        Poll::Ready(Err(_)) => Err(this.link.unavailable()),
-                    };
-                    this.state = ReplyState::Done(Some(outcome));
-                }
-                ReplyState::Sending(send) => {
-                    let Poll::Ready(sent) = send.as_mut().poll(cx) else {
+                    let Poll::Ready(got) = Pin::new(&mut wait.rx).poll(cx) else {
                         return Poll::Pending;
                     };
-                    this.state = match sent {
-                        Ok(Some(wait)) => ReplyState::Waiting(wait),
-                        Ok(None) => ReplyState::Done(Some(Ok(Vec::new()))),
-                        Err(e) => ReplyState::Done(Some(Err(e))),
-                    };
+                    match std::mem::replace(&mut this.state, ReplyState::Done(None)) {
+                        ReplyState::Waiting(wait) => {
+                            ReplyState::Done(Some(this.outcome(wait, got)))
+                        }
+                        other => other,
+                    }
                 }
-            }
+                ReplyState::Sending {
+                    send,
+                    call_id,
+                    wait,
+                } => {
+                    // Ended before it was sent (its deadline, the link's
+                    // failure): it is dropped unsent.
+                    let ended = match wait {
+                        Some(w) => match Pin::new(&mut w.rx).poll(cx) {
+                            Poll::Ready(got) => Some(got),
+                            Poll::Pending => None,
+                        },
+                        None => None,
+                    };
+                    match (ended, wait.take()) {
+                        (Some(got), Some(w)) => ReplyState::Done(Some(this.outcome(w, got))),
+                        (_, wait) => match send.as_mut().poll(cx) {
+                            Poll::Pending => {
+                                if let ReplyState::Sending { wait: slot, .. } = &mut this.state {
+                                    *slot = wait;
+                                }
+                                return Poll::Pending;
+                            }
+                            Poll::Ready(Ok(())) => match wait {
+                                Some(wait) => ReplyState::Waiting(wait),
+                                None => ReplyState::Done(Some(Ok(Vec::new()))),
+                            },
+                            Poll::Ready(Err(payload)) => {
+                                this.shared.pending.remove(call_id);
+                                ReplyState::Unsent(Some(payload))
+                            }
+                        },
+                    }
+                }
+            };
+            this.state = next;
         }
     }
 }
@@ -1213,23 +1247,6 @@ struct Wait {
     target: GrainId,
     method: String,
     timeout: Duration,
-}
-
-/// A call encoded and registered but not queued yet: the stream's queue
-/// was full.
-struct Full {
-    env: Envelope,
-    wait: Option<Wait>,
-}
-
-/// How far [`Link::start`] got with a call.
-enum Started {
-    /// Nothing to wait for: a one-way call queued, or an encoding error.
-    Done(actor_core::Result<Vec<u8>>),
-    /// Queued; the reply is awaited.
-    Waiting(Wait),
-    /// Not queued yet (the queue is full; rare, so boxed).
-    Full(Box<Full>),
 }
 
 #[cfg(test)]

@@ -246,12 +246,23 @@ fn nap_call(key: i64, ms: u64, timeout: Duration) -> EncodedCall {
 #[derive(Clone, Default)]
 struct Freezer {
     frozen: Arc<AtomicBool>,
+    writes_frozen: Arc<AtomicBool>,
     waiting: Arc<std::sync::Mutex<Vec<Waker>>>,
 }
 
 impl Freezer {
     fn set(&self, frozen: bool) {
         self.frozen.store(frozen, Ordering::SeqCst);
+        self.wake(frozen);
+    }
+
+    /// Holds back (or lets go) what the caller writes.
+    fn set_writes(&self, frozen: bool) {
+        self.writes_frozen.store(frozen, Ordering::SeqCst);
+        self.wake(frozen);
+    }
+
+    fn wake(&self, frozen: bool) {
         if !frozen {
             for w in self.waiting.lock().unwrap().drain(..) {
                 w.wake();
@@ -289,6 +300,14 @@ impl tokio::io::AsyncWrite for FreezableIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.freezer.writes_frozen.load(Ordering::SeqCst) {
+            self.freezer
+                .waiting
+                .lock()
+                .unwrap()
+                .push(cx.waker().clone());
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -401,6 +420,59 @@ async fn the_link_fails_each_call_at_its_own_deadline() {
         .unwrap()
         .unwrap_err();
     assert!(matches!(err, Error::SiloUnavailable { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_for_room_on_a_full_link_still_end_at_their_deadline_or_its_failure() {
+    let members = cluster(2, DEFAULT_MAX_FRAME).await;
+    let far = alternating(&members, 1, 0, 1)[0];
+    let hit = |timeout: Duration| {
+        let payload = actor_core::codec::encode(&NodeHit {}).unwrap();
+        EncodedCall::new(GrainId::new("node", far), "hit", payload, timeout)
+    };
+    // More calls than the stream's queue and HTTP/2's buffers hold while
+    // nothing can be written: the last ones wait for room.
+    const CALLS: usize = 60_000;
+    for declared_dead in [false, true] {
+        let freezer = Freezer::default();
+        let connector: Arc<dyn Connector> = Arc::new(freezer.clone());
+        let link = Arc::new(
+            Link::connect_via(
+                &connector,
+                &members[1].endpoint,
+                DEFAULT_MAX_FRAME,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap(),
+        );
+        freezer.set_writes(true);
+        let timeout = if declared_dead {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_millis(300)
+        };
+        let replies: Vec<_> = (0..CALLS)
+            .map(|_| link.clone().call_owned(hit(timeout)))
+            .collect();
+        if declared_dead {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            link.fail_pending();
+        }
+        // Each ends by its deadline or the declaration, not when the
+        // transport's keep-alive gives up on the connection (that would be
+        // a plain "silo unavailable").
+        for reply in futures::future::join_all(replies).await {
+            match reply.unwrap_err() {
+                Error::SiloUnavailable { silo } if declared_dead => {
+                    assert!(silo.contains("declared dead"), "{silo}");
+                }
+                Error::Timeout { .. } if !declared_dead => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        freezer.set_writes(false);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
