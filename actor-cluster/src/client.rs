@@ -143,9 +143,7 @@ impl ClientRouter {
     async fn call(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
         let gateways = self.gateways.lock().clone();
         // Start at a gateway chosen by the grain, so load spreads.
-        let start = (crate::router::stable_hash(call.target.to_string().as_bytes()) as usize)
-            % gateways.len().max(1);
-        let mut call = call;
+        let start = (crate::router::grain_hash(&call.target) as usize) % gateways.len().max(1);
         for i in 0..gateways.len() {
             let g = &gateways[(start + i) % gateways.len()];
             // Only a call that provably did not run moves on to the next
@@ -155,8 +153,8 @@ impl ClientRouter {
             let Some(link) = self.link(g).await else {
                 continue;
             };
-            match link.try_call(call.clone()).await {
-                Err(unsent) => call = unsent,
+            match link.try_call_ref(&call, call.timeout).await {
+                Err(crate::link::NotSent) => {}
                 Ok(Err(actor_core::Error::NotHere { .. })) => {}
                 Ok(outcome) => return outcome,
             }

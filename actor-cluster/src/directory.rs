@@ -589,10 +589,8 @@ impl Directory {
                         self.cache.remove(&call.target);
                     }
                     Some(link) => {
-                        let mut attempt = call.clone();
-                        attempt.timeout = left;
-                        match link.try_call(attempt).await {
-                            Err(_unsent) => {
+                        match link.try_call_ref(&call, left).await {
+                            Err(crate::link::NotSent) => {
                                 // The link went down before the call was
                                 // sent: it did not run, route it again.
                                 self.cache.remove_if(&call.target, |_, a| *a == addr);

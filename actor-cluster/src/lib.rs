@@ -131,8 +131,8 @@ pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo, WallClock};
 pub use error::{Error, Result};
 pub use link::{
-    BatchStream, DEFAULT_MAX_FRAME, Link, LinkService, Prober, fetch_gateways, fetch_gateways_via,
-    serve, serve_on, serve_service,
+    BatchStream, CallReply, DEFAULT_MAX_FRAME, Link, LinkService, NotSent, Prober, fetch_gateways,
+    fetch_gateways_via, serve, serve_on, serve_service,
 };
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
@@ -143,7 +143,7 @@ pub use placement::{
     ActivationCountPlacement, Candidate, HashPlacement, Placement, PlacementContext, Placements,
     PreferLocalPlacement, RandomPlacement,
 };
-pub use router::{StaticRouter, StaticRouting, rendezvous_owner, stable_hash};
+pub use router::{StaticRouter, StaticRouting, grain_hash, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;
 pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};
 pub use transport::{BoxedIo, Connector, LinkIo, LinkListener, TcpConnector};

@@ -2,16 +2,18 @@
 //! bidirectional stream per caller and callee (tonic + prost).
 //!
 //! The caller's side ([`Link`]) sends request envelopes and matches reply
-//! envelopes to waiting calls by call id; the callee's side
-//! ([`LinkService`]) runs each request on its silo with
-//! `Silo::invoke_encoded` and streams the replies back. Both directions
-//! batch: whatever is queued when the stream is polled goes out as one
-//! frame, so under load many calls share a write. Frames have a size limit;
-//! a malformed or oversized frame ends that stream with a logged error and
-//! fails its pending calls, and the silo goes on serving.
+//! envelopes to waiting calls by call id; one sweeper task per link fails
+//! calls whose deadline passes (no timer per call). The callee's side
+//! ([`LinkService`]) queues each request on its grain with
+//! `Silo::queue_encoded` as it arrives (no task per call: the stream's
+//! task waits for the replies) and streams the replies back. Both
+//! directions batch: whatever is queued when the stream is polled goes out
+//! as one frame, so under load many calls share a write. Frames have a
+//! size limit; a malformed or oversized frame ends that stream with a
+//! logged error and fails its pending calls, and the silo goes on serving.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -19,8 +21,14 @@ use actor_core::{
     CallId, EncodedCall, GrainId, RequestContext, Silo, SpanId, TraceContext, TraceId,
 };
 use dashmap::DashMap;
-use futures::Stream;
-use tokio::sync::{mpsc, oneshot};
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
+use tokio::sync::{Notify, mpsc, oneshot};
+// Tokio's clock, not the standard one: a simulator (turmoil) controls it.
+use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, Result};
@@ -198,8 +206,21 @@ impl SiloLink for LinkService {
         let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
         let silo = self.silo.clone();
         tokio::spawn(async move {
+            // The calls this stream's task waits on, each already queued
+            // on its grain (no task per call: the activation's queue
+            // orders and runs them; this only forwards their replies).
+            let mut running = FuturesUnordered::new();
             loop {
-                match inbound.message().await {
+                let next = tokio::select! {
+                    // Replies first: they free memory and callers.
+                    biased;
+                    Some((call_id, reply)) = running.next(), if !running.is_empty() => {
+                        forward_reply(call_id, false, reply, &tx);
+                        continue;
+                    }
+                    next = inbound.next() => next,
+                };
+                match next.transpose() {
                     Ok(Some(batch)) => {
                         if !serving.load(Ordering::SeqCst) {
                             // Declared dead (or leaving): run nothing more.
@@ -212,7 +233,10 @@ impl SiloLink for LinkService {
                             break;
                         }
                         for env in batch.envelopes {
-                            handle_request(&silo, env, &tx, admission.as_ref());
+                            if let Some(call) = handle_request(&silo, env, &tx, admission.as_ref())
+                            {
+                                start_call(&silo, call, &mut running, &tx);
+                            }
                         }
                     }
                     Ok(None) => break,
@@ -228,6 +252,11 @@ impl SiloLink for LinkService {
                         break;
                     }
                 }
+            }
+            // The calls already running still answer (the caller may still
+            // be reading).
+            while let Some((call_id, reply)) = running.next().await {
+                forward_reply(call_id, false, reply, &tx);
             }
         });
         let replies: fn(Batch) -> std::result::Result<Batch, Status> = Ok;
@@ -391,7 +420,7 @@ fn handle_request(
     env: Envelope,
     replies: &mpsc::Sender<Envelope>,
     admission: Option<&Admission>,
-) {
+) -> Option<EncodedCall> {
     let call_id = env.call_id;
     let one_way = env.kind() == Kind::OneWay;
     let call = match decode_request(env) {
@@ -401,7 +430,7 @@ fn handle_request(
             if !one_way {
                 let _ = replies.try_send(error_envelope(call_id, &e));
             }
-            return;
+            return None;
         }
     };
     if let Some(hosted) = admission
@@ -414,30 +443,78 @@ fn handle_request(
             silo: silo.name().to_owned(),
         };
         let _ = replies.try_send(error_envelope(call_id, &e));
+        return None;
+    }
+    Some(call)
+}
+
+/// A call this silo runs for a link, waiting for its grain's reply.
+struct Running {
+    call_id: u64,
+    reply: actor_core::EncodedReply,
+}
+
+impl Future for Running {
+    type Output = (u64, actor_core::Result<Vec<u8>>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let call_id = self.call_id;
+        Pin::new(&mut self.reply).poll(cx).map(|r| (call_id, r))
+    }
+}
+
+/// Queues `call` on its grain now (so calls are queued in the order they
+/// arrived) and adds the wait for its reply to `running`; a call that
+/// fails at once is answered at once, a one-way call needs no answer.
+fn start_call(
+    silo: &Silo,
+    call: EncodedCall,
+    running: &mut FuturesUnordered<Running>,
+    replies: &mpsc::Sender<Envelope>,
+) {
+    let (call_id, one_way) = (call.call_id.0, call.one_way);
+    match silo.queue_encoded(call) {
+        Ok(reply) if !one_way => running.push(Running { call_id, reply }),
+        Ok(_) => {}
+        Err(e) => forward_reply(call_id, one_way, Err(e), replies),
+    }
+}
+
+/// Sends a finished call's reply (none for a one-way call) to its caller.
+fn forward_reply(
+    call_id: u64,
+    one_way: bool,
+    outcome: actor_core::Result<Vec<u8>>,
+    replies: &mpsc::Sender<Envelope>,
+) {
+    if one_way {
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "one-way call failed");
+        }
         return;
     }
-    let silo = silo.clone();
-    let replies = replies.clone();
-    tokio::spawn(async move {
-        let outcome = silo.invoke_encoded(call).await;
-        if one_way {
-            if let Err(e) = outcome {
-                tracing::warn!(error = %e, "one-way call failed");
-            }
-            return;
-        }
-        let env = match outcome {
-            Ok(payload) => Envelope {
-                call_id,
-                kind: Kind::Reply as i32,
-                payload,
-                ..Default::default()
-            },
-            Err(e) => error_envelope(call_id, &e),
-        };
+    let env = match outcome {
+        Ok(payload) => Envelope {
+            call_id,
+            kind: Kind::Reply as i32,
+            payload,
+            ..Default::default()
+        },
+        Err(e) => error_envelope(call_id, &e),
+    };
+    match replies.try_send(env) {
+        Ok(()) => {}
         // The caller may be gone; its pending call then fails there.
-        let _ = replies.send(env).await;
-    });
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        // The caller reads slowly: wait for room without holding up the
+        // other calls of this stream.
+        Err(mpsc::error::TrySendError::Full(env)) => {
+            let replies = replies.clone();
+            tokio::spawn(async move {
+                let _ = replies.send(env).await;
+            });
+        }
+    }
 }
 
 fn error_envelope(call_id: u64, e: &actor_core::Error) -> Envelope {
@@ -495,7 +572,9 @@ fn trace_from_envelope(env: &Envelope) -> Option<TraceContext> {
     })
 }
 
-fn encode_request(call: &EncodedCall) -> actor_core::Result<Envelope> {
+/// The request envelope of `call`, carrying `payload` (the call's, moved
+/// or copied by the caller).
+fn encode_request(call: &EncodedCall, payload: Vec<u8>) -> actor_core::Result<Envelope> {
     Ok(Envelope {
         call_id: call.call_id.0,
         kind: if call.one_way {
@@ -524,7 +603,7 @@ fn encode_request(call: &EncodedCall) -> actor_core::Result<Envelope> {
                 value: v.to_owned(),
             })
             .collect(),
-        payload: call.payload.clone(),
+        payload,
         trace_id_high: call.trace.map_or(0, |t| (t.trace_id.0 >> 64) as u64),
         trace_id_low: call.trace.map_or(0, |t| t.trace_id.0 as u64),
         parent_span_id: call.trace.map_or(0, |t| t.span_id.0),
@@ -577,25 +656,177 @@ impl Stream for BatchStream {
     }
 }
 
-type Pending = DashMap<u64, oneshot::Sender<actor_core::Result<Vec<u8>>>>;
+/// What a waiting call learns: its reply (or error), or that its
+/// deadline passed first.
+enum Outcome {
+    Done(actor_core::Result<Vec<u8>>),
+    Expired,
+}
+
+/// A call waiting for its reply, with its deadline (see [`Shared::micros`]).
+struct Waiter {
+    tx: oneshot::Sender<Outcome>,
+    deadline: u64,
+}
+
+/// The state of one link that its handle, its reply reader and its
+/// deadline sweeper share.
+///
+/// Deadlines cost no timer per call: each waiting call records its deadline
+/// in `pending`, and one sweeper task per link sleeps until the earliest
+/// deadline (`armed`), then fails the calls whose deadline has passed with
+/// a timeout and sleeps again until the next one. A call whose deadline is
+/// earlier than the armed one wakes the sweeper (`wake`) to re-arm.
+struct Shared {
+    endpoint: String,
+    pending: DashMap<u64, Waiter>,
+    alive: AtomicBool,
+    /// The deadline the sweeper sleeps until, `u64::MAX` for none.
+    armed: AtomicU64,
+    wake: Notify,
+    /// Time zero of the deadlines (tokio's clock: a simulator drives it).
+    epoch: Instant,
+}
+
+impl Shared {
+    /// `at` as microseconds since the link's epoch.
+    fn micros(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The deadline of a call sent now with `timeout` left.
+    fn deadline(&self, timeout: Duration) -> u64 {
+        self.micros(Instant::now())
+            .saturating_add(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX))
+            .min(u64::MAX - 1)
+    }
+
+    /// Makes sure the sweeper wakes by `deadline` (a waiter with it is
+    /// already in `pending`).
+    fn arm(&self, deadline: u64) {
+        // The common case (every call has the same timeout, so a new
+        // deadline is later than the armed one) is one load.
+        if deadline < self.armed.load(Ordering::Relaxed)
+            && deadline < self.armed.fetch_min(deadline, Ordering::SeqCst)
+        {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Fails the calls whose deadline has passed and re-arms for the
+    /// earliest remaining one.
+    fn expire(&self) {
+        // Disarm first: a call registered during the scan below that the
+        // scan misses then arms again itself.
+        self.armed.store(u64::MAX, Ordering::SeqCst);
+        let now = self.micros(Instant::now());
+        let mut next = u64::MAX;
+        let mut expired = Vec::new();
+        for w in self.pending.iter() {
+            if w.deadline <= now {
+                expired.push(*w.key());
+            } else {
+                next = next.min(w.deadline);
+            }
+        }
+        // In call order, not hash order: runs replay under a simulator.
+        expired.sort_unstable();
+        for id in expired {
+            if let Some((_, w)) = self.pending.remove(&id) {
+                let _ = w.tx.send(Outcome::Expired);
+            }
+        }
+        self.armed.fetch_min(next, Ordering::SeqCst);
+    }
+
+    /// Takes the link out of use and fails every waiting call with `error`,
+    /// in call order.
+    fn fail_all(&self, error: impl Fn() -> actor_core::Error) {
+        self.alive.store(false, Ordering::SeqCst);
+        let mut ids: Vec<u64> = self.pending.iter().map(|e| *e.key()).collect();
+        // In call order, not hash order: runs replay under a simulator.
+        ids.sort_unstable();
+        for id in ids {
+            if let Some((_, w)) = self.pending.remove(&id) {
+                let _ = w.tx.send(Outcome::Done(Err(error())));
+            }
+        }
+        // The sweeper ends.
+        self.wake.notify_one();
+    }
+
+    /// Hands a reply envelope to its waiting call.
+    fn complete(&self, env: Envelope) {
+        let Some((_, w)) = self.pending.remove(&env.call_id) else {
+            // The caller gave up (timeout) before the reply came.
+            return;
+        };
+        let reply =
+            match env.kind() {
+                Kind::Reply => Ok(env.payload),
+                Kind::Error => Err(actor_core::codec::decode::<actor_core::Error>(&env.payload)
+                    .unwrap_or_else(|e| e)),
+                other => Err(actor_core::Error::Serialization(format!(
+                    "expected a reply envelope, got {other:?}"
+                ))),
+            };
+        let _ = w.tx.send(Outcome::Done(reply));
+    }
+}
+
+/// Fails the link's calls at their deadlines until the link is down.
+async fn sweep(shared: Arc<Shared>) {
+    loop {
+        if !shared.alive.load(Ordering::SeqCst) {
+            return;
+        }
+        let armed = shared.armed.load(Ordering::SeqCst);
+        if armed == u64::MAX {
+            shared.wake.notified().await;
+            continue;
+        }
+        let at = shared.epoch + Duration::from_micros(armed);
+        tokio::select! {
+            // In a fixed order: runs replay under a simulator.
+            biased;
+            () = tokio::time::sleep_until(at) => shared.expire(),
+            // Re-armed earlier (or the link went down): look again.
+            () = shared.wake.notified() => {}
+        }
+    }
+}
 
 /// The caller's side of the link to one remote silo.
 pub struct Link {
-    endpoint: String,
+    shared: Arc<Shared>,
     out: mpsc::Sender<Envelope>,
-    pending: Arc<Pending>,
-    alive: Arc<AtomicBool>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Nobody can send on it any more; the sweeper need not outlive the
+        // calls already waiting (the reader fails them when the stream
+        // closes), but it must not linger if the peer keeps it open.
+        if self.shared.pending.is_empty() {
+            self.shared.alive.store(false, Ordering::SeqCst);
+            self.shared.wake.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
-            .field("endpoint", &self.endpoint)
-            .field("pending", &self.pending.len())
+            .field("endpoint", &self.shared.endpoint)
+            .field("pending", &self.shared.pending.len())
             .field("alive", &self.is_alive())
             .finish()
     }
 }
+
+/// A call was never sent: the link was down (see [`Link::try_call_ref`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotSent;
 
 impl Link {
     /// Opens the stream to the silo at `endpoint` (`host:port`).
@@ -668,45 +899,41 @@ impl Link {
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .into_inner();
-        let pending: Arc<Pending> = Arc::new(DashMap::new());
-        let alive = Arc::new(AtomicBool::new(true));
-        let (p, a, ep) = (pending.clone(), alive.clone(), endpoint.to_owned());
+        let shared = Arc::new(Shared {
+            endpoint: endpoint.to_owned(),
+            pending: DashMap::new(),
+            alive: AtomicBool::new(true),
+            armed: AtomicU64::new(u64::MAX),
+            wake: Notify::new(),
+            epoch: Instant::now(),
+        });
+        let reader = shared.clone();
         tokio::spawn(async move {
             let reason = loop {
                 match replies.message().await {
                     Ok(Some(batch)) => {
                         for env in batch.envelopes {
-                            complete(&p, env);
+                            reader.complete(env);
                         }
                     }
                     Ok(None) => break "the remote silo closed the link".to_owned(),
                     Err(status) => break status.to_string(),
                 }
             };
-            tracing::warn!(endpoint = %ep, %reason, "silo link lost");
-            a.store(false, Ordering::SeqCst);
+            tracing::warn!(endpoint = %reader.endpoint, %reason, "silo link lost");
             // Everything in flight on this link fails now, not at its
             // deadline.
-            let mut ids: Vec<u64> = p.iter().map(|e| *e.key()).collect();
-            // In call order, not hash order: runs replay under a simulator.
-            ids.sort_unstable();
-            for id in ids {
-                if let Some((_, tx)) = p.remove(&id) {
-                    let _ = tx.send(Err(actor_core::Error::SiloUnavailable { silo: ep.clone() }));
-                }
-            }
+            reader.fail_all(|| actor_core::Error::SiloUnavailable {
+                silo: reader.endpoint.clone(),
+            });
         });
-        Ok(Link {
-            endpoint: endpoint.to_owned(),
-            out,
-            pending,
-            alive,
-        })
+        tokio::spawn(sweep(shared.clone()));
+        Ok(Link { shared, out })
     }
 
     /// Whether the stream is still up.
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::SeqCst) && !self.out.is_closed()
+        self.shared.alive.load(Ordering::SeqCst) && !self.out.is_closed()
     }
 
     /// Fails every call in flight on this link with "silo unavailable" now
@@ -714,20 +941,20 @@ impl Link {
     /// connection is still open (hung), so callers need not wait for
     /// their deadlines.
     pub fn fail_pending(&self) {
-        self.alive.store(false, Ordering::SeqCst);
-        let ids: Vec<u64> = self.pending.iter().map(|e| *e.key()).collect();
-        for id in ids {
-            if let Some((_, tx)) = self.pending.remove(&id) {
-                let _ = tx.send(Err(actor_core::Error::SiloUnavailable {
-                    silo: format!("{} (declared dead)", self.endpoint),
-                }));
-            }
-        }
+        let silo = format!("{} (declared dead)", self.shared.endpoint);
+        self.shared
+            .fail_all(|| actor_core::Error::SiloUnavailable { silo: silo.clone() });
     }
 
     /// The remote endpoint.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.shared.endpoint
+    }
+
+    fn unavailable(&self) -> actor_core::Error {
+        actor_core::Error::SiloUnavailable {
+            silo: self.shared.endpoint.clone(),
+        }
     }
 
     /// Sends a call and waits for its encoded reply (an empty reply for a
@@ -735,10 +962,34 @@ impl Link {
     pub async fn call(&self, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
         match self.try_call(call).await {
             Ok(outcome) => outcome,
-            Err(_unsent) => Err(actor_core::Error::SiloUnavailable {
-                silo: self.endpoint.clone(),
-            }),
+            Err(_unsent) => Err(self.unavailable()),
         }
+    }
+
+    /// [`call`](Link::call) on a shared link, as a future that owns what
+    /// it needs (for routers, which return `'static` futures).
+    ///
+    /// The call is encoded, registered and queued on the stream before
+    /// this returns; the future only waits for the reply, and is small
+    /// (it carries no envelope), so moving it around costs little.
+    pub fn call_owned(self: Arc<Self>, mut call: EncodedCall) -> CallReply {
+        let state = if self.is_alive() {
+            // The payload moves into the envelope.
+            let payload = std::mem::take(&mut call.payload);
+            match encode_request(&call, payload) {
+                Err(e) => ReplyState::Done(Some(Err(e))),
+                Ok(env) => {
+                    let (one_way, timeout) = (call.one_way, call.timeout);
+                    self.start(env, one_way, timeout, || (call.target, call.method))
+                }
+            }
+        } else {
+            ReplyState::Unsent(Some(Vec::new()))
+        };
+        CallReply(Flight {
+            shared: self.shared.clone(),
+            state,
+        })
     }
 
     /// Like [`call`](Link::call), but a call that was never sent (the link
@@ -746,66 +997,256 @@ impl Link {
     /// did not run and may send it elsewhere.
     pub async fn try_call(
         &self,
-        call: EncodedCall,
+        mut call: EncodedCall,
     ) -> std::result::Result<actor_core::Result<Vec<u8>>, EncodedCall> {
-        let unavailable = || actor_core::Error::SiloUnavailable {
-            silo: self.endpoint.clone(),
-        };
         if !self.is_alive() {
             return Err(call);
         }
-        let env = match encode_request(&call) {
+        // The payload moves into the envelope (and back if it is not sent).
+        let payload = std::mem::take(&mut call.payload);
+        let env = match encode_request(&call, payload) {
             Ok(env) => env,
             Err(e) => return Ok(Err(e)),
         };
-        if call.one_way {
-            return match self.out.send(env).await {
-                Ok(()) => Ok(Ok(Vec::new())),
-                Err(_) => Err(call),
-            };
-        }
-        let (tx, rx) = oneshot::channel();
-        self.pending.insert(call.call_id.0, tx);
-        if !self.is_alive() {
-            // Failed (`fail_pending`) between the check above and the
-            // insert: nothing was sent.
-            self.pending.remove(&call.call_id.0);
-            return Err(call);
-        }
-        if self.out.send(env).await.is_err() {
-            self.pending.remove(&call.call_id.0);
-            return Err(call);
-        }
-        Ok(match tokio::time::timeout(call.timeout, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(unavailable()),
-            Err(_) => {
-                self.pending.remove(&call.call_id.0);
-                Err(actor_core::Error::Timeout {
-                    grain: call.target,
-                    method: call.method,
-                    timeout: call.timeout,
-                })
+        let names = || (call.target.clone(), call.method.clone());
+        let state = self.start(env, call.one_way, call.timeout, names);
+        let flight = Flight {
+            shared: self.shared.clone(),
+            state,
+        };
+        match flight.await {
+            Ok(outcome) => Ok(outcome),
+            Err(payload) => {
+                call.payload = payload;
+                Err(call)
             }
+        }
+    }
+
+    /// Like [`try_call`](Link::try_call), but borrows the call (its
+    /// payload is copied into the envelope) and gives it `timeout` to
+    /// live: for callers that may send the same call elsewhere after a
+    /// "not here".
+    pub async fn try_call_ref(
+        &self,
+        call: &EncodedCall,
+        timeout: Duration,
+    ) -> std::result::Result<actor_core::Result<Vec<u8>>, NotSent> {
+        if !self.is_alive() {
+            return Err(NotSent);
+        }
+        let mut env = match encode_request(call, call.payload.clone()) {
+            Ok(env) => env,
+            Err(e) => return Ok(Err(e)),
+        };
+        env.timeout_micros = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        let names = || (call.target.clone(), call.method.clone());
+        let state = self.start(env, call.one_way, timeout, names);
+        let flight = Flight {
+            shared: self.shared.clone(),
+            state,
+        };
+        flight.await.map_err(|_| NotSent)
+    }
+
+    /// Registers a request envelope (unless one-way; `names` gives what
+    /// its timeout error names) and queues it on the stream, or starts
+    /// waiting for room if the queue is full.
+    fn start(
+        &self,
+        env: Envelope,
+        one_way: bool,
+        timeout: Duration,
+        names: impl FnOnce() -> (GrainId, String),
+    ) -> ReplyState {
+        let call_id = env.call_id;
+        let wait = if one_way {
+            None
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let deadline = self.shared.deadline(timeout);
+            self.shared.pending.insert(call_id, Waiter { tx, deadline });
+            if !self.is_alive() {
+                // Failed (`fail_pending`) between the caller's check and
+                // the insert: nothing was sent.
+                self.shared.pending.remove(&call_id);
+                return ReplyState::Unsent(Some(env.payload));
+            }
+            self.shared.arm(deadline);
+            let (target, method) = names();
+            Some(Wait {
+                rx,
+                target,
+                method,
+                timeout,
+            })
+        };
+        match self.out.try_send(env) {
+            Ok(()) => match wait {
+                Some(wait) => ReplyState::Waiting(wait),
+                None => ReplyState::Done(Some(Ok(Vec::new()))),
+            },
+            Err(mpsc::error::TrySendError::Closed(env)) => {
+                self.shared.pending.remove(&call_id);
+                ReplyState::Unsent(Some(env.payload))
+            }
+            Err(mpsc::error::TrySendError::Full(env)) => {
+                // Rare: the wait for room is boxed, so a call's future
+                // does not carry its state.
+                let out = self.out.clone();
+                let send = Box::pin(async move { out.send(env).await.map_err(|e| e.0.payload) });
+                ReplyState::Sending {
+                    send,
+                    call_id,
+                    wait,
+                }
+            }
+        }
+    }
+}
+
+/// The reply of a call sent with [`Link::call_owned`].
+pub struct CallReply(Flight);
+
+impl std::fmt::Debug for CallReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallReply")
+            .field("endpoint", &self.0.shared.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Future for CallReply {
+    type Output = actor_core::Result<Vec<u8>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let flight = &mut self.0;
+        Pin::new(&mut *flight).poll(cx).map(|r| {
+            r.unwrap_or_else(|_unsent| {
+                Err(actor_core::Error::SiloUnavailable {
+                    silo: flight.shared.endpoint.clone(),
+                })
+            })
         })
     }
 }
 
-fn complete(pending: &Pending, env: Envelope) {
-    let Some((_, tx)) = pending.remove(&env.call_id) else {
-        // The caller gave up (timeout) before the reply came.
-        return;
-    };
-    let reply = match env.kind() {
-        Kind::Reply => Ok(env.payload),
-        Kind::Error => {
-            Err(actor_core::codec::decode::<actor_core::Error>(&env.payload).unwrap_or_else(|e| e))
+/// A call on its way: its reply, or `Err(payload)` if it was never sent
+/// (the link was down, or closed before there was room for it).
+struct Flight {
+    shared: Arc<Shared>,
+    state: ReplyState,
+}
+
+enum ReplyState {
+    /// Known already (taken when polled to completion).
+    Done(Option<actor_core::Result<Vec<u8>>>),
+    /// Not sent (taken when polled to completion).
+    Unsent(Option<Vec<u8>>),
+    /// Sent; waiting for the reply or the deadline.
+    Waiting(Wait),
+    /// Waiting for room on the stream (rare). The call is registered
+    /// already, so its deadline or the link's failure ends it meanwhile.
+    Sending {
+        send: Pin<Box<dyn Future<Output = std::result::Result<(), Vec<u8>>> + Send>>,
+        call_id: u64,
+        wait: Option<Wait>,
+    },
+}
+
+impl Flight {
+    /// The outcome of a registered call, from what its waiter received.
+    fn outcome(
+        &self,
+        mut wait: Wait,
+        got: std::result::Result<Outcome, oneshot::error::RecvError>,
+    ) -> actor_core::Result<Vec<u8>> {
+        match got {
+            Ok(Outcome::Done(reply)) => reply,
+            Ok(Outcome::Expired) => Err(actor_core::Error::Timeout {
+                grain: wait.target,
+                method: std::mem::take(&mut wait.method),
+                timeout: wait.timeout,
+            }),
+            Err(_) => Err(actor_core::Error::SiloUnavailable {
+                silo: self.shared.endpoint.clone(),
+            }),
         }
-        other => Err(actor_core::Error::Serialization(format!(
-            "expected a reply envelope, got {other:?}"
-        ))),
-    };
-    let _ = tx.send(reply);
+    }
+}
+
+impl Future for Flight {
+    type Output = std::result::Result<actor_core::Result<Vec<u8>>, Vec<u8>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            let next = match &mut this.state {
+                ReplyState::Done(outcome) => {
+                    let outcome = outcome.take().expect("a call polled after it was done");
+                    return Poll::Ready(Ok(outcome));
+                }
+                ReplyState::Unsent(payload) => {
+                    let payload = payload.take().expect("a call polled after it was done");
+                    return Poll::Ready(Err(payload));
+                }
+                ReplyState::Waiting(wait) => {
+                    let Poll::Ready(got) = Pin::new(&mut wait.rx).poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    match std::mem::replace(&mut this.state, ReplyState::Done(None)) {
+                        ReplyState::Waiting(wait) => {
+                            ReplyState::Done(Some(this.outcome(wait, got)))
+                        }
+                        other => other,
+                    }
+                }
+                ReplyState::Sending {
+                    send,
+                    call_id,
+                    wait,
+                } => {
+                    // Ended before it was sent (its deadline, the link's
+                    // failure): it is dropped unsent.
+                    let ended = match wait {
+                        Some(w) => match Pin::new(&mut w.rx).poll(cx) {
+                            Poll::Ready(got) => Some(got),
+                            Poll::Pending => None,
+                        },
+                        None => None,
+                    };
+                    match (ended, wait.take()) {
+                        (Some(got), Some(w)) => ReplyState::Done(Some(this.outcome(w, got))),
+                        (_, wait) => match send.as_mut().poll(cx) {
+                            Poll::Pending => {
+                                if let ReplyState::Sending { wait: slot, .. } = &mut this.state {
+                                    *slot = wait;
+                                }
+                                return Poll::Pending;
+                            }
+                            Poll::Ready(Ok(())) => match wait {
+                                Some(wait) => ReplyState::Waiting(wait),
+                                None => ReplyState::Done(Some(Ok(Vec::new()))),
+                            },
+                            Poll::Ready(Err(payload)) => {
+                                this.shared.pending.remove(call_id);
+                                ReplyState::Unsent(Some(payload))
+                            }
+                        },
+                    }
+                }
+            };
+            this.state = next;
+        }
+    }
+}
+
+/// A sent call waiting for its reply, with what its timeout error names.
+struct Wait {
+    rx: oneshot::Receiver<Outcome>,
+    target: GrainId,
+    method: String,
+    timeout: Duration,
 }
 
 #[cfg(test)]
@@ -843,7 +1284,7 @@ mod tests {
             let mut context = RequestContext::new();
             for (k, v) in &ctx { context.insert(k.clone(), v.clone()); }
             call.context = context;
-            let env = encode_request(&call).unwrap();
+            let env = encode_request(&call, call.payload.clone()).unwrap();
             let bytes = prost::Message::encode_to_vec(&env);
             let back = decode_request(<Envelope as prost::Message>::decode(&bytes[..]).unwrap()).unwrap();
             prop_assert_eq!(back.target, call.target);
@@ -863,7 +1304,7 @@ mod tests {
         fn trace_context_round_trips(trace: u128, span: u64, flags: u8, present: bool) {
             let mut call = EncodedCall::new(GrainId::new("t", 1), "m", Vec::new(), Duration::from_secs(1));
             call.trace = present.then_some(TraceContext { trace_id: TraceId(trace), span_id: SpanId(span), flags });
-            let env = encode_request(&call).unwrap();
+            let env = encode_request(&call, call.payload.clone()).unwrap();
             let bytes = prost::Message::encode_to_vec(&env);
             let back = decode_request(<Envelope as prost::Message>::decode(&bytes[..]).unwrap()).unwrap();
             let valid = present && trace != 0 && span != 0;

@@ -2,12 +2,18 @@
 //! the one activation of each grain wherever it lives, and deadlines,
 //! request context and deadlock detection cross the wire.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use actor_cluster::{DEFAULT_MAX_FRAME, Link, StaticRouter, StaticRouting, serve};
+use actor_cluster::{
+    BoxedIo, Connector, DEFAULT_MAX_FRAME, Link, StaticRouter, StaticRouting, serve,
+};
 use actor_core::prelude::*;
 use actor_core::{EncodedCall, Error};
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 
 /// Each hop's silo name and the "user" it saw, or the error that stopped it.
@@ -227,6 +233,279 @@ async fn deadlines_cross_the_wire() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// An encoded `nap` call onto grain `key` with `timeout`.
+fn nap_call(key: i64, ms: u64, timeout: Duration) -> EncodedCall {
+    let payload = actor_core::codec::encode(&NodeNap { ms }).unwrap();
+    EncodedCall::new(GrainId::new("node", key), "nap", payload, timeout)
+}
+
+/// A TCP transport whose reads can be held back: while frozen, the caller
+/// sends but hears nothing, so only its own deadlines end its calls.
+#[derive(Clone, Default)]
+struct Freezer {
+    frozen: Arc<AtomicBool>,
+    writes_frozen: Arc<AtomicBool>,
+    waiting: Arc<std::sync::Mutex<Vec<Waker>>>,
+}
+
+impl Freezer {
+    fn set(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
+        self.wake(frozen);
+    }
+
+    /// Holds back (or lets go) what the caller writes.
+    fn set_writes(&self, frozen: bool) {
+        self.writes_frozen.store(frozen, Ordering::SeqCst);
+        self.wake(frozen);
+    }
+
+    fn wake(&self, frozen: bool) {
+        if !frozen {
+            for w in self.waiting.lock().unwrap().drain(..) {
+                w.wake();
+            }
+        }
+    }
+}
+
+struct FreezableIo {
+    inner: tokio::net::TcpStream,
+    freezer: Freezer,
+}
+
+impl tokio::io::AsyncRead for FreezableIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.freezer.frozen.load(Ordering::SeqCst) {
+            self.freezer
+                .waiting
+                .lock()
+                .unwrap()
+                .push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for FreezableIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.freezer.writes_frozen.load(Ordering::SeqCst) {
+            self.freezer
+                .waiting
+                .lock()
+                .unwrap()
+                .push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Connector for Freezer {
+    fn connect(&self, endpoint: &str) -> BoxFuture<'static, std::io::Result<BoxedIo>> {
+        let (endpoint, freezer) = (endpoint.to_owned(), self.clone());
+        Box::pin(async move {
+            let inner = tokio::net::TcpStream::connect(&endpoint).await?;
+            inner.set_nodelay(true)?;
+            Ok(Box::new(FreezableIo { inner, freezer }) as BoxedIo)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_fails_each_call_at_its_own_deadline() {
+    let members = cluster(2, DEFAULT_MAX_FRAME).await;
+    let far: Vec<i64> = alternating(&members, 1, 0, 7)
+        .into_iter()
+        .step_by(2)
+        .collect();
+    let freezer = Freezer::default();
+    let connector: Arc<dyn Connector> = Arc::new(freezer.clone());
+    let link = Arc::new(
+        Link::connect_via(
+            &connector,
+            &members[1].endpoint,
+            DEFAULT_MAX_FRAME,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap(),
+    );
+    let hit = |key: i64, timeout: Duration| {
+        let payload = actor_core::codec::encode(&NodeHit {}).unwrap();
+        EncodedCall::new(GrainId::new("node", key), "hit", payload, timeout)
+    };
+    // The link works; then the caller stops hearing the callee.
+    let reply = link
+        .call(hit(far[3], Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(actor_core::codec::decode::<u64>(&reply).unwrap(), 1);
+    freezer.set(true);
+    let started = Instant::now();
+    // A call with a long deadline first, then shorter ones: each shorter
+    // deadline must re-arm the link's deadline sweep, or these would wait
+    // as long as the first.
+    let long = tokio::spawn(link.clone().call_owned(nap_call(
+        far[0],
+        60_000,
+        Duration::from_secs(30),
+    )));
+    let timed = |key, timeout_ms| {
+        let reply = link
+            .clone()
+            .call_owned(hit(key, Duration::from_millis(timeout_ms)));
+        tokio::spawn(async move {
+            let outcome = reply.await;
+            (outcome, started.elapsed())
+        })
+    };
+    let slow = timed(far[1], 600);
+    let fast = timed(far[2], 200);
+    let (fast, fast_at) = fast.await.unwrap();
+    let (slow, slow_at) = slow.await.unwrap();
+    for (outcome, key, timeout) in [(&fast, far[2], 200), (&slow, far[1], 600)] {
+        match outcome {
+            Err(Error::Timeout {
+                grain,
+                method,
+                timeout: t,
+            }) => {
+                assert_eq!(grain, &GrainId::new("node", key));
+                assert_eq!(method, "hit");
+                assert_eq!(*t, Duration::from_millis(timeout));
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+    }
+    assert!(
+        fast_at >= Duration::from_millis(200) && fast_at < Duration::from_millis(550),
+        "{fast_at:?}"
+    );
+    assert!(
+        slow_at >= Duration::from_millis(600) && slow_at < Duration::from_millis(1_500),
+        "{slow_at:?}"
+    );
+    // The callee ran them; their late replies are dropped, and the link
+    // serves on.
+    freezer.set(false);
+    let reply = link
+        .call(hit(far[2], Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(actor_core::codec::decode::<u64>(&reply).unwrap(), 2);
+    assert!(!long.is_finished());
+    // A link declared dead fails what is still waiting at once.
+    link.fail_pending();
+    let err = tokio::time::timeout(Duration::from_secs(2), long)
+        .await
+        .expect("failed at once, not at its deadline")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::SiloUnavailable { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_for_room_on_a_full_link_still_end_at_their_deadline_or_its_failure() {
+    let members = cluster(2, DEFAULT_MAX_FRAME).await;
+    let far = alternating(&members, 1, 0, 1)[0];
+    let hit = |timeout: Duration| {
+        let payload = actor_core::codec::encode(&NodeHit {}).unwrap();
+        EncodedCall::new(GrainId::new("node", far), "hit", payload, timeout)
+    };
+    // More calls than the stream's queue and HTTP/2's buffers hold while
+    // nothing can be written: the last ones wait for room.
+    const CALLS: usize = 60_000;
+    for declared_dead in [false, true] {
+        let freezer = Freezer::default();
+        let connector: Arc<dyn Connector> = Arc::new(freezer.clone());
+        let link = Arc::new(
+            Link::connect_via(
+                &connector,
+                &members[1].endpoint,
+                DEFAULT_MAX_FRAME,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap(),
+        );
+        freezer.set_writes(true);
+        let timeout = if declared_dead {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_millis(300)
+        };
+        let replies: Vec<_> = (0..CALLS)
+            .map(|_| link.clone().call_owned(hit(timeout)))
+            .collect();
+        if declared_dead {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            link.fail_pending();
+        }
+        // Each ends by its deadline or the declaration, not when the
+        // transport's keep-alive gives up on the connection (that would be
+        // a plain "silo unavailable").
+        for reply in futures::future::join_all(replies).await {
+            match reply.unwrap_err() {
+                Error::SiloUnavailable { silo } if declared_dead => {
+                    assert!(silo.contains("declared dead"), "{silo}");
+                }
+                Error::Timeout { .. } if !declared_dead => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        freezer.set_writes(false);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_a_link_run_in_the_order_they_were_sent() {
+    let members = cluster(2, DEFAULT_MAX_FRAME).await;
+    let far = alternating(&members, 1, 0, 1)[0];
+    let link = Arc::new(
+        Link::connect(
+            &members[1].endpoint,
+            DEFAULT_MAX_FRAME,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap(),
+    );
+    let hit = actor_core::codec::encode(&NodeHit {}).unwrap();
+    // Each call is queued on the stream when it is made: 500 in flight at
+    // once onto one grain, which numbers them in the order it runs them.
+    let replies: Vec<_> = (0..500)
+        .map(|_| {
+            link.clone().call_owned(EncodedCall::new(
+                GrainId::new("node", far),
+                "hit",
+                hit.clone(),
+                Duration::from_secs(10),
+            ))
+        })
+        .collect();
+    let replies = futures::future::join_all(replies).await;
+    for (i, reply) in replies.into_iter().enumerate() {
+        let n: u64 = actor_core::codec::decode(&reply.unwrap()).unwrap();
+        assert_eq!(n, i as u64 + 1, "call {i} ran out of order");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

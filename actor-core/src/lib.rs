@@ -162,7 +162,9 @@ pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot}
 pub use reference::GrainRef;
 pub use registry::{ActivationContext, Methods};
 pub use router::Router;
-pub use silo::{DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, EncodedCall, Silo, SiloBuilder};
+pub use silo::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, EncodedCall, EncodedReply, Silo, SiloBuilder,
+};
 pub use timer::TimerHandle;
 pub use trace::{SpanId, TRACEPARENT, TraceContext, TraceId, TraceParentError};
 

@@ -209,6 +209,29 @@ pub struct EncodedCall {
     pub sender: Option<GrainId>,
 }
 
+/// The encoded reply of a call queued with [`Silo::queue_encoded`]: a
+/// small future (no timer) that resolves when the grain has answered (an
+/// empty reply at once for a one-way call), or with
+/// [`Error::SiloStopped`] if the activation went away without answering.
+#[derive(Debug)]
+pub struct EncodedReply(Option<tokio::sync::oneshot::Receiver<Result<Vec<u8>>>>);
+
+impl std::future::Future for EncodedReply {
+    type Output = Result<Vec<u8>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut self.0 {
+            None => std::task::Poll::Ready(Ok(Vec::new())),
+            Some(rx) => std::pin::Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(Error::SiloStopped))),
+        }
+    }
+}
+
 impl EncodedCall {
     /// A call with a fresh id, no chain and an empty context.
     pub fn new(
@@ -308,14 +331,58 @@ impl Silo {
     /// Runs a serialized call (from a transport) and returns the encoded
     /// reply; a one-way call returns an empty reply once queued.
     pub async fn invoke_encoded(&self, call: EncodedCall) -> Result<Vec<u8>> {
-        let ty = self
+        let (one_way, timeout) = (call.one_way, call.timeout);
+        let deadline = Instant::now() + timeout;
+        let (queued, target, method) = self.queue_encoded_at(call, deadline);
+        let rx = queued?;
+        if one_way {
+            return Ok(Vec::new());
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(Error::SiloStopped),
+            Err(_) => Err(Error::Timeout {
+                grain: target,
+                method,
+                timeout,
+            }),
+        }
+    }
+
+    /// Queues a serialized call (from a transport) on its grain now, so
+    /// calls are queued in the order of calls to this method, and returns
+    /// its encoded reply (empty at once for a one-way call). Unlike
+    /// [`invoke_encoded`](Self::invoke_encoded), the reply has no timer of
+    /// its own: the grain's queue fails the call if its deadline passes
+    /// before it runs, and the caller enforces the deadline.
+    pub fn queue_encoded(&self, call: EncodedCall) -> Result<EncodedReply> {
+        let one_way = call.one_way;
+        let deadline = Instant::now() + call.timeout;
+        let rx = self.queue_encoded_at(call, deadline).0?;
+        Ok(EncodedReply((!one_way).then_some(rx)))
+    }
+
+    /// Queues `call` with `deadline`; gives back its target and method.
+    fn queue_encoded_at(
+        &self,
+        call: EncodedCall,
+        deadline: Instant,
+    ) -> (
+        Result<tokio::sync::oneshot::Receiver<Result<Vec<u8>>>>,
+        GrainId,
+        String,
+    ) {
+        let Some(ty) = self
             .inner
             .by_name
             .get(call.target.grain_type.as_str())
-            .ok_or_else(|| Error::UnknownGrainType {
+            .cloned()
+        else {
+            let e = Error::UnknownGrainType {
                 type_name: call.target.grain_type.to_string(),
-            })?
-            .clone();
+            };
+            return (Err(e), call.target, call.method);
+        };
         let chain = call.chain.into_iter().fold(None, |parent, (grain, call)| {
             Some(Arc::new(ChainFrame {
                 grain,
@@ -323,7 +390,6 @@ impl Silo {
                 parent,
             }))
         });
-        let deadline = Instant::now() + call.timeout;
         let trace = call
             .trace
             .or_else(|| crate::trace::external_parent(&call.context));
@@ -357,19 +423,7 @@ impl Silo {
             &call.payload,
         );
         DECODING.with(|d| *d.borrow_mut() = prev);
-        let rx = queued?;
-        if call.one_way {
-            return Ok(Vec::new());
-        }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(Error::SiloStopped),
-            Err(_) => Err(Error::Timeout {
-                grain: call.target,
-                method: call.method,
-                timeout: call.timeout,
-            }),
-        }
+        (queued, call.target, call.method)
     }
 
     /// Deactivates every activation now (running `on_deactivate`) and
