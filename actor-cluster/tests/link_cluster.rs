@@ -329,6 +329,22 @@ impl Connector for Freezer {
     }
 }
 
+/// A link to `to` over a connection whose reads and writes the test can
+/// hold back.
+async fn frozen_link(to: &Member) -> (Freezer, Arc<Link>) {
+    let freezer = Freezer::default();
+    let connector: Arc<dyn Connector> = Arc::new(freezer.clone());
+    let link = Link::connect_via(
+        &connector,
+        &to.endpoint,
+        DEFAULT_MAX_FRAME,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    (freezer, Arc::new(link))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_link_fails_each_call_at_its_own_deadline() {
     let members = cluster(2, DEFAULT_MAX_FRAME).await;
@@ -336,18 +352,7 @@ async fn the_link_fails_each_call_at_its_own_deadline() {
         .into_iter()
         .step_by(2)
         .collect();
-    let freezer = Freezer::default();
-    let connector: Arc<dyn Connector> = Arc::new(freezer.clone());
-    let link = Arc::new(
-        Link::connect_via(
-            &connector,
-            &members[1].endpoint,
-            DEFAULT_MAX_FRAME,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap(),
-    );
+    let (freezer, link) = frozen_link(&members[1]).await;
     let hit = |key: i64, timeout: Duration| {
         let payload = actor_core::codec::encode(&NodeHit {}).unwrap();
         EncodedCall::new(GrainId::new("node", key), "hit", payload, timeout)
@@ -434,18 +439,7 @@ async fn calls_waiting_for_room_on_a_full_link_still_end_at_their_deadline_or_it
     // nothing can be written: the last ones wait for room.
     const CALLS: usize = 60_000;
     for declared_dead in [false, true] {
-        let freezer = Freezer::default();
-        let connector: Arc<dyn Connector> = Arc::new(freezer.clone());
-        let link = Arc::new(
-            Link::connect_via(
-                &connector,
-                &members[1].endpoint,
-                DEFAULT_MAX_FRAME,
-                Duration::from_secs(2),
-            )
-            .await
-            .unwrap(),
-        );
+        let (freezer, link) = frozen_link(&members[1]).await;
         freezer.set_writes(true);
         let timeout = if declared_dead {
             Duration::from_secs(30)

@@ -47,6 +47,8 @@ enum Status {
 struct Running {
     call: CallId,
     access: Access,
+    /// A timer tick (does not count as activity for idle collection).
+    timer: bool,
 }
 
 /// FIFO with the first element inline, so that an activation called one
@@ -315,12 +317,19 @@ impl<G: Grain> Activation<G> {
         now: Option<Instant>,
     ) -> Step<G> {
         let mut inner = self.inner.lock();
+        let mut now = now;
         if let Some(call) = done
             && let Some(at) = inner.running.iter().position(|r| r.call == call)
         {
-            inner.running.swap_remove(at);
+            let ended = inner.running.swap_remove(at);
+            if !ended.timer {
+                // Idle age counts from the end of the last turn: a turn
+                // longer than the idle age must not leave its activation
+                // collectable the moment it ends.
+                let at = *now.get_or_insert_with(Instant::now);
+                inner.last_active = inner.last_active.max(at);
+            }
         }
-        let mut now = now;
         loop {
             if inner.running.is_empty() {
                 if let Some(reason) = inner.deactivate {
@@ -361,6 +370,7 @@ impl<G: Grain> Activation<G> {
             inner.running.push(Running {
                 call: req.header().call_id,
                 access,
+                timer: req.header().timer,
             });
             return match access {
                 Access::Exclusive => Step::Exclusive(req, now),
@@ -417,6 +427,7 @@ impl<G: Grain> Activation<G> {
             inner.running.push(Running {
                 call: req.header().call_id,
                 access: req.access(),
+                timer: req.header().timer,
             });
             out.push((req, now));
         }
@@ -430,7 +441,10 @@ impl<G: Grain> Activation<G> {
     fn turn_done(&self, call: CallId) {
         let mut inner = self.inner.lock();
         if let Some(at) = inner.running.iter().position(|r| r.call == call) {
-            inner.running.swap_remove(at);
+            let ended = inner.running.swap_remove(at);
+            if !ended.timer {
+                inner.last_active = inner.last_active.max(Instant::now());
+            }
         }
     }
 
@@ -651,9 +665,7 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, inline: Option<Ins
                 let queued = act.bury();
                 unregister(&act, &ctx.silo);
                 // Calls that arrived meanwhile go to a fresh activation.
-                for r in queued {
-                    ctx.silo.redeliver(&act.id, r);
-                }
+                redeliver(&ctx.silo, &act.id, queued);
                 return;
             }
         }
@@ -948,8 +960,19 @@ fn drop_after_panic<G: Grain>(ctx: &GrainContext<G>, grain: Option<G>, _msg: Str
     act.entry.metrics.deactivated();
     let queued = act.bury();
     unregister(act, &ctx.silo);
+    redeliver(&ctx.silo, &act.id, queued);
+}
+
+/// Sends what an ended activation had queued to the grain's next
+/// activation, except timer ticks: a timer ends with its activation and
+/// never activates its grain again.
+fn redeliver<G: Grain>(silo: &Silo, id: &GrainId, queued: Vec<Req<G>>) {
     for r in queued {
-        ctx.silo.redeliver(&act.id, r);
+        if r.header().timer {
+            r.fail(Error::SiloStopped);
+        } else {
+            silo.redeliver(id, r);
+        }
     }
 }
 
@@ -976,6 +999,7 @@ mod tests {
         Running {
             call: CallId(1),
             access,
+            timer: false,
         }
     }
 
