@@ -271,6 +271,18 @@ impl Freezer {
     }
 }
 
+impl Freezer {
+    /// Whether `flag` holds this direction back now; if so, `cx` is woken
+    /// when the freezer lets go.
+    fn holds(&self, flag: &std::sync::atomic::AtomicBool, cx: &Context<'_>) -> bool {
+        let held = flag.load(Ordering::SeqCst);
+        if held {
+            self.waiting.lock().unwrap().push(cx.waker().clone());
+        }
+        held
+    }
+}
+
 struct FreezableIo {
     inner: tokio::net::TcpStream,
     freezer: Freezer,
@@ -282,12 +294,7 @@ impl tokio::io::AsyncRead for FreezableIo {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.freezer.frozen.load(Ordering::SeqCst) {
-            self.freezer
-                .waiting
-                .lock()
-                .unwrap()
-                .push(cx.waker().clone());
+        if self.freezer.holds(&self.freezer.frozen, cx) {
             return Poll::Pending;
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -300,12 +307,7 @@ impl tokio::io::AsyncWrite for FreezableIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if self.freezer.writes_frozen.load(Ordering::SeqCst) {
-            self.freezer
-                .waiting
-                .lock()
-                .unwrap()
-                .push(cx.waker().clone());
+        if self.freezer.holds(&self.freezer.writes_frozen, cx) {
             return Poll::Pending;
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
