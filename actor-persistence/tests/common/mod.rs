@@ -201,9 +201,14 @@ impl Proxy {
                         return;
                     };
                     if !*frozen.borrow_and_update() {
+                        // Biased, the freeze first: once `freeze` has
+                        // returned, the next poll of this task must not
+                        // pass a byte (an unbiased select could copy a
+                        // request sent after the freeze before it sees it).
                         tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                            biased;
                             _ = frozen.wait_for(|f| *f) => {}
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
                         }
                     }
                     // Frozen: hold both ends open, pass nothing, until cut.
