@@ -747,12 +747,89 @@ enum GrainAccess<'a, G> {
 
 /// Runs one turn: filters, span, request context scope, metrics.
 /// Returns `None` if a filter rejected the call.
+///
+/// Only what the turn's end needs lives across its await (the rest is
+/// built by `prepare_turn`): this future is part of every drain, which a
+/// caller boxes for each call it runs inline, so its size is copied and
+/// allocated per call.
 async fn run_turn<'a, G: Grain>(
     ctx: &'a GrainContext<G>,
-    mut req: Req<G>,
+    req: Req<G>,
     grain: GrainAccess<'a, G>,
     started: Instant,
 ) -> Option<TurnEnd> {
+    let (req, scope, span, ending) = prepare_turn(ctx, req, started)?;
+    let on_end = |error: bool| ending.record(error);
+    let on_end: OnEnd<'_> = &on_end;
+    let turn = match grain {
+        GrainAccess::Exclusive(g) => req.run_exclusive(g, ctx, on_end),
+        GrainAccess::Shared(g) => req.run_shared(g, ctx, on_end),
+    };
+    let turn = SCOPE.scope(scope, turn);
+    let mut end = match span {
+        None => turn.await,
+        // Traced turns are the slow path anyway: box them rather than
+        // make every drain future bigger by the span.
+        Some(span) => Box::pin(turn.instrument(span)).await,
+    };
+    let ns = ending.elapsed_ns.into_inner();
+    if ns != u64::MAX {
+        end.ended = started.checked_add(Duration::from_nanos(ns));
+    }
+    if let Some(p) = &end.panic {
+        let method = ending.method;
+        tracing::error!(grain = %ctx.activation.id, method, panic = %p, "grain handler panicked; dropping the activation");
+    }
+    Some(end)
+}
+
+/// What a turn does when its handler has its outcome: metrics, the
+/// filters' `on_response`, and the time it ended.
+struct TurnEnding<'a> {
+    grain: &'a GrainId,
+    method: &'static str,
+    metrics: &'a crate::metrics::MethodMetrics,
+    filters: &'a [Arc<dyn crate::filter::IncomingCallFilter>],
+    seen: Option<Box<Seen>>,
+    started: Instant,
+    /// Set once the outcome is known (`u64::MAX` until then).
+    elapsed_ns: std::sync::atomic::AtomicU64,
+}
+
+impl TurnEnding<'_> {
+    fn record(&self, error: bool) {
+        let elapsed = self.started.elapsed();
+        self.elapsed_ns.store(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.metrics.record(elapsed, error);
+        if let Some(seen) = &self.seen {
+            static EMPTY: RequestContext = RequestContext::new();
+            let info = CallInfo {
+                grain: self.grain,
+                method: self.method,
+                context: &EMPTY,
+                sender: seen.sender.as_ref(),
+                trace: seen.trace,
+                parent_span: seen.parent_span,
+            };
+            for f in self.filters {
+                f.on_response(&info, elapsed, !error);
+            }
+        }
+    }
+}
+
+/// The synchronous part of a turn's start: runs the incoming filters
+/// (failing the call if one rejects it), makes the turn's span and its
+/// call scope.
+#[allow(clippy::type_complexity)]
+fn prepare_turn<'a, G: Grain>(
+    ctx: &'a GrainContext<G>,
+    mut req: Req<G>,
+    started: Instant,
+) -> Option<(Req<G>, CallScope, Option<tracing::Span>, TurnEnding<'a>)> {
     let act = &ctx.activation;
     let silo = &ctx.silo;
     let h = req.header_mut();
@@ -800,10 +877,8 @@ async fn run_turn<'a, G: Grain>(
         .as_ref()
         .zip(eager)
         .map(|(p, trace)| turn_span(&act.id, method, p, sender.as_ref(), trace, parent_span));
-    drop(parent);
     // What the filters see again when the turn ends, boxed: most silos
-    // have no filters, and this future is part of every drain (kept small:
-    // a caller that runs a turn inline boxes the drain).
+    // have no filters.
     let seen = match eager {
         Some(trace) if !filters.is_empty() => Some(Box::new(Seen {
             sender,
@@ -822,47 +897,16 @@ async fn run_turn<'a, G: Grain>(
             eager,
         )),
     };
-    let elapsed_ns = std::sync::atomic::AtomicU64::new(u64::MAX);
-    let on_end = |error: bool| {
-        let elapsed = started.elapsed();
-        elapsed_ns.store(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        metrics.record(elapsed, error);
-        if let Some(seen) = &seen {
-            static EMPTY: RequestContext = RequestContext::new();
-            let info = CallInfo {
-                grain: &act.id,
-                method,
-                context: &EMPTY,
-                sender: seen.sender.as_ref(),
-                trace: seen.trace,
-                parent_span: seen.parent_span,
-            };
-            for f in filters {
-                f.on_response(&info, elapsed, !error);
-            }
-        }
+    let ending = TurnEnding {
+        grain: &act.id,
+        method,
+        metrics,
+        filters,
+        seen,
+        started,
+        elapsed_ns: std::sync::atomic::AtomicU64::new(u64::MAX),
     };
-    let on_end: OnEnd<'_> = &on_end;
-    let turn = match grain {
-        GrainAccess::Exclusive(g) => req.run_exclusive(g, ctx, on_end),
-        GrainAccess::Shared(g) => req.run_shared(g, ctx, on_end),
-    };
-    let turn = SCOPE.scope(scope, turn);
-    let mut end = match span {
-        None => turn.await,
-        Some(span) => turn.instrument(span).await,
-    };
-    let ns = elapsed_ns.into_inner();
-    if ns != u64::MAX {
-        end.ended = started.checked_add(Duration::from_nanos(ns));
-    }
-    if let Some(p) = &end.panic {
-        tracing::error!(grain = %act.id, method, panic = %p, "grain handler panicked; dropping the activation");
-    }
-    Some(end)
+    Some((req, scope, span, ending))
 }
 
 /// The call as incoming filters saw it, for their `on_response`.
@@ -1049,7 +1093,9 @@ mod size {
     }
 
     /// The drain future is boxed for every call a caller runs inline:
-    /// its size is copied each time.
+    /// its size is copied each time, and above 1,024 bytes glibc's
+    /// per-thread cache (blocks up to 1,032 bytes) no longer serves the
+    /// box (a slower allocation and free per call).
     #[tokio::test]
     async fn the_drain_future_stays_small() {
         let silo = Silo::builder().start().await.unwrap();
@@ -1064,7 +1110,7 @@ mod size {
         ));
         let size = std::mem::size_of_val(&drain(act, silo, None));
         eprintln!("drain future: {size} bytes");
-        assert!(size <= 1280, "the drain future is {size} bytes");
+        assert!(size <= 1024, "the drain future is {size} bytes");
     }
 
     /// An idle activation's footprint is part of the runtime's promise
