@@ -556,6 +556,40 @@ pub(crate) async fn run_inline<G: Grain>(act: Arc<Activation<G>>, silo: Silo, se
     }
 }
 
+/// The drain of an activation that `enqueue` found idle, boxed, for a
+/// caller that queued a call and runs it with [`run_now`].
+pub(crate) fn inline_drain<G: Grain>(
+    act: Arc<Activation<G>>,
+    silo: Silo,
+    sent: Instant,
+) -> crate::registry::InlineDrain {
+    Box::pin(drain(act, silo, Some(sent)))
+}
+
+/// Runs an inline drain on this thread as far as it gets without waiting,
+/// for a caller that does not await the reply itself (a transport that
+/// queued a remote call and collects its reply later); the rest continues
+/// on a task of its own. The same as [`run_inline`] otherwise: the turn
+/// runs inside its own call scope, turns stay one at a time and in order.
+///
+/// Polled with a no-op waker: a drain that returns `Pending` is spawned
+/// at once, and its task's first poll registers the task's own waker.
+pub(crate) fn run_now(mut run: crate::registry::InlineDrain) {
+    let depth = INLINE_DEPTH.with(|d| d.get());
+    if depth < MAX_INLINE_DEPTH {
+        INLINE_DEPTH.with(|d| d.set(depth + 1));
+        let ready = run
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(Waker::noop()))
+            .is_ready();
+        INLINE_DEPTH.with(|d| d.set(depth));
+        if ready {
+            return;
+        }
+    }
+    tokio::spawn(run);
+}
+
 /// The loop that owns a grain while its activation has work: activates
 /// it if needed, runs turns in order, deactivates it on request, and ends
 /// when the mailbox is empty. `inline`: started by `run_inline` on a

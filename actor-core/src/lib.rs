@@ -184,6 +184,7 @@ pub mod __private {
     pub use crate::context::restart_call_ids_on_this_thread;
     pub use crate::invoke::{Call, CallHeader, ExclusiveCall, Invoke, OnEnd, SharedCall};
     pub use serde;
+    pub use serde_bytes;
 }
 
 /// The repository README's tour, compiled and run as a doctest so it stays

@@ -136,8 +136,16 @@ pub(crate) trait ErasedType: Send + Sync {
         method: &str,
         make_header: &mut dyn FnMut(&'static str) -> CallHeader,
         payload: &[u8],
-    ) -> Result<oneshot::Receiver<Result<Vec<u8>>>>;
+        sent: tokio::time::Instant,
+    ) -> Result<(EncodedReceiver, Option<InlineDrain>)>;
 }
+
+/// Where a queued serialized call's encoded reply arrives.
+pub(crate) type EncodedReceiver = oneshot::Receiver<Result<Vec<u8>>>;
+
+/// The drain of an activation that a queued call found idle, for the
+/// caller to run on its own thread (`activation::run_now`).
+pub(crate) type InlineDrain = futures::future::BoxFuture<'static, ()>;
 
 /// `Arc<TypeEntry<G>>` behind the erased view.
 pub(crate) struct TypeHandle<G: Grain>(pub(crate) Arc<TypeEntry<G>>);
@@ -159,7 +167,8 @@ impl<G: Grain> ErasedType for TypeHandle<G> {
         method: &str,
         make_header: &mut dyn FnMut(&'static str) -> CallHeader,
         payload: &[u8],
-    ) -> Result<oneshot::Receiver<Result<Vec<u8>>>> {
+        sent: tokio::time::Instant,
+    ) -> Result<(EncodedReceiver, Option<InlineDrain>)> {
         let (name, decode) = self
             .0
             .methods
@@ -171,7 +180,10 @@ impl<G: Grain> ErasedType for TypeHandle<G> {
             })?;
         let (tx, rx) = oneshot::channel();
         let req = decode(make_header(name), payload, tx)?;
-        silo.send::<G>(target, req)?;
-        Ok(rx)
+        let idle = silo.send_via::<G>(target, req, None, true)?;
+        Ok((
+            rx,
+            idle.map(|act| crate::activation::inline_drain(act, silo.clone(), sent)),
+        ))
     }
 }

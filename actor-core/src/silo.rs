@@ -332,13 +332,13 @@ impl Silo {
     /// reply; a one-way call returns an empty reply once queued.
     pub async fn invoke_encoded(&self, call: EncodedCall) -> Result<Vec<u8>> {
         let (one_way, timeout) = (call.one_way, call.timeout);
-        let deadline = Instant::now() + timeout;
-        let (queued, target, method) = self.queue_encoded_at(call, deadline);
+        let now = Instant::now();
+        let (queued, target, method) = self.queue_encoded_at(call, now, now + timeout);
         let rx = queued?;
         if one_way {
             return Ok(Vec::new());
         }
-        match tokio::time::timeout_at(deadline, rx).await {
+        match tokio::time::timeout_at(now + timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(Error::SiloStopped),
             Err(_) => Err(Error::Timeout {
@@ -357,15 +357,20 @@ impl Silo {
     /// before it runs, and the caller enforces the deadline.
     pub fn queue_encoded(&self, call: EncodedCall) -> Result<EncodedReply> {
         let one_way = call.one_way;
-        let deadline = Instant::now() + call.timeout;
-        let rx = self.queue_encoded_at(call, deadline).0?;
+        let now = Instant::now();
+        let deadline = now + call.timeout;
+        let rx = self.queue_encoded_at(call, now, deadline).0?;
         Ok(EncodedReply((!one_way).then_some(rx)))
     }
 
-    /// Queues `call` with `deadline`; gives back its target and method.
+    /// Queues `call` (received at `now`) with `deadline`; gives back its
+    /// target and method. If the grain's activation was idle, its turn
+    /// runs here, on the caller's thread, as far as it gets without
+    /// waiting (as for a local caller: see `activation::run_now`).
     fn queue_encoded_at(
         &self,
         call: EncodedCall,
+        now: Instant,
         deadline: Instant,
     ) -> (
         Result<tokio::sync::oneshot::Receiver<Result<Vec<u8>>>>,
@@ -421,8 +426,15 @@ impl Silo {
             &call.method,
             &mut make_header,
             &call.payload,
+            now,
         );
         DECODING.with(|d| *d.borrow_mut() = prev);
+        let queued = queued.map(|(rx, idle)| {
+            if let Some(run) = idle {
+                crate::activation::run_now(run);
+            }
+            rx
+        });
         (queued, call.target, call.method)
     }
 

@@ -568,6 +568,20 @@ fn widest_visibility(methods: &[GrainMethod]) -> TokenStream2 {
     vis.unwrap_or_default()
 }
 
+/// Whether an argument's type is written as `Vec<u8>` (also with the
+/// `std::vec::` or `alloc::vec::` path).
+fn is_byte_vec(ty: &TokenStream2) -> bool {
+    let text: String = ty
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    matches!(
+        text.trim_start_matches("::"),
+        "Vec<u8>" | "std::vec::Vec<u8>" | "alloc::vec::Vec<u8>"
+    )
+}
+
 fn generate(self_ty: &TokenStream2, type_ident: &Ident, methods: &[GrainMethod]) -> TokenStream2 {
     let serde = quote!(::actor_core::__private::serde);
     let type_name = type_ident.to_string();
@@ -607,10 +621,20 @@ fn generate(self_ty: &TokenStream2, type_ident: &Ident, methods: &[GrainMethod])
         let msg_doc = format!(
             " The message of the grain method `{type_name}::{method}`, sent by `{type_name}Ref::{method}`."
         );
+        // `Vec<u8>` arguments encode as one block of bytes (serde would
+        // otherwise visit them byte by byte); bincode writes the same bytes
+        // either way, so silos of both kinds still understand each other.
+        let field_attrs = field_types.iter().map(|t| {
+            if is_byte_vec(t) {
+                quote!(#[serde(with = "::actor_core::__private::serde_bytes")])
+            } else {
+                quote!()
+            }
+        });
         let body = if field_names.is_empty() {
             quote!(;)
         } else {
-            quote!({ #( #[doc = #field_docs] #vis #field_names: #field_types, )* })
+            quote!({ #( #[doc = #field_docs] #field_attrs #vis #field_names: #field_types, )* })
         };
         items.extend(quote! {
             #(#cfgs)*
