@@ -119,17 +119,17 @@ pub(crate) struct Directory {
     /// This silo's partition: the registrations it is the owner of.
     partition: parking_lot::Mutex<HashMap<GrainId, ActivationAddress>>,
     /// Grains registered to this silo, with their registration id.
-    hosted: DashMap<GrainId, u64>,
+    hosted: DashMap<GrainId, u64, foldhash::fast::RandomState>,
     /// Grains let go at the last sweep (no longer active), unregistered at
     /// the next one unless they came back.
     released: parking_lot::Mutex<HashMap<GrainId, u64>>,
     /// Other silos' registrations as last seen.
-    cache: DashMap<GrainId, ActivationAddress>,
+    cache: DashMap<GrainId, ActivationAddress, foldhash::fast::RandomState>,
     /// Held (shared) by registrations in flight, (exclusively) by a view
     /// change: a registration that started under the old view is claimed
     /// under the new one.
     gate: tokio::sync::RwLock<()>,
-    links: DashMap<String, Arc<Link>>,
+    links: DashMap<String, Arc<Link>, foldhash::fast::RandomState>,
     connecting: tokio::sync::Mutex<()>,
     clients: DashMap<String, GrainDirectoryClient<tonic::transport::Channel>>,
     loads: DashMap<String, u64>,
@@ -169,11 +169,11 @@ impl Directory {
             router,
             silo: OnceLock::new(),
             partition: parking_lot::Mutex::new(HashMap::new()),
-            hosted: DashMap::new(),
+            hosted: DashMap::default(),
             released: parking_lot::Mutex::new(HashMap::new()),
-            cache: DashMap::new(),
+            cache: DashMap::default(),
             gate: tokio::sync::RwLock::new(()),
-            links: DashMap::new(),
+            links: DashMap::default(),
             connecting: tokio::sync::Mutex::new(()),
             clients: DashMap::new(),
             loads: DashMap::new(),

@@ -679,7 +679,7 @@ struct Waiter {
 /// earlier than the armed one wakes the sweeper (`wake`) to re-arm.
 struct Shared {
     endpoint: String,
-    pending: DashMap<u64, Waiter>,
+    pending: DashMap<u64, Waiter, foldhash::fast::RandomState>,
     alive: AtomicBool,
     /// The deadline the sweeper sleeps until, `u64::MAX` for none.
     armed: AtomicU64,
@@ -901,7 +901,7 @@ impl Link {
             .into_inner();
         let shared = Arc::new(Shared {
             endpoint: endpoint.to_owned(),
-            pending: DashMap::new(),
+            pending: DashMap::default(),
             alive: AtomicBool::new(true),
             armed: AtomicU64::new(u64::MAX),
             wake: Notify::new(),

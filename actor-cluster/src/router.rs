@@ -104,14 +104,42 @@ pub fn rendezvous_owner<'a>(id: &GrainId, members: &'a [String]) -> Option<&'a s
         .map(String::as_str)
 }
 
+/// A member list with each endpoint's share of [`weight`] hashed once:
+/// the owner of a grain is looked up on every call, the list changes with
+/// the membership only. Gives the same owners as [`rendezvous_owner`].
+struct MemberSet {
+    list: Vec<String>,
+    /// FNV-1a state after each member's bytes.
+    hashed: Vec<Fnv>,
+}
+
+impl MemberSet {
+    fn new(list: Vec<String>) -> Self {
+        let hashed = list
+            .iter()
+            .map(|m| Fnv::new().bytes(m.as_bytes()))
+            .collect();
+        MemberSet { list, hashed }
+    }
+
+    fn owner(&self, id: &GrainId) -> Option<&str> {
+        let grain = grain_hash(id).to_le_bytes();
+        self.list
+            .iter()
+            .zip(&self.hashed)
+            .max_by_key(|(m, h)| (mix(h.bytes(&grain).finish()), m.as_str()))
+            .map(|(m, _)| m.as_str())
+    }
+}
+
 /// Routes calls to the silo that owns each grain among a fixed set of
 /// silos, over one [`Link`] per remote silo (opened on first use and
 /// reopened after it breaks).
 pub struct StaticRouter {
     me: String,
-    members: parking_lot::RwLock<Arc<Vec<String>>>,
+    members: parking_lot::RwLock<Arc<MemberSet>>,
     fence: parking_lot::Mutex<Fence>,
-    links: DashMap<String, Arc<Link>>,
+    links: DashMap<String, Arc<Link>, foldhash::fast::RandomState>,
     connecting: tokio::sync::Mutex<()>,
     silo: OnceLock<Silo>,
     connector: OnceLock<Arc<dyn Connector>>,
@@ -137,9 +165,9 @@ impl StaticRouter {
         members.dedup();
         Arc::new(StaticRouter {
             me: me.into(),
-            members: parking_lot::RwLock::new(Arc::new(members)),
+            members: parking_lot::RwLock::new(Arc::new(MemberSet::new(members))),
             fence: parking_lot::Mutex::new(Fence::default()),
-            links: DashMap::new(),
+            links: DashMap::default(),
             connecting: tokio::sync::Mutex::new(()),
             silo: OnceLock::new(),
             connector: OnceLock::new(),
@@ -162,9 +190,7 @@ impl StaticRouter {
     /// The endpoint owning `id` in the current member list.
     pub fn owner(&self, id: &GrainId) -> String {
         let members = self.members.read().clone();
-        rendezvous_owner(id, &members)
-            .unwrap_or(&self.me)
-            .to_owned()
+        members.owner(id).unwrap_or(&self.me).to_owned()
     }
 
     /// Whether this silo may activate grains now: with fencing on, only
@@ -172,7 +198,9 @@ impl StaticRouter {
     /// have run out, and this silo's own lease is valid.
     pub fn may_activate(&self) -> bool {
         let members = self.members.read().clone();
-        self.fence.lock().open(&self.me, &members, Instant::now())
+        self.fence
+            .lock()
+            .open(&self.me, &members.list, Instant::now())
     }
 
     /// Turns fencing on (the membership agent does): from now on, new
@@ -215,12 +243,12 @@ impl StaticRouter {
     /// Whether this silo owns `id` (no allocation: the local fast path).
     pub fn owns(&self, id: &GrainId) -> bool {
         let members = self.members.read();
-        rendezvous_owner(id, &members).is_none_or(|o| o == self.me)
+        members.owner(id).is_none_or(|o| o == self.me)
     }
 
     /// The silos grains are placed on now.
     pub fn members(&self) -> Vec<String> {
-        self.members.read().as_ref().clone()
+        self.members.read().list.clone()
     }
 
     /// Replaces the member list (the membership agent calls this when the
@@ -238,7 +266,7 @@ impl StaticRouter {
         members.dedup();
         let mut f = self.fence.lock();
         f.view_since = f.view_since.max(version);
-        *self.members.write() = Arc::new(members);
+        *self.members.write() = Arc::new(MemberSet::new(members));
     }
 
     /// The open link to `endpoint`, if there is one and it is up.
@@ -292,7 +320,7 @@ impl StaticRouter {
         }
         let link = {
             let members = self.members.read();
-            match rendezvous_owner(&call.target, &members) {
+            match members.owner(&call.target) {
                 None => None,
                 Some(owner) if owner == self.me => None,
                 Some(owner) => match self.live_link(owner) {
@@ -464,6 +492,9 @@ mod tests {
             let owner = rendezvous_owner(&built, &members);
             prop_assert_eq!(owner, rendezvous_owner(&decoded, &turned));
             prop_assert!(owner.is_some_and(|o| members.iter().any(|m| m == o)));
+            // The router's member set (members hashed ahead) agrees.
+            let set = MemberSet::new(turned);
+            prop_assert_eq!(owner, set.owner(&built));
         }
 
         /// Any set of members shares the grains about evenly.

@@ -1,7 +1,6 @@
 //! The silo's registry of grain types: factory, options, metrics and the
 //! by-name method table used to dispatch serialized calls.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -55,14 +54,14 @@ type Decode<G> =
 
 /// The messages a grain type answers by name (see [`Grain::register`]).
 pub struct Methods<G: Grain> {
-    by_name: HashMap<&'static str, Decode<G>>,
+    by_name: crate::silo::FastMap<&'static str, Decode<G>>,
     _g: PhantomData<fn() -> G>,
 }
 
 impl<G: Grain> Methods<G> {
     pub(crate) fn new() -> Self {
         Methods {
-            by_name: HashMap::new(),
+            by_name: Default::default(),
             _g: PhantomData,
         }
     }

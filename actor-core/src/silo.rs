@@ -121,8 +121,10 @@ struct Config {
 
 pub(crate) struct SiloInner {
     config: Config,
-    types: HashMap<TypeId, Arc<dyn ErasedType>>,
-    by_name: HashMap<GrainType, Arc<dyn ErasedType>>,
+    // foldhash: looked up on every serialized call (SipHash cost more
+    // than the lookup's other work); built once, from registered names.
+    types: FastMap<TypeId, Arc<dyn ErasedType>>,
+    by_name: FastMap<GrainType, Arc<dyn ErasedType>>,
     // A seeded fast hasher: ids come from callers, so keep it keyed.
     table: DashMap<GrainId, Arc<dyn Slot>, foldhash::fast::RandomState>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
@@ -817,6 +819,9 @@ type StartHook = Box<dyn FnOnce(&Silo) -> std::result::Result<(), crate::BoxErro
 
 type Extensions = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
 
+/// A map built once at start and only read afterwards.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 impl Default for SiloBuilder {
     fn default() -> Self {
         Self::new()
@@ -1002,8 +1007,8 @@ impl SiloBuilder {
         if self.idle_timeout.is_zero() {
             return Err(Error::Config("the idle timeout must be above zero".into()));
         }
-        let mut types = HashMap::new();
-        let mut by_name: HashMap<GrainType, Arc<dyn ErasedType>> = HashMap::new();
+        let mut types = FastMap::default();
+        let mut by_name: FastMap<GrainType, Arc<dyn ErasedType>> = FastMap::default();
         let mut min_age = self.idle_timeout;
         for (tid, name, reg) in self.registrations {
             if types.contains_key(&tid) {
