@@ -329,12 +329,21 @@ impl StaticRouter {
                 },
             }
         };
+        // The link fails a call at its deadline by itself; the slower
+        // paths (waiting to activate here, connecting) are bounded here,
+        // so that `StaticRouting` can promise `bounds_deadlines`.
         match link {
-            None => Box::pin(self.clone().run_here(call)),
+            None => {
+                let (timeout, grain, method) = bounds_of(&call);
+                Box::pin(within(timeout, grain, method, self.clone().run_here(call)))
+            }
             Some(Ok(link)) => Box::pin(link.call_owned(call)),
             Some(Err(owner)) => {
                 let me = self.clone();
-                Box::pin(async move { me.link(&owner).await?.call(call).await })
+                let (timeout, grain, method) = bounds_of(&call);
+                Box::pin(within(timeout, grain, method, async move {
+                    me.link(&owner).await?.call(call).await
+                }))
             }
         }
     }
@@ -395,6 +404,28 @@ impl Fence {
     }
 }
 
+/// What a timeout error of `call` names.
+fn bounds_of(call: &EncodedCall) -> (Duration, GrainId, String) {
+    (call.timeout, call.target.clone(), call.method.clone())
+}
+
+/// `fut`, failed with a timeout once `timeout` has passed.
+async fn within(
+    timeout: Duration,
+    grain: GrainId,
+    method: String,
+    fut: impl std::future::Future<Output = actor_core::Result<Vec<u8>>>,
+) -> actor_core::Result<Vec<u8>> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(out) => out,
+        Err(_) => Err(actor_core::Error::Timeout {
+            grain,
+            method,
+            timeout,
+        }),
+    }
+}
+
 /// The `Router` a silo is built with: a handle to the shared router.
 #[derive(Debug, Clone)]
 pub struct StaticRouting(pub Arc<StaticRouter>);
@@ -406,6 +437,10 @@ impl Router for StaticRouting {
 
     fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
         self.0.route(call)
+    }
+
+    fn bounds_deadlines(&self) -> bool {
+        true
     }
 }
 

@@ -607,6 +607,50 @@ async fn calls_to_a_silo_that_is_not_there_fail_fast() {
     assert_eq!(silo.get_grain::<Node>(mine).hit().await.unwrap(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_silo_that_never_answers_ends_at_its_deadline() {
+    // An endpoint that accepts connections and then says nothing: the
+    // link's connection attempt hangs (up to the router's 2 s connect
+    // timeout), and the call, with no timer of its reference's own (the
+    // static router bounds its calls), must still end at its deadline.
+    let mute = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = mute.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            open.push(s);
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let me = listener.local_addr().unwrap().to_string();
+    let router = StaticRouter::new(me.clone(), vec![me.clone(), dead.clone()]);
+    let silo = Silo::builder()
+        .grain::<Node>()
+        .router(Arc::new(StaticRouting(router.clone())))
+        .start()
+        .await
+        .unwrap();
+    router.attach(&silo);
+    let _server = serve(silo.clone(), listener, DEFAULT_MAX_FRAME);
+    let key = (0..1000i64)
+        .find(|k| router.owner(&GrainId::new("node", *k)) == dead)
+        .unwrap();
+    let started = Instant::now();
+    let err = silo
+        .get_grain::<Node>(key)
+        .with_timeout(Duration::from_millis(300))
+        .hit()
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(err, Error::Timeout { .. } | Error::SiloUnavailable { .. }),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_millis(1_500), "{took:?}");
+    held.abort();
+}
+
 /// Records the caller of every `note` call a silo runs.
 #[derive(Clone, Default)]
 struct Senders(Arc<std::sync::Mutex<Vec<Option<GrainId>>>>);

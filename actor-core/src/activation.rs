@@ -600,9 +600,10 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, inline: Option<Ins
     let mut now = inline;
     let mut inline = inline.is_some();
     let ctx = GrainContext {
-        activation: act.clone(),
+        activation: act,
         silo,
     };
+    let act = &ctx.activation;
     let mut grain = {
         let mut inner = act.inner.lock();
         match inner.status {
@@ -625,7 +626,7 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, inline: Option<Ins
                 tracing::warn!(grain = %act.id, error = %err, "activation failed");
                 act.entry.metrics.activation_failed();
                 let queued = act.bury();
-                unregister(&act, &ctx.silo);
+                unregister(act, &ctx.silo);
                 for r in queued {
                     act.entry.metrics.method(r.header().method).record_error();
                     r.fail(err.clone());
@@ -697,7 +698,7 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, inline: Option<Ins
                 drop(grain);
                 act.entry.metrics.deactivated();
                 let queued = act.bury();
-                unregister(&act, &ctx.silo);
+                unregister(act, &ctx.silo);
                 // Calls that arrived meanwhile go to a fresh activation.
                 redeliver(&ctx.silo, &act.id, queued);
                 return;

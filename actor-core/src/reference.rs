@@ -85,6 +85,10 @@ impl<G: Grain> GrainRef<G> {
         let deadline = header.deadline;
         if let Some(router) = self.route() {
             let call = self.encode(&msg, header, false)?;
+            if router.bounds_deadlines() {
+                let reply = router.invoke(call).await?;
+                return self.silo.decode(&reply);
+            }
             let reply = match tokio::time::timeout_at(deadline, router.invoke(call)).await {
                 Ok(reply) => reply?,
                 Err(_) => {

@@ -27,4 +27,14 @@ pub trait Router: Send + Sync + 'static {
     /// activate) its grain and returns the encoded reply. For a one-way
     /// call the reply is empty once the call is handed over.
     fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, Result<Vec<u8>>>;
+
+    /// Whether every future [`invoke`](Router::invoke) returns ends by the
+    /// call's deadline (its `timeout` after `invoke` was called), with
+    /// [`Error::Timeout`](crate::Error::Timeout) or another error at the
+    /// latest. A typed reference then arms no timer of its own around the
+    /// call (a timer per call costs more than the rest of a local hop).
+    /// The default, `false`, is always safe.
+    fn bounds_deadlines(&self) -> bool {
+        false
+    }
 }
