@@ -423,7 +423,7 @@ fn handle_request(
 ) -> Option<EncodedCall> {
     let call_id = env.call_id;
     let one_way = env.kind() == Kind::OneWay;
-    let call = match decode_request(env) {
+    let call = match decode_request(env, Some(silo)) {
         Ok(call) => call,
         Err(e) => {
             tracing::warn!(error = %e, "dropping an undecodable call envelope");
@@ -526,14 +526,22 @@ fn error_envelope(call_id: u64, e: &actor_core::Error) -> Envelope {
     }
 }
 
-fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
+/// `silo`: the silo the call is for; grain ids decoded through it reuse
+/// its registered type names instead of allocating them.
+fn decode_request(env: Envelope, silo: Option<&Silo>) -> actor_core::Result<EncodedCall> {
+    let grain = |bytes: &[u8]| -> actor_core::Result<GrainId> {
+        match silo {
+            Some(silo) => silo.decode(bytes),
+            None => actor_core::codec::decode(bytes),
+        }
+    };
     let kind = env.kind();
     if kind != Kind::Request && kind != Kind::OneWay {
         return Err(actor_core::Error::Serialization(format!(
             "expected a request envelope, got {kind:?}"
         )));
     }
-    let target: GrainId = actor_core::codec::decode(&env.target)?;
+    let target = grain(&env.target)?;
     let trace = trace_from_envelope(&env);
     let sender = env.sender;
     let mut call = EncodedCall::new(
@@ -547,7 +555,7 @@ fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
     call.chain = env
         .chain
         .into_iter()
-        .map(|f| Ok((actor_core::codec::decode(&f.grain)?, CallId(f.call_id))))
+        .map(|f| Ok((grain(&f.grain)?, CallId(f.call_id))))
         .collect::<actor_core::Result<_>>()?;
     let mut context = RequestContext::new();
     for e in env.context {
@@ -556,7 +564,7 @@ fn decode_request(env: Envelope) -> actor_core::Result<EncodedCall> {
     call.context = context;
     call.trace = trace;
     if !sender.is_empty() {
-        call.sender = Some(actor_core::codec::decode(&sender)?);
+        call.sender = Some(grain(&sender)?);
     }
     Ok(call)
 }
@@ -1286,7 +1294,7 @@ mod tests {
             call.context = context;
             let env = encode_request(&call, call.payload.clone()).unwrap();
             let bytes = prost::Message::encode_to_vec(&env);
-            let back = decode_request(<Envelope as prost::Message>::decode(&bytes[..]).unwrap()).unwrap();
+            let back = decode_request(<Envelope as prost::Message>::decode(&bytes[..]).unwrap(), None).unwrap();
             prop_assert_eq!(back.target, call.target);
             prop_assert_eq!(back.method, call.method);
             prop_assert_eq!(back.timeout, call.timeout);
@@ -1306,7 +1314,7 @@ mod tests {
             call.trace = present.then_some(TraceContext { trace_id: TraceId(trace), span_id: SpanId(span), flags });
             let env = encode_request(&call, call.payload.clone()).unwrap();
             let bytes = prost::Message::encode_to_vec(&env);
-            let back = decode_request(<Envelope as prost::Message>::decode(&bytes[..]).unwrap()).unwrap();
+            let back = decode_request(<Envelope as prost::Message>::decode(&bytes[..]).unwrap(), None).unwrap();
             let valid = present && trace != 0 && span != 0;
             prop_assert_eq!(back.trace, if valid { call.trace } else { None });
         }
@@ -1315,7 +1323,7 @@ mod tests {
         #[test]
         fn garbage_envelopes_are_errors(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(env) = <Envelope as prost::Message>::decode(&bytes[..]) {
-                let _ = decode_request(env);
+                let _ = decode_request(env, None);
             }
         }
     }

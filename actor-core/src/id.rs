@@ -94,8 +94,25 @@ impl Serialize for GrainType {
     }
 }
 impl<'de> Deserialize<'de> for GrainType {
+    /// A name that the silo decoding it has registered (see
+    /// [`Silo::decode`](crate::Silo::decode)) comes back as that silo's
+    /// own static name, without allocating; any other is shared.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(GrainType::from)
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = GrainType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a grain type name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<GrainType, E> {
+                Ok(crate::silo::registered_type(name)
+                    .unwrap_or_else(|| GrainType(TypeName::Shared(Arc::from(name)))))
+            }
+            fn visit_string<E: serde::de::Error>(self, name: String) -> Result<GrainType, E> {
+                Ok(crate::silo::registered_type(&name).unwrap_or_else(|| GrainType::from(name)))
+            }
+        }
+        d.deserialize_str(Name)
     }
 }
 
@@ -295,6 +312,38 @@ mod tests {
             prop_assert_eq!(&back, &id);
             prop_assert_eq!(back.to_string(), id.to_string());
         }
+    }
+
+    #[derive(Default)]
+    struct Counter;
+    impl crate::Grain for Counter {
+        const TYPE_NAME: &'static str = "counter";
+    }
+
+    /// Through a silo that has the type, a decoded id takes the silo's
+    /// static name (no allocation); other names, or decoding outside a
+    /// silo, still give the same value.
+    #[tokio::test]
+    async fn registered_type_names_decode_to_the_silos_own() {
+        let silo = crate::Silo::builder()
+            .grain::<Counter>()
+            .start()
+            .await
+            .unwrap();
+        let is_static = |id: &GrainId| matches!(id.grain_type.0, TypeName::Static(_));
+        let bytes = crate::codec::encode(&GrainId::new(String::from("counter"), 7)).unwrap();
+        let through: GrainId = silo.decode(&bytes).unwrap();
+        assert!(is_static(&through));
+        assert_eq!(through, GrainId::new("counter", 7));
+        let plain: GrainId = crate::codec::decode(&bytes).unwrap();
+        assert!(!is_static(&plain));
+        assert_eq!(plain, through);
+        let other = crate::codec::encode(&GrainId::new("other", 7)).unwrap();
+        let other: GrainId = silo.decode(&other).unwrap();
+        assert!(!is_static(&other));
+        assert_eq!(other, GrainId::new("other", 7));
+        // Not a string at all: a clear error.
+        assert!(silo.decode::<GrainId>(&[0xfb, 0xff, 0xff]).is_err());
     }
 
     #[test]

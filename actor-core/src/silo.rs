@@ -180,6 +180,16 @@ pub(crate) fn decoding_silo() -> Option<Silo> {
     DECODING.with(|d| d.borrow().clone())
 }
 
+/// The grain type `name` as registered on the silo decoding on this
+/// thread, if it has one by that name (its name is static: no allocation).
+pub(crate) fn registered_type(name: &str) -> Option<GrainType> {
+    DECODING.with(|d| {
+        let silo = d.borrow();
+        let (ty, _) = silo.as_ref()?.inner.by_name.get_key_value(name)?;
+        Some(ty.clone())
+    })
+}
+
 /// A serialized call arriving from another silo or an external client, as
 /// a transport hands it to [`Silo::invoke_encoded`].
 #[derive(Debug, Clone)]
