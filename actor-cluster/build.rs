@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure()
+        // Decodes each message from contiguous bytes (src/wire.rs).
+        .codec_path("crate::wire::Codec")
         .build_client(true)
         .build_server(true)
         .compile_with_config(

@@ -126,6 +126,7 @@ mod router;
 mod sql;
 mod stats;
 mod transport;
+mod wire;
 
 pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo, WallClock};
