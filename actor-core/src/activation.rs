@@ -860,6 +860,7 @@ impl TurnEnding<'_> {
 /// (failing the call if one rejects it), makes the turn's span and its
 /// call scope.
 #[allow(clippy::type_complexity)]
+#[inline(always)]
 fn prepare_turn<'a, G: Grain>(
     ctx: &'a GrainContext<G>,
     mut req: Req<G>,
