@@ -103,12 +103,14 @@ pub trait Accepts<M: Message, K>: Grain {
 }
 
 impl<G: Handler<M>, M: Message> Accepts<M, kind::Exclusive> for G {
+    #[inline(always)]
     fn invocation(call: Call<M>) -> Box<dyn Invoke<Self>> {
         Box::new(ExclusiveCall(call))
     }
 }
 
 impl<G: SharedHandler<M>, M: Message> Accepts<M, kind::Shared> for G {
+    #[inline(always)]
     fn invocation(call: Call<M>) -> Box<dyn Invoke<Self>> {
         Box::new(SharedCall(call))
     }

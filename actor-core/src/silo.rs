@@ -597,6 +597,7 @@ impl Silo {
 
     /// Builds the header of an outgoing call from the ambient scope and
     /// runs the outgoing filters.
+    #[inline(always)]
     pub(crate) fn outgoing_header(
         &self,
         target: &GrainId,
