@@ -16,7 +16,9 @@
 //!   same code;
 //! - **remote**: a silo calling grains on a silo in a second process (this
 //!   binary, started with `--remote-peer`) over actor-cluster's link,
-//!   against raw tonic (one bidirectional stream, and unary calls);
+//!   against raw tonic (one bidirectional stream, and unary calls) and
+//!   rio-rs (its server in the second process), and first calls that
+//!   activate grains there;
 //! - **storage**: persisted writes through `PersistentState` on SQLite and
 //!   PostgreSQL, against the provider's own statement run with raw sqlx.
 
@@ -50,7 +52,8 @@ pub struct Config {
     /// Idle-memory scenarios: (actors, runs).
     pub memory: Vec<(u64, usize)>,
     /// Calls per remote latency sample (throughput samples make four
-    /// times as many).
+    /// times as many; remote activation samples activate this many
+    /// grains).
     pub remote_calls: u64,
     /// Persisted writes per storage sample.
     pub storage_writes: u64,
@@ -119,8 +122,8 @@ impl Config {
 }
 
 /// Serves as the remote scenarios' peer process (what `benches
-/// --remote-peer` runs): a silo and a raw tonic echo server on loopback,
-/// until stdin closes.
+/// --remote-peer` runs): a silo, a raw tonic echo server and a rio-rs
+/// server on loopback, until stdin closes.
 pub fn serve_remote_peer() -> Result<(), String> {
     scenarios::remote::serve_peer()
 }
@@ -132,8 +135,9 @@ pub const REMOTE_PEER_FLAG: &str = scenarios::remote::PEER_FLAG;
 /// (in the scenario's unit) and CPU time per operation: what a profiler
 /// runs (see `--profile` and BENCHMARKS.md). `subject` is one of
 /// `actor-core`, `floor`, `kameo`, `ractor`, `actix` (remote workloads,
-/// `remote/...`: `actor-core`, `stream`, `unary`, with this executable as
-/// the peer process); `count` sizes the run (calls, messages or actors).
+/// `remote/...`: `actor-core`, `stream`, `unary`, `rio-rs`, with this
+/// executable as the peer process); `count` sizes the run (calls,
+/// messages or actors).
 pub fn profile(workload: &str, subject: &str, count: u64) -> Result<(f64, Option<f64>), String> {
     let sample = if workload.starts_with("remote/") {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;

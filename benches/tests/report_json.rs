@@ -34,6 +34,7 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
         "remote/ask_latency_p99",
         "remote/ask_throughput_64_in_flight",
         "remote/ask_throughput_1000_in_flight",
+        "remote/activation_rate",
         "storage/write_sqlite",
         "storage/write_postgres",
     ] {
@@ -64,7 +65,7 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
         );
         let wanted: &[&str] = match s["group"].as_str().unwrap() {
             "local" => &["kameo 0.22", "ractor 0.16", "actix 0.13"],
-            "remote" => &["floor: tonic bidi stream", "tonic unary"],
+            "remote" => &["floor: tonic bidi stream", "tonic unary", "rio-rs 0.7.2"],
             "storage" => &["floor: raw sqlx UPDATE"],
             other => panic!("{name}: unknown group {other}"),
         };

@@ -3,10 +3,14 @@
 //! tonic doing the same exchange (same payload, a small reply) as one
 //! unary call per request and as one multiplexed bidirectional stream.
 //!
+//! rio-rs 0.7.2 is measured beside them as a peer: its server in the same
+//! second process, its clients in this one (see [`rio`]).
+//!
 //! The second process is this same binary started with
-//! [`PEER_FLAG`]: it hosts the callee silo (the grain `echo`) and the raw
-//! tonic echo server, prints their addresses and lives until its stdin
-//! closes. Both sides run on two-worker tokio runtimes.
+//! [`PEER_FLAG`]: it hosts the callee silo (the grain `echo`), the raw
+//! tonic echo server and the rio-rs server, prints their addresses and
+//! lives until its stdin closes. Both sides run on two-worker tokio
+//! runtimes.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -31,6 +35,8 @@ use crate::Config;
 use crate::report::{Better, Rule, Scenario};
 use crate::subjects::{Role, two_workers as runtime};
 use crate::workloads::Sample;
+
+mod rio;
 
 mod proto {
     #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -106,8 +112,10 @@ impl Echo for FloorEcho {
     }
 }
 
-/// Runs the peer process: the callee silo and the raw echo server, until
-/// stdin closes. Prints `READY <link address> <floor address>`.
+/// Runs the peer process: the callee silo, the raw echo server and the
+/// rio-rs server, until stdin closes. Prints `READY <link address> <floor
+/// address> <rio-rs address>` (`-` for a rio-rs server that did not
+/// start: its scenarios then report rio-rs as skipped).
 pub(crate) fn serve_peer() -> Result<(), String> {
     runtime().block_on(async {
         let link = TcpListener::bind("127.0.0.1:0")
@@ -135,7 +143,11 @@ pub(crate) fn serve_peer() -> Result<(), String> {
                 .add_service(EchoServer::new(FloorEcho))
                 .serve_with_incoming(incoming),
         );
-        println!("READY {link_at} {floor_at}");
+        let rio_at = rio::serve().await.unwrap_or_else(|e| {
+            eprintln!("remote peer: no rio-rs server: {e}");
+            "-".to_owned()
+        });
+        println!("READY {link_at} {floor_at} {rio_at}");
         std::io::stdout().flush().map_err(|e| e.to_string())?;
         // Until the parent closes our stdin (or dies).
         let _ = tokio::task::spawn_blocking(|| {
@@ -156,6 +168,8 @@ struct Peer {
     stdin: Option<ChildStdin>,
     link: String,
     floor: String,
+    /// The rio-rs server's address, if it started.
+    rio: Option<String>,
 }
 
 impl Peer {
@@ -174,10 +188,11 @@ impl Peer {
             .read_line(&mut line)
             .map_err(|e| format!("the peer did not report its addresses: {e}"))?;
         let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("READY"), Some(link), Some(floor)) => Ok(Peer {
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("READY"), Some(link), Some(floor), rio) => Ok(Peer {
                 link: link.to_owned(),
                 floor: floor.to_owned(),
+                rio: rio.filter(|r| *r != "-").map(str::to_owned),
                 child,
                 stdin,
             }),
@@ -207,14 +222,17 @@ impl Drop for Peer {
 
 // -------------------------------------------------------------- caller side
 
-/// A caller of the remote echo: one call with a key (a grain or a stream
-/// id) and a payload. Boxed so that every subject pays the same.
-type CallFuture = Pin<Box<dyn std::future::Future<Output = u64> + Send>>;
-type Call = Arc<dyn Fn(u64, Vec<u8>) -> CallFuture + Send + Sync>;
+/// A caller of the remote echo: one call `(caller, key, payload)` from
+/// caller number `caller` onto grain (or stream id) `key`, answering the
+/// payload's length. Boxed so that every subject pays the same; rio-rs
+/// needs the caller to pick its client, the others ignore it.
+type CallFuture = Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
+type Call = Arc<dyn Fn(u64, u64, Vec<u8>) -> CallFuture + Send + Sync>;
 
-/// Calls onto `key`s owned by the peer, through a local silo whose router
+/// Calls onto `keys` grains owned by the peer (the first `keys` ids from
+/// `first` on that the router gives it), through a local silo whose router
 /// knows both silos.
-async fn ours(peer: &Peer, keys: u64) -> (Call, Silo, tokio::task::JoinHandle<()>) {
+async fn ours(peer: &Peer, first: i64, keys: u64) -> (Call, Silo, tokio::task::JoinHandle<()>) {
     let me = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let me_at = me.local_addr().expect("address").to_string();
     let router = StaticRouter::new(me_at.clone(), vec![me_at, peer.link.clone()]);
@@ -229,15 +247,19 @@ async fn ours(peer: &Peer, keys: u64) -> (Call, Silo, tokio::task::JoinHandle<()
     let server = actor_cluster::serve(silo.clone(), me, DEFAULT_MAX_FRAME);
     // The i-th key the peer owns, for i in 0..keys.
     let remote: Arc<Vec<i64>> = Arc::new(
-        (0i64..)
+        (first..)
             .filter(|k| router.owner(&GrainId::new("echo", *k)) == peer.link)
             .take(keys as usize)
             .collect(),
     );
     let s = silo.clone();
-    let call: Call = Arc::new(move |key, payload| {
+    let call: Call = Arc::new(move |_caller, key, payload| {
         let g = s.get_grain::<EchoGrain>(remote[key as usize % remote.len()]);
-        Box::pin(async move { g.echo(payload).await.expect("remote grain call") })
+        Box::pin(async move {
+            g.echo(payload)
+                .await
+                .map_err(|e| format!("remote grain call: {e:?}"))
+        })
     });
     (call, silo, server)
 }
@@ -246,15 +268,15 @@ async fn unary(peer: &Peer) -> Call {
     let client = EchoClient::connect(format!("http://{}", peer.floor))
         .await
         .expect("the floor's tonic server answers");
-    Arc::new(move |key, payload| {
+    Arc::new(move |_caller, key, payload| {
         let mut client = client.clone();
         Box::pin(async move {
             let reply = client
                 .unary(Msg { id: key, payload })
                 .await
-                .expect("unary call")
+                .map_err(|e| format!("unary call: {e}"))?
                 .into_inner();
-            decode(&reply)
+            Ok(decode(&reply))
         })
     })
 }
@@ -285,12 +307,16 @@ async fn stream(peer: &Peer) -> Call {
         }
     });
     let next = Arc::new(AtomicU64::new(0));
-    Arc::new(move |_key, payload| {
+    Arc::new(move |_caller, _key, payload| {
         let id = next.fetch_add(1, Ordering::Relaxed);
         let (done, reply) = oneshot::channel();
         pending.lock().expect("not poisoned").insert(id, done);
-        tx.send(Msg { id, payload }).expect("the stream is open");
-        Box::pin(async move { decode(&reply.await.expect("a reply")) })
+        let sent = tx.send(Msg { id, payload });
+        Box::pin(async move {
+            sent.map_err(|_| "the stream is closed".to_owned())?;
+            let reply = reply.await.map_err(|_| "no reply".to_owned())?;
+            Ok(decode(&reply))
+        })
     })
 }
 
@@ -299,6 +325,7 @@ enum Subject {
     Ours,
     Unary,
     Stream,
+    Rio,
 }
 
 impl Subject {
@@ -307,6 +334,7 @@ impl Subject {
             Subject::Ours => "actor-core",
             Subject::Unary => "tonic unary",
             Subject::Stream => "tonic bidi stream",
+            Subject::Rio => rio::NAME,
         }
     }
 }
@@ -318,79 +346,56 @@ enum Shape {
     Latency { calls: u64, percentile: f64 },
     /// `in_flight` callers, each in sequence onto its own key; calls/s.
     Throughput { in_flight: u64, calls: u64 },
+    /// `creators` callers make `count` first calls between them, each to a
+    /// grain not active on the peer yet (which the call activates);
+    /// activations/s.
+    Activation { creators: u64, count: u64 },
 }
 
-fn sample(peer: &Peer, subject: Subject, shape: Shape) -> Sample {
+/// Where the next activation sample's fresh grain ids start (shifted left
+/// 32 bits): no sample calls a grain that an earlier one activated.
+static FRESH: AtomicU64 = AtomicU64::new(1);
+
+/// Checks one answer: the payload's length.
+fn answered(len: u64) -> Result<(), String> {
+    if len == PAYLOAD as u64 {
+        Ok(())
+    } else {
+        Err(format!("answered {len}, not {PAYLOAD}"))
+    }
+}
+
+fn sample(peer: &Peer, subject: Subject, shape: Shape) -> Result<Sample, String> {
     let rt = runtime();
     rt.block_on(async {
-        let keys = match shape {
-            Shape::Latency { .. } => 1,
-            Shape::Throughput { in_flight, .. } => in_flight,
+        // Callers, distinct keys, and where their ids start.
+        let (callers, keys, first) = match shape {
+            Shape::Latency { .. } => (1, 1, 0),
+            Shape::Throughput { in_flight, .. } => (in_flight, in_flight, 0),
+            Shape::Activation { creators, count } => (
+                creators,
+                creators + count,
+                FRESH.fetch_add(1, Ordering::Relaxed) << 32,
+            ),
         };
         let mut silo = None;
         let call = match subject {
             Subject::Ours => {
-                let (call, s, server) = ours(peer, keys).await;
+                let (call, s, server) = ours(peer, first as i64, keys).await;
                 silo = Some((s, server));
                 call
             }
             Subject::Unary => unary(peer).await,
             Subject::Stream => stream(peer).await,
-        };
-        let payload = vec![7u8; PAYLOAD];
-        // Warm up every key (activates the grains on the peer).
-        for key in 0..keys.max(WARM_UP) {
-            assert_eq!(call(key % keys, payload.clone()).await, PAYLOAD as u64);
-        }
-        let out = match shape {
-            Shape::Latency { calls, percentile } => {
-                let c = call.clone();
-                let p = payload.clone();
-                tokio::spawn(async move {
-                    let mut took = Vec::with_capacity(calls as usize);
-                    let cpu = ProcessTime::now();
-                    for _ in 0..calls {
-                        let t = Instant::now();
-                        std::hint::black_box(c(0, p.clone()).await);
-                        took.push(t.elapsed().as_nanos() as f64 / 1_000.0);
-                    }
-                    let cpu = cpu.elapsed().as_nanos() as f64 / calls as f64;
-                    took.sort_by(f64::total_cmp);
-                    let at = ((took.len() - 1) as f64 * percentile).round() as usize;
-                    Sample {
-                        value: took[at],
-                        cpu_ns_per_op: Some(cpu),
-                    }
-                })
-                .await
-                .expect("the caller task")
-            }
-            Shape::Throughput { in_flight, calls } => {
-                let per_caller = (calls / in_flight).max(1);
-                let start = Instant::now();
-                let cpu = ProcessTime::now();
-                let callers: Vec<_> = (0..in_flight)
-                    .map(|key| {
-                        let c = call.clone();
-                        let p = payload.clone();
-                        tokio::spawn(async move {
-                            for _ in 0..per_caller {
-                                std::hint::black_box(c(key, p.clone()).await);
-                            }
-                        })
-                    })
-                    .collect();
-                for c in callers {
-                    c.await.expect("a caller task");
-                }
-                let wall = start.elapsed();
-                let done = per_caller * in_flight;
-                Sample {
-                    value: done as f64 / wall.as_secs_f64(),
-                    cpu_ns_per_op: Some(cpu.elapsed().as_nanos() as f64 / done as f64),
-                }
+            Subject::Rio => {
+                let at = peer
+                    .rio
+                    .as_deref()
+                    .ok_or("the peer process has no rio-rs server (its reason is on its stderr)")?;
+                rio::callers(at, callers, first).await?
             }
         };
+        let out = measure(&call, callers, keys, shape).await;
         if let Some((silo, server)) = silo {
             server.abort();
             silo.shutdown().await;
@@ -399,31 +404,148 @@ fn sample(peer: &Peer, subject: Subject, shape: Shape) -> Sample {
     })
 }
 
+/// Warms `call` up, then takes one sample of `shape` with it.
+async fn measure(call: &Call, callers: u64, keys: u64, shape: Shape) -> Result<Sample, String> {
+    let payload = vec![7u8; PAYLOAD];
+    // Warm up every caller (a rio-rs client opens its connection) and, but
+    // for activation samples, every key (activates the grains on the
+    // peer); activation samples warm up on their first `callers` keys and
+    // measure the others.
+    let warm = match shape {
+        Shape::Activation { .. } => callers,
+        _ => keys,
+    };
+    for i in 0..warm.max(WARM_UP) {
+        let key = i % warm;
+        answered(call(key % callers, key, payload.clone()).await?)?;
+    }
+    match shape {
+        Shape::Latency { calls, percentile } => {
+            let c = call.clone();
+            let p = payload.clone();
+            tokio::spawn(async move {
+                let mut took = Vec::with_capacity(calls as usize);
+                let cpu = ProcessTime::now();
+                for _ in 0..calls {
+                    let t = Instant::now();
+                    std::hint::black_box(c(0, 0, p.clone()).await?);
+                    took.push(t.elapsed().as_nanos() as f64 / 1_000.0);
+                }
+                let cpu = cpu.elapsed().as_nanos() as f64 / calls as f64;
+                took.sort_by(f64::total_cmp);
+                let at = ((took.len() - 1) as f64 * percentile).round() as usize;
+                Ok(Sample {
+                    value: took[at],
+                    cpu_ns_per_op: Some(cpu),
+                })
+            })
+            .await
+            .map_err(|e| format!("the caller task: {e}"))?
+        }
+        Shape::Throughput { in_flight, calls } => {
+            let per_caller = (calls / in_flight).max(1);
+            let done = per_caller * in_flight;
+            run_callers(call, &payload, in_flight, done, |caller| {
+                (0..per_caller).map(move |_| caller)
+            })
+            .await
+        }
+        Shape::Activation { creators, count } => {
+            let per = (count / creators).max(1);
+            let made = per * creators;
+            // Creator c's i-th call is the first to key creators + c * per + i.
+            run_callers(call, &payload, creators, made, move |c| {
+                (0..per).map(move |i| creators + c * per + i)
+            })
+            .await
+        }
+    }
+}
+
+/// Runs `callers` tasks, caller `c` calling in sequence the keys
+/// `keys(c)` yields (`ops` calls in all): operations per second.
+async fn run_callers<K, I>(
+    call: &Call,
+    payload: &[u8],
+    callers: u64,
+    ops: u64,
+    keys: K,
+) -> Result<Sample, String>
+where
+    K: Fn(u64) -> I,
+    I: Iterator<Item = u64> + Send + 'static,
+{
+    let start = Instant::now();
+    let cpu = ProcessTime::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let c = call.clone();
+            let p = payload.to_vec();
+            let keys = keys(caller);
+            tokio::spawn(async move {
+                for key in keys {
+                    std::hint::black_box(c(caller, key, p.clone()).await?);
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    let mut failed = None;
+    for t in tasks {
+        if let Err(e) = t
+            .await
+            .map_err(|e| format!("a caller task: {e}"))
+            .and_then(|r| r)
+        {
+            failed.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let wall = start.elapsed();
+    Ok(Sample {
+        value: ops as f64 / wall.as_secs_f64(),
+        cpu_ns_per_op: Some(cpu.elapsed().as_nanos() as f64 / ops as f64),
+    })
+}
+
 fn entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
-    [Subject::Ours, Subject::Stream, Subject::Unary]
+    [Subject::Ours, Subject::Stream, Subject::Unary, Subject::Rio]
         .into_iter()
         .map(|subject| {
             let peer = peer.clone();
             let role = match subject {
                 Subject::Ours => Role::Ours,
                 Subject::Stream => Role::Floor,
-                Subject::Unary => Role::Peer,
+                Subject::Unary | Subject::Rio => Role::Peer,
             };
             let note = match subject {
                 Subject::Unary => Some("raw tonic, one unary call per request (a second floor)"),
+                Subject::Rio => Some(rio::NOTE),
                 _ => None,
             };
             Entry::from_fn(subject.name(), role, note, move || {
-                Ok(sample(&peer, subject, shape))
+                let s = sample(&peer, subject, shape);
+                // actor-core is what every scenario is about: no figure
+                // without it.
+                if subject == Subject::Ours {
+                    return Ok(s.unwrap_or_else(|e| panic!("actor-core: {e}")));
+                }
+                s
             })
         })
         .collect()
 }
 
+/// Caller tasks of the activation scenario (as in the local one).
+const CREATORS: u64 = 64;
+
 /// One remote workload once against one subject, for profilers:
-/// `remote/ask_latency` (the p50 of `count` sequential calls) or
-/// `remote/ask_throughput_{N}_in_flight` (`count` calls), with subject
-/// `actor-core`, `stream` or `unary`.
+/// `remote/ask_latency` (the p50 of `count` sequential calls),
+/// `remote/ask_throughput_{N}_in_flight` (`count` calls) or
+/// `remote/activation_rate` (`count` first calls from 64 callers), with
+/// subject `actor-core`, `stream`, `unary` or `rio-rs`.
 pub(crate) fn profile(
     workload: &str,
     subject: &str,
@@ -434,9 +556,10 @@ pub(crate) fn profile(
         "actor-core" => Subject::Ours,
         "stream" => Subject::Stream,
         "unary" => Subject::Unary,
+        "rio-rs" => Subject::Rio,
         other => {
             return Err(format!(
-                "unknown remote subject `{other}` (actor-core, stream, unary)"
+                "unknown remote subject `{other}` (actor-core, stream, unary, rio-rs)"
             ));
         }
     };
@@ -444,6 +567,11 @@ pub(crate) fn profile(
         Shape::Latency {
             calls: count,
             percentile: 0.5,
+        }
+    } else if workload == "remote/activation_rate" {
+        Shape::Activation {
+            creators: CREATORS,
+            count,
         }
     } else {
         let in_flight = workload
@@ -457,7 +585,7 @@ pub(crate) fn profile(
         }
     };
     let peer = Peer::start(exe)?;
-    Ok(sample(&peer, subject, shape))
+    sample(&peer, subject, shape)
 }
 
 /// Runs the remote scenarios whose name contains `config.only`, with the
@@ -469,6 +597,7 @@ pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
         "remote/ask_latency_p99",
         "remote/ask_throughput_64_in_flight",
         "remote/ask_throughput_1000_in_flight",
+        "remote/activation_rate",
     ];
     if !names.iter().any(|n| wanted(n)) {
         return Ok(Vec::new());
@@ -491,8 +620,10 @@ pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
                 "{label} of the latency of {} sequential asks from a silo to a grain on a \
                  silo in a second process, over loopback, {PAYLOAD}-byte payload, u64 reply; \
                  floor: the same exchange with one call in flight on one raw tonic \
-                 bidirectional stream; also raw tonic unary.",
-                config.remote_calls
+                 bidirectional stream; also raw tonic unary, and {} (one client calling a \
+                 service object on its server in the second process).",
+                config.remote_calls,
+                rio::NAME
             ),
             unit: "µs/call",
             better: Better::Lower,
@@ -521,7 +652,10 @@ pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
                 "{in_flight} caller tasks on one silo, each asking its own grain on a silo \
                  in a second process in sequence, {calls} calls in all, {PAYLOAD}-byte \
                  payload; floor: {in_flight} callers multiplexed on one raw tonic \
-                 bidirectional stream; also raw tonic unary (HTTP/2-multiplexed)."
+                 bidirectional stream; also raw tonic unary (HTTP/2-multiplexed), and {} \
+                 with {in_flight} clients, so {in_flight} TCP connections (its client \
+                 carries one call at a time), each asking its own service object.",
+                rio::NAME
             ),
             unit: "calls/s",
             better: Better::Higher,
@@ -533,6 +667,32 @@ pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
             floor_name,
         };
         let shape = Shape::Throughput { in_flight, calls };
+        out.push(runner::run(plan, entries(&peer, shape), "remote"));
+    }
+    let name = "remote/activation_rate";
+    if wanted(name) {
+        let count = config.remote_calls;
+        let plan = Plan {
+            name: name.to_owned(),
+            description: format!(
+                "{CREATORS} caller tasks on one silo make {count} first calls between them, \
+                 each to a grain not yet active on a silo in a second process (the call \
+                 activates it there), {PAYLOAD}-byte payload; {}: {CREATORS} clients making \
+                 first calls to new service-object ids on its server in the second process; \
+                 floor: the same calls from {CREATORS} callers on one raw tonic bidirectional \
+                 stream (nothing to activate); also raw tonic unary.",
+                rio::NAME
+            ),
+            unit: "activations/s",
+            better: Better::Higher,
+            runs: config.runs,
+            targets: Targets::default(),
+            floor_name,
+        };
+        let shape = Shape::Activation {
+            creators: CREATORS,
+            count,
+        };
         out.push(runner::run(plan, entries(&peer, shape), "remote"));
     }
     Ok(out)
