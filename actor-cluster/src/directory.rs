@@ -539,7 +539,10 @@ impl Directory {
             }
             let silo = self.silo.get().ok_or(actor_core::Error::SiloStopped)?;
             if self.hosts(&call.target) {
-                return silo.invoke_encoded(call).await;
+                let late = timeout_of(&call);
+                return by(deadline, silo.invoke_encoded(call))
+                    .await
+                    .unwrap_or_else(|| Err(late()));
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
@@ -556,12 +559,21 @@ impl Directory {
                     timeout: call.timeout,
                 });
             }
-            match self.resolve(&call.target).await {
+            // Every await here ends by the call's deadline (a lookup answered
+            // from the cache is ready at once and arms no timer), so the
+            // reference needs no timer of its own (`bounds_deadlines`).
+            let Some(resolved) = by(deadline, self.resolve(&call.target)).await else {
+                return Err(timeout_of(&call)());
+            };
+            match resolved {
                 Ok(Some(addr)) if addr.silo == self.me => {
                     // Registered here but not hosted: a registration whose
                     // answer was lost (timeout). Registering again settles
                     // it (the entry names this silo, so this silo wins).
-                    match self.place_here(&call.target).await {
+                    match by(deadline, self.place_here(&call.target))
+                        .await
+                        .unwrap_or_else(|| Err("no placement by the deadline".into()))
+                    {
                         Ok(_) => continue,
                         Err(reason) => last = reason,
                     }
@@ -571,7 +583,10 @@ impl Directory {
                     // (its registration's answer was lost): ask it to
                     // settle its registration, then call it again.
                     self.cache.remove(&call.target);
-                    match self.place_at(&addr.silo.endpoint, &call.target).await {
+                    match by(deadline, self.place_at(&addr.silo.endpoint, &call.target))
+                        .await
+                        .unwrap_or_else(|| Err("no placement by the deadline".into()))
+                    {
                         Ok(Some(w)) => {
                             self.remember(&call.target, &w);
                             stale = None;
@@ -581,35 +596,37 @@ impl Directory {
                         Err(reason) => last = reason,
                     }
                 }
-                Ok(Some(addr)) => match self.link(&addr.silo.endpoint).await {
-                    None => {
-                        // Never sent: safe to retry once the directory
-                        // knows better.
-                        last = format!("{} {UNREACHABLE}", addr.silo);
-                        self.cache.remove(&call.target);
-                    }
-                    Some(link) => {
-                        match link.try_call_ref(&call, left).await {
-                            Err(crate::link::NotSent) => {
-                                // The link went down before the call was
-                                // sent: it did not run, route it again.
-                                self.cache.remove_if(&call.target, |_, a| *a == addr);
-                                last = format!("{} {UNREACHABLE}", addr.silo);
+                Ok(Some(addr)) => {
+                    match by(deadline, self.link(&addr.silo.endpoint)).await.flatten() {
+                        None => {
+                            // Never sent: safe to retry once the directory
+                            // knows better.
+                            last = format!("{} {UNREACHABLE}", addr.silo);
+                            self.cache.remove(&call.target);
+                        }
+                        Some(link) => {
+                            match link.try_call_ref(&call, left).await {
+                                Err(crate::link::NotSent) => {
+                                    // The link went down before the call was
+                                    // sent: it did not run, route it again.
+                                    self.cache.remove_if(&call.target, |_, a| *a == addr);
+                                    last = format!("{} {UNREACHABLE}", addr.silo);
+                                }
+                                Ok(Err(actor_core::Error::NotHere { .. })) => {
+                                    self.cache.remove_if(&call.target, |_, a| *a == addr);
+                                    last = format!("not hosted on {}", addr.silo);
+                                    stale = Some(addr);
+                                    continue;
+                                }
+                                Ok(Err(actor_core::Error::SiloUnavailable { silo })) => {
+                                    self.cache.remove_if(&call.target, |_, a| *a == addr);
+                                    return Err(actor_core::Error::SiloUnavailable { silo });
+                                }
+                                Ok(other) => return other,
                             }
-                            Ok(Err(actor_core::Error::NotHere { .. })) => {
-                                self.cache.remove_if(&call.target, |_, a| *a == addr);
-                                last = format!("not hosted on {}", addr.silo);
-                                stale = Some(addr);
-                                continue;
-                            }
-                            Ok(Err(actor_core::Error::SiloUnavailable { silo })) => {
-                                self.cache.remove_if(&call.target, |_, a| *a == addr);
-                                return Err(actor_core::Error::SiloUnavailable { silo });
-                            }
-                            Ok(other) => return other,
                         }
                     }
-                },
+                }
                 Ok(None) => last = "no silo to place it on".into(),
                 Err(reason) => last = reason,
             }
@@ -866,6 +883,26 @@ impl Router for DirectoryRouting {
 
     fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
         Box::pin(self.0.clone().route(call))
+    }
+
+    fn bounds_deadlines(&self) -> bool {
+        true
+    }
+}
+
+/// `fut`'s output, or `None` once `deadline` has passed. A future that is
+/// ready when first polled arms no timer.
+async fn by<T>(deadline: tokio::time::Instant, fut: impl Future<Output = T>) -> Option<T> {
+    tokio::time::timeout_at(deadline, fut).await.ok()
+}
+
+/// The timeout error of `call`, for when its deadline passes.
+fn timeout_of(call: &EncodedCall) -> impl FnOnce() -> actor_core::Error + use<> {
+    let (grain, method, timeout) = (call.target.clone(), call.method.clone(), call.timeout);
+    move || actor_core::Error::Timeout {
+        grain,
+        method,
+        timeout,
     }
 }
 

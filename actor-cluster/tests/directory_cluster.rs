@@ -506,6 +506,55 @@ async fn calls_in_flight_to_a_hung_silo_fail_fast_once_it_is_declared_dead() {
     drop(c);
 }
 
+/// A call whose directory lookup goes to a silo that has hung ends at its
+/// own deadline: the reference arms no timer of its own for routed calls
+/// (`Router::bounds_deadlines`), so the directory's routing must bound each
+/// of its steps by the deadline (the lookup's own RPC timeout, 500 ms
+/// here, is later than the call's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_at_a_hung_silo_ends_at_the_calls_deadline() {
+    let _serial = SERIAL.lock().await;
+    let table = InMemoryMembership::new();
+    let oracle = Oracle::default();
+    // Random placement: a new grain is looked up at its partition's owner.
+    let config = ClusterConfig::fast().with_placement::<Tracked>(RandomPlacement);
+    let (a, _) = start("a", &table, &oracle, config.clone()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = proxy(listener.local_addr().unwrap().to_string()).await;
+    let mut hung = config.clone();
+    hung.advertise = Some(p.addr.clone());
+    let (c, _) = start_on("c", &table, &oracle, hung, listener).await;
+    all_see(&[&a, &c], 2).await;
+    let keys: Vec<i64> = (0..400)
+        .filter(|k| a.owner_of(&GrainId::new("tracked", *k)) == p.addr)
+        .take(3)
+        .collect();
+    assert_eq!(keys.len(), 3);
+    // The links and the directory client to c are up before it hangs.
+    grain(a.silo(), 1_000_000).touch().await.unwrap();
+    p.frozen.store(true, Ordering::SeqCst);
+    for k in keys {
+        let started = Instant::now();
+        let r = a
+            .silo()
+            .get_grain::<Tracked>(k)
+            .with_timeout(Duration::from_millis(100))
+            .touch()
+            .await;
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                r,
+                Err(actor_core::Error::Timeout { .. } | actor_core::Error::SiloUnavailable { .. })
+            ),
+            "{r:?}"
+        );
+        assert!(took < Duration::from_millis(450), "ended after {took:?}");
+    }
+    p.frozen.store(false, Ordering::SeqCst);
+    drop(c);
+}
+
 /// A stale directory cache is answered "not here" on a directed stream,
 /// never run in the wrong place; the same call on a gateway stream (from a
 /// client) is routed as usual; one-way calls are never refused.
