@@ -573,6 +573,30 @@ async fn oversized_and_malformed_frames_close_the_stream_not_the_silo() {
     assert_eq!(g.hit().await.unwrap(), 1);
 }
 
+/// A silo serving on a fresh local port, in a static cluster with one
+/// other member at `other`: its endpoint, router, silo and server.
+async fn beside(other: &str) -> (String, Arc<StaticRouter>, Silo, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let me = listener.local_addr().unwrap().to_string();
+    let router = StaticRouter::new(me.clone(), vec![me.clone(), other.to_owned()]);
+    let silo = Silo::builder()
+        .grain::<Node>()
+        .router(Arc::new(StaticRouting(router.clone())))
+        .start()
+        .await
+        .unwrap();
+    router.attach(&silo);
+    let server = serve(silo.clone(), listener, DEFAULT_MAX_FRAME);
+    (me, router, silo, server)
+}
+
+/// A `node` key whose grain `member` owns.
+fn owned_by(router: &StaticRouter, member: &str) -> i64 {
+    (0..1000i64)
+        .find(|k| router.owner(&GrainId::new("node", *k)) == member)
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_to_a_silo_that_is_not_there_fail_fast() {
     // A member list naming an endpoint nobody listens on.
@@ -582,28 +606,14 @@ async fn calls_to_a_silo_that_is_not_there_fail_fast() {
         .local_addr()
         .unwrap()
         .to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let me = listener.local_addr().unwrap().to_string();
-    let router = StaticRouter::new(me.clone(), vec![me.clone(), dead.clone()]);
-    let silo = Silo::builder()
-        .grain::<Node>()
-        .router(Arc::new(StaticRouting(router.clone())))
-        .start()
-        .await
-        .unwrap();
-    router.attach(&silo);
-    let _server = serve(silo.clone(), listener, DEFAULT_MAX_FRAME);
-    let key = (0..1000i64)
-        .find(|k| router.owner(&GrainId::new("node", *k)) == dead)
-        .unwrap();
+    let (me, router, silo, _server) = beside(&dead).await;
+    let key = owned_by(&router, &dead);
     let started = Instant::now();
     let err = silo.get_grain::<Node>(key).hit().await.unwrap_err();
     assert!(matches!(err, Error::SiloUnavailable { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     // Grains this silo owns still work.
-    let mine = (0..1000i64)
-        .find(|k| router.owner(&GrainId::new("node", *k)) == me)
-        .unwrap();
+    let mine = owned_by(&router, &me);
     assert_eq!(silo.get_grain::<Node>(mine).hit().await.unwrap(), 1);
 }
 
@@ -621,20 +631,8 @@ async fn a_call_to_a_silo_that_never_answers_ends_at_its_deadline() {
             open.push(s);
         }
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let me = listener.local_addr().unwrap().to_string();
-    let router = StaticRouter::new(me.clone(), vec![me.clone(), dead.clone()]);
-    let silo = Silo::builder()
-        .grain::<Node>()
-        .router(Arc::new(StaticRouting(router.clone())))
-        .start()
-        .await
-        .unwrap();
-    router.attach(&silo);
-    let _server = serve(silo.clone(), listener, DEFAULT_MAX_FRAME);
-    let key = (0..1000i64)
-        .find(|k| router.owner(&GrainId::new("node", *k)) == dead)
-        .unwrap();
+    let (_, router, silo, _server) = beside(&dead).await;
+    let key = owned_by(&router, &dead);
     let started = Instant::now();
     let err = silo
         .get_grain::<Node>(key)
