@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 use crate::link::{Link, LinkService};
 use crate::membership::SiloAddress;
 use crate::placement::{Candidate, Draw, PlacementContext, Placements};
-use crate::router::{StaticRouter, rendezvous_owner, stable_hash};
+use crate::router::{StaticRouter, by, rendezvous_owner, stable_hash, timeout_of};
 use crate::transport::{Connector, LinkListener};
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -887,22 +887,6 @@ impl Router for DirectoryRouting {
 
     fn bounds_deadlines(&self) -> bool {
         true
-    }
-}
-
-/// `fut`'s output, or `None` once `deadline` has passed. A future that is
-/// ready when first polled arms no timer.
-async fn by<T>(deadline: tokio::time::Instant, fut: impl Future<Output = T>) -> Option<T> {
-    tokio::time::timeout_at(deadline, fut).await.ok()
-}
-
-/// The timeout error of `call`, for when its deadline passes.
-fn timeout_of(call: &EncodedCall) -> impl FnOnce() -> actor_core::Error + use<> {
-    let (grain, method, timeout) = (call.target.clone(), call.method.clone(), call.timeout);
-    move || actor_core::Error::Timeout {
-        grain,
-        method,
-        timeout,
     }
 }
 

@@ -334,16 +334,18 @@ impl StaticRouter {
         // so that `StaticRouting` can promise `bounds_deadlines`.
         match link {
             None => {
-                let (timeout, grain, method) = bounds_of(&call);
-                Box::pin(within(timeout, grain, method, self.clone().run_here(call)))
+                let (deadline, late) = (deadline_of(&call), timeout_of(&call));
+                let run = self.clone().run_here(call);
+                Box::pin(async move { by(deadline, run).await.unwrap_or_else(|| Err(late())) })
             }
             Some(Ok(link)) => Box::pin(link.call_owned(call)),
             Some(Err(owner)) => {
                 let me = self.clone();
-                let (timeout, grain, method) = bounds_of(&call);
-                Box::pin(within(timeout, grain, method, async move {
-                    me.link(&owner).await?.call(call).await
-                }))
+                let (deadline, late) = (deadline_of(&call), timeout_of(&call));
+                Box::pin(async move {
+                    let sent = async { me.link(&owner).await?.call(call).await };
+                    by(deadline, sent).await.unwrap_or_else(|| Err(late()))
+                })
             }
         }
     }
@@ -404,25 +406,28 @@ impl Fence {
     }
 }
 
-/// What a timeout error of `call` names.
-fn bounds_of(call: &EncodedCall) -> (Duration, GrainId, String) {
-    (call.timeout, call.target.clone(), call.method.clone())
+/// The deadline of `call`, routed now.
+fn deadline_of(call: &EncodedCall) -> tokio::time::Instant {
+    tokio::time::Instant::now() + call.timeout
 }
 
-/// `fut`, failed with a timeout once `timeout` has passed.
-async fn within(
-    timeout: Duration,
-    grain: GrainId,
-    method: String,
-    fut: impl std::future::Future<Output = actor_core::Result<Vec<u8>>>,
-) -> actor_core::Result<Vec<u8>> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(out) => out,
-        Err(_) => Err(actor_core::Error::Timeout {
-            grain,
-            method,
-            timeout,
-        }),
+/// `fut`'s output, or `None` once `deadline` has passed. A future that is
+/// ready when first polled arms no timer. (The routers' bound on the
+/// steps of a call that are not on its link.)
+pub(crate) async fn by<T>(
+    deadline: tokio::time::Instant,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::time::timeout_at(deadline, fut).await.ok()
+}
+
+/// The timeout error of `call`, for when its deadline passes.
+pub(crate) fn timeout_of(call: &EncodedCall) -> impl FnOnce() -> actor_core::Error + use<> {
+    let (grain, method, timeout) = (call.target.clone(), call.method.clone(), call.timeout);
+    move || actor_core::Error::Timeout {
+        grain,
+        method,
+        timeout,
     }
 }
 
