@@ -9,7 +9,7 @@
 //! detection needs).
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 use std::task::{Poll, Waker};
@@ -538,22 +538,8 @@ thread_local! {
 ///
 /// `sent`: when the caller read the clock for its call (the activation
 /// takes it as the time its turn starts).
-pub(crate) async fn run_inline<G: Grain>(act: Arc<Activation<G>>, silo: Silo, sent: Instant) {
-    let depth = INLINE_DEPTH.with(|d| d.get());
-    if depth >= MAX_INLINE_DEPTH {
-        return spawn(act, silo);
-    }
-    let mut run = Box::pin(drain(act, silo, Some(sent)));
-    let finished = poll_fn(|cx| {
-        INLINE_DEPTH.with(|d| d.set(depth + 1));
-        let ready = run.as_mut().poll(cx).is_ready();
-        INLINE_DEPTH.with(|d| d.set(depth));
-        Poll::Ready(ready)
-    })
-    .await;
-    if !finished {
-        tokio::spawn(run);
-    }
+pub(crate) fn run_inline<G: Grain>(act: Arc<Activation<G>>, silo: Silo, sent: Instant) {
+    run_now(inline_drain(act, silo, sent));
 }
 
 /// The drain of an activation that `enqueue` found idle, boxed, for a

@@ -115,7 +115,7 @@ impl<G: Grain> GrainRef<G> {
             // The header's deadline is the caller's clock reading plus
             // the timeout: the turn starts from that reading.
             let sent = deadline.checked_sub(timeout).unwrap_or(deadline);
-            crate::activation::run_inline(act, self.silo.clone(), sent).await;
+            crate::activation::run_inline(act, self.silo.clone(), sent);
         }
         let mut rx = rx;
         // Most local replies come back within one round of the scheduler
