@@ -1,8 +1,9 @@
 //! The silo link: calls between silos over one long-lived gRPC
 //! bidirectional stream per caller and callee (tonic + prost).
 //!
-//! The caller's side ([`Link`]) sends request envelopes and matches reply
-//! envelopes to waiting calls by call id; one sweeper task per link fails
+//! The caller's side ([`Link`]) numbers the request envelopes it sends and
+//! matches reply envelopes to waiting calls by that number (never by a
+//! call id, which may come from a peer); one sweeper task per link fails
 //! calls whose deadline passes (no timer per call). The callee's side
 //! ([`LinkService`]) queues each request on its grain with
 //! `Silo::queue_encoded` as it arrives (no task per call: the stream's
@@ -233,9 +234,10 @@ impl SiloLink for LinkService {
                             break;
                         }
                         for env in batch.envelopes {
+                            let number = env.call_id;
                             if let Some(call) = handle_request(&silo, env, &tx, admission.as_ref())
                             {
-                                start_call(&silo, call, &mut running, &tx);
+                                start_call(&silo, number, call, &mut running, &tx);
                             }
                         }
                     }
@@ -463,16 +465,18 @@ impl Future for Running {
     }
 }
 
-/// Queues `call` on its grain now (so calls are queued in the order they
-/// arrived) and adds the wait for its reply to `running`; a call that
-/// fails at once is answered at once, a one-way call needs no answer.
+/// Queues `call` (the caller's request `number` on this stream) on its
+/// grain now (so calls are queued in the order they arrived) and adds the
+/// wait for its reply to `running`; a call that fails at once is answered
+/// at once, a one-way call needs no answer.
 fn start_call(
     silo: &Silo,
+    number: u64,
     call: EncodedCall,
     running: &mut FuturesUnordered<Running>,
     replies: &mpsc::Sender<Envelope>,
 ) {
-    let (call_id, one_way) = (call.call_id.0, call.one_way);
+    let (call_id, one_way) = (number, call.one_way);
     match silo.queue_encoded(call) {
         Ok(reply) if !one_way => running.push(Running { call_id, reply }),
         Ok(_) => {}
@@ -550,12 +554,18 @@ fn decode_request(env: Envelope, silo: Option<&Silo>) -> actor_core::Result<Enco
         env.payload,
         Duration::from_micros(env.timeout_micros),
     );
-    call.call_id = CallId(env.call_id);
+    // `call.call_id` stays the fresh one `EncodedCall::new` made: the
+    // envelope's number only pairs the reply with this request.
     call.one_way = kind == Kind::OneWay;
     call.chain = env
         .chain
         .into_iter()
-        .map(|f| Ok((grain(&f.grain)?, CallId(f.call_id))))
+        .map(|f| {
+            Ok((
+                grain(&f.grain)?,
+                CallId::from_parts(f.call_origin, f.call_id),
+            ))
+        })
         .collect::<actor_core::Result<_>>()?;
     let mut context = RequestContext::new();
     for e in env.context {
@@ -584,7 +594,8 @@ fn trace_from_envelope(env: &Envelope) -> Option<TraceContext> {
 /// or copied by the caller).
 fn encode_request(call: &EncodedCall, payload: Vec<u8>) -> actor_core::Result<Envelope> {
     Ok(Envelope {
-        call_id: call.call_id.0,
+        // Numbered by the link when it is sent (see `Link::start`).
+        call_id: 0,
         kind: if call.one_way {
             Kind::OneWay
         } else {
@@ -599,7 +610,8 @@ fn encode_request(call: &EncodedCall, payload: Vec<u8>) -> actor_core::Result<En
             .map(|(g, c)| {
                 Ok(ChainFrame {
                     grain: actor_core::codec::encode(g)?,
-                    call_id: c.0,
+                    call_id: c.seq(),
+                    call_origin: c.origin(),
                 })
             })
             .collect::<actor_core::Result<_>>()?,
@@ -687,7 +699,11 @@ struct Waiter {
 /// earlier than the armed one wakes the sweeper (`wake`) to re-arm.
 struct Shared {
     endpoint: String,
+    /// The calls waiting for a reply, by the number this link gave their
+    /// request (see `Link::start`): only what was sent on this stream.
     pending: DashMap<u64, Waiter, foldhash::fast::RandomState>,
+    /// The number of the next request sent on this link.
+    numbers: AtomicU64,
     alive: AtomicBool,
     /// The deadline the sweeper sleeps until, `u64::MAX` for none.
     armed: AtomicU64,
@@ -763,21 +779,28 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    /// Hands a reply envelope to its waiting call.
+    /// Hands a reply envelope to its waiting call. A reply can only
+    /// complete a request this link sent and still waits for: its number
+    /// was made here. Anything else the peer sends (a number never sent
+    /// or already answered, an envelope that is not a reply) completes
+    /// nothing.
     fn complete(&self, env: Envelope) {
+        let reply = match env.kind() {
+            Kind::Reply => Ok(env.payload),
+            Kind::Error => {
+                Err(actor_core::codec::decode::<actor_core::Error>(&env.payload)
+                    .unwrap_or_else(|e| e))
+            }
+            other => {
+                tracing::warn!(endpoint = %self.endpoint, kind = ?other, "ignoring a non-reply envelope on a link's reply stream");
+                return;
+            }
+        };
         let Some((_, w)) = self.pending.remove(&env.call_id) else {
-            // The caller gave up (timeout) before the reply came.
+            // The caller gave up (timeout) before the reply came, or the
+            // peer answered a request it was never sent.
             return;
         };
-        let reply =
-            match env.kind() {
-                Kind::Reply => Ok(env.payload),
-                Kind::Error => Err(actor_core::codec::decode::<actor_core::Error>(&env.payload)
-                    .unwrap_or_else(|e| e)),
-                other => Err(actor_core::Error::Serialization(format!(
-                    "expected a reply envelope, got {other:?}"
-                ))),
-            };
         let _ = w.tx.send(Outcome::Done(reply));
     }
 }
@@ -910,6 +933,7 @@ impl Link {
         let shared = Arc::new(Shared {
             endpoint: endpoint.to_owned(),
             pending: DashMap::default(),
+            numbers: AtomicU64::new(1),
             alive: AtomicBool::new(true),
             armed: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
@@ -1062,12 +1086,16 @@ impl Link {
     /// waiting for room if the queue is full.
     fn start(
         &self,
-        env: Envelope,
+        mut env: Envelope,
         one_way: bool,
         timeout: Duration,
         names: impl FnOnce() -> (GrainId, String),
     ) -> ReplyState {
-        let call_id = env.call_id;
+        // The link numbers its requests itself: the call's own id may come
+        // from a peer (a gateway forwards its clients' calls), and ids of
+        // different callers can be equal.
+        let call_id = self.shared.numbers.fetch_add(1, Ordering::Relaxed);
+        env.call_id = call_id;
         let wait = if one_way {
             None
         } else {
@@ -1258,6 +1286,9 @@ struct Wait {
 }
 
 #[cfg(test)]
+mod peer_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -1281,14 +1312,14 @@ mod tests {
         fn request_envelopes_round_trip(
             key in ".*", method in "[a-z_]{1,12}", micros in 0u64..10_000_000_000,
             ctx in proptest::collection::vec(("[a-z]{1,5}", ".*"), 0..4),
-            chain in proptest::collection::vec((any::<i64>(), any::<u64>()), 0..4),
+            chain in proptest::collection::vec((any::<i64>(), any::<u64>(), any::<u64>()), 0..4),
             payload in proptest::collection::vec(any::<u8>(), 0..64), one_way in any::<bool>(),
             sender in proptest::option::of(any::<i64>()),
         ) {
             let mut call = EncodedCall::new(GrainId::new("t", key), method, payload, Duration::from_micros(micros));
             call.one_way = one_way;
             call.sender = sender.map(|k| GrainId::new("s", k));
-            call.chain = chain.iter().map(|(k, c)| (GrainId::new("c", *k), CallId(*c))).collect();
+            call.chain = chain.iter().map(|(k, o, c)| (GrainId::new("c", *k), CallId::from_parts(*o, *c))).collect();
             let mut context = RequestContext::new();
             for (k, v) in &ctx { context.insert(k.clone(), v.clone()); }
             call.context = context;
@@ -1302,8 +1333,9 @@ mod tests {
             prop_assert_eq!(back.context, call.context);
             prop_assert_eq!(back.payload, call.payload);
             prop_assert_eq!(back.one_way, call.one_way);
-            prop_assert_eq!(back.call_id, call.call_id);
             prop_assert_eq!(back.sender, call.sender);
+            // The callee runs the call under an id of its own.
+            prop_assert_ne!(back.call_id, call.call_id);
         }
 
         /// The caller's trace context crosses the link unchanged; zero ids

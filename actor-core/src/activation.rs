@@ -1063,7 +1063,7 @@ mod tests {
 
     fn r(access: Access) -> Running {
         Running {
-            call: CallId(1),
+            call: CallId::from_parts(0, 1),
             access,
             timer: false,
         }

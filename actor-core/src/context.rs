@@ -23,41 +23,87 @@ use crate::timer::TimerHandle;
 use crate::trace::TraceContext;
 use crate::{Grain, GrainOptions};
 
-/// Identifies one call (one request and its turn) across the runtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct CallId(pub u64);
-
-thread_local! {
-    // This thread's block of call ids: (next, end).
-    static NEXT_CALL_ID: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
-}
-
-/// Restarts this thread's call ids at a fixed value, for a simulator that
-/// runs a whole cluster on one thread and must replay it exactly (ids are
-/// varints on the wire: their size changes frame sizes, and so timing).
-/// The ids come from a range the process-wide blocks never reach, so they
-/// stay unique unless two simulations on different threads call each
-/// other.
-pub fn restart_call_ids_on_this_thread() {
-    const SIMULATED: u64 = 1 << 62;
-    NEXT_CALL_ID.with(|n| n.set((SIMULATED, SIMULATED + (1 << 40))));
+/// Identifies one call (one request and its turn) across a cluster and its
+/// clients.
+///
+/// An id is the pair of its process's *origin*, a random 64-bit number
+/// drawn once per process, and a sequence number counted in that process.
+/// Every process counts from the same start, so the origin is what keeps
+/// two processes' ids apart: two processes share an origin with chance
+/// 2^-64 per pair. A silo runs every call it receives under an id of its
+/// own (see [`Silo::queue_encoded`](crate::Silo::queue_encoded)), never one
+/// a peer chose, and no reply is routed by a call id (links number their
+/// requests themselves); ids from peers are only compared in the call
+/// chains of deadlock detection (see `docs/runtime-semantics.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CallId {
+    origin: u64,
+    seq: u64,
 }
 
 impl CallId {
-    /// A fresh id, unique in this process.
+    /// The id with these parts, as a transport decodes it.
+    pub const fn from_parts(origin: u64, seq: u64) -> CallId {
+        CallId { origin, seq }
+    }
+
+    /// The origin of the process that made the id.
+    pub const fn origin(self) -> u64 {
+        self.origin
+    }
+
+    /// The id's sequence number within its origin.
+    pub const fn seq(self) -> u64 {
+        self.seq
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{}", self.origin, self.seq)
+    }
+}
+
+/// This process's origin: random, drawn once (from the OS's randomness,
+/// through a v4 UUID), never zero.
+fn process_origin() -> u64 {
+    static ORIGIN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(|| {
+        let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
+        (hi ^ lo).max(1)
+    })
+}
+
+thread_local! {
+    // This thread's block of call ids: (origin, next, end).
+    static NEXT_CALL_ID: std::cell::Cell<(u64, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
+}
+
+/// Restarts this thread's call ids at a fixed value, for a simulator that
+/// runs a whole cluster on one thread and must replay it exactly (a random
+/// origin would change from run to run). The ids get an origin of their
+/// own (zero, which no process draws), so they stay unique unless two
+/// simulations on different threads call each other.
+pub fn restart_call_ids_on_this_thread() {
+    NEXT_CALL_ID.with(|n| n.set((0, 1, u64::MAX)));
+}
+
+impl CallId {
+    /// A fresh id, unique in the cluster (see [`CallId`]).
     pub(crate) fn next() -> CallId {
         use std::sync::atomic::{AtomicU64, Ordering};
         // Each thread takes blocks of 2^20 ids from a global counter: no
         // shared atomic on the call path.
         static BLOCKS: AtomicU64 = AtomicU64::new(1);
         NEXT_CALL_ID.with(|n| {
-            let (mut next, mut end) = n.get();
+            let (mut origin, mut next, mut end) = n.get();
             if next == end {
+                origin = process_origin();
                 next = BLOCKS.fetch_add(1, Ordering::Relaxed) << 20;
                 end = next + (1 << 20);
             }
-            n.set((next + 1, end));
-            CallId(next)
+            n.set((origin, next + 1, end));
+            CallId { origin, seq: next }
         })
     }
 }
@@ -283,6 +329,15 @@ impl TurnInfo {
         self.trace.set(made);
         made
     }
+}
+
+/// The call id of the turn running in this task's call scope, if any: for
+/// tests that check what a peer can do with the ids it sees in call chains.
+pub fn current_call_id() -> Option<CallId> {
+    SCOPE
+        .try_with(|s| s.turn.as_ref().map(|t| t.call))
+        .ok()
+        .flatten()
 }
 
 pub(crate) struct CallScope {

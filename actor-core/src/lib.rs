@@ -181,7 +181,7 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::context::restart_call_ids_on_this_thread;
+    pub use crate::context::{current_call_id, restart_call_ids_on_this_thread};
     pub use crate::invoke::{Call, CallHeader, ExclusiveCall, Invoke, OnEnd, SharedCall};
     pub use serde;
     pub use serde_bytes;

@@ -199,7 +199,9 @@ pub struct EncodedCall {
     pub target: GrainId,
     /// The method (message) name.
     pub method: String,
-    /// The call's id, as the caller assigned it.
+    /// The call's id where it was made. Informational only: a silo that
+    /// receives the call runs it under an id of its own, and transports
+    /// match replies by numbers of their own.
     pub call_id: CallId,
     /// Time left until the call's deadline.
     pub timeout: Duration,
@@ -419,7 +421,10 @@ impl Silo {
         let mut make_header = |method: &'static str| {
             let (context, chain) = parts.take().unwrap_or_default();
             CallHeader {
-                call_id: call.call_id,
+                // The turn's id is this silo's own, never the sender's: a
+                // peer's id could collide with (or be chosen to match) a
+                // turn running here.
+                call_id: CallId::next(),
                 method,
                 deadline,
                 timeout: call.timeout,
