@@ -15,7 +15,11 @@
 //!   reminders of actor-persistence, when the silo has a reminder service.
 //!
 //! A JSON API under `/api/` serves the same numbers (`GET /api` lists the
-//! endpoints; the figures are described on [`DashboardSnapshot`]).
+//! endpoints; the figures are described on [`DashboardSnapshot`]). Every
+//! error, from the API, the page's routes or the HTTP server itself (a
+//! malformed request, a URI too long, headers too large), is a JSON object
+//! `{"error": "<message>"}` with the error's status. `/api/hot` refuses
+//! a query parameter it does not know or one given twice.
 //!
 //! **Cluster-wide.** On a silo started with
 //! [`actor_cluster::ClusterSilo`], figures are gathered from every member:
@@ -56,6 +60,7 @@ mod error;
 mod hot;
 mod model;
 mod server;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -160,7 +165,7 @@ fn start(silo: &Silo, hot: Arc<hot::HotGrains>, config: DashboardConfig) -> Resu
             // The collector drops its sender when the silo stops.
             while closed.changed().await.is_ok() {}
         };
-        if let Err(e) = axum::serve(listener, app)
+        if let Err(e) = axum::serve(wire::Listener(listener), app)
             .with_graceful_shutdown(stop)
             .await
         {

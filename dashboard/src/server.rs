@@ -1,15 +1,19 @@
 //! The web server: the page and its assets, the JSON API under `/api/`,
 //! and `/api/events`, a server-sent-events stream of snapshots. Every
 //! route sits behind the access check; every error is JSON with an
-//! `error` message.
+//! `error` message (the HTTP server's own refusals too, rewritten by
+//! [`crate::wire`]), and names the path as the client sent it.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, OriginalUri, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -68,6 +72,67 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// The path as the client sent it, %-escapes and all (inside a nested
+/// router, `req.uri()` has lost the `/api` prefix). Not the query: it may
+/// hold the access token.
+fn as_sent(uri: &Uri) -> &str {
+    uri.path()
+}
+
+async fn not_found_in_api(OriginalUri(uri): OriginalUri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no API endpoint at {}; GET /api lists them", as_sent(&uri)),
+    )
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; the dashboard is read-only (GET)",
+            as_sent(&uri)
+        ),
+    )
+}
+
+/// A path parameter (`{name}`), refused in JSON when it is not UTF-8
+/// text once its %-escapes are decoded (axum's `Path` answers such a
+/// path in plain text).
+struct Name(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Name {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(name)) => Ok(Name(name)),
+            Err(rejection) => {
+                let OriginalUri(uri) = OriginalUri::from_request_parts(parts, state)
+                    .await
+                    .unwrap_or_else(|e| match e {});
+                let path = uri.path();
+                Err(match &rejection {
+                    PathRejection::FailedToDeserializePathParams(e)
+                        if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+                    {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "the path {path} is not UTF-8 text once its %-escapes are decoded"
+                            ),
+                        )
+                    }
+                    other => error(
+                        other.status(),
+                        format!("cannot read the path {path}: {}", other.body_text()),
+                    ),
+                })
+            }
+        }
+    }
+}
+
 pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/", get(api_index))
@@ -81,25 +146,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/membership", get(membership))
         .route("/reminders", get(reminders))
         .route("/events", get(events))
-        .fallback(|req: Request| async move {
-            error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "no API endpoint at {}; GET /api lists them",
-                    req.uri().path()
-                ),
-            )
-        })
-        .method_not_allowed_fallback(|req: Request| async move {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!(
-                    "{} is not allowed on {}; the API is read-only (GET)",
-                    req.method(),
-                    req.uri().path()
-                ),
-            )
-        });
+        .fallback(not_found_in_api)
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route(
             "/",
@@ -122,13 +170,17 @@ pub(crate) fn router(state: AppState) -> Router {
             "/vendor/uPlot.LICENSE",
             get(|| async { asset("text/plain; charset=utf-8", UPLOT_LICENSE) }),
         )
+        // The index with a trailing slash too (the nested `/` is `/api`
+        // only).
+        .route("/api/", get(api_index))
         .nest("/api", api)
-        .fallback(|req: Request| async move {
+        .fallback(|OriginalUri(uri): OriginalUri| async move {
             error(
                 StatusCode::NOT_FOUND,
-                format!("nothing at {}; the dashboard is at /", req.uri().path()),
+                format!("nothing at {}; the dashboard is at /", as_sent(&uri)),
             )
         })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), check_access))
         .with_state(state)
 }
@@ -315,7 +367,7 @@ async fn grain_types(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn grain_type(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+async fn grain_type(State(s): State<AppState>, Name(name): Name) -> Response {
     match current(&s) {
         Ok(snap) => match snap.grain_types.iter().find(|t| t.grain_type == name) {
             Some(t) => axum::Json(t).into_response(),
@@ -335,17 +387,36 @@ async fn grain_type(State(s): State<AppState>, Path(name): Path<String>) -> Resp
     }
 }
 
-async fn hot(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    if let Some(k) = q
-        .keys()
-        .find(|k| k.as_str() != "limit" && k.as_str() != "token")
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown query parameter `{k}`; /api/hot takes `limit`"),
-        );
+async fn hot(
+    State(s): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the query of /api/hot: {}", e.body_text()),
+            );
+        }
+    };
+    let mut seen = HashSet::new();
+    for (k, _) in &q {
+        if k != "limit" && k != "token" {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown query parameter `{k}`; /api/hot takes `limit`"),
+            );
+        }
+        if !seen.insert(k) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("query parameter `{k}` is given more than once; give it once"),
+            );
+        }
     }
-    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+    let given = q.iter().find(|(k, _)| k == "limit").map(|(_, v)| v);
+    let limit = match given.map(|l| l.parse::<usize>()) {
         None => 10,
         Some(Ok(n)) if (1..=100).contains(&n) => n,
         Some(_) => {
@@ -353,7 +424,7 @@ async fn hot(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>
                 StatusCode::BAD_REQUEST,
                 format!(
                     "`limit` must be a whole number from 1 to 100, got `{}`",
-                    q["limit"]
+                    given.map_or("", |v| v.as_str())
                 ),
             );
         }
@@ -375,7 +446,7 @@ async fn silos(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn silo(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+async fn silo(State(s): State<AppState>, Name(name): Name) -> Response {
     match current(&s) {
         Ok(snap) => {
             // Names repeat across restarts: the live one first.
