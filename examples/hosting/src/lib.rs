@@ -39,9 +39,10 @@ use actor_cluster::{ClusterConfig, ClusterSilo, MembershipTable, SqlMembership};
 use actor_core::prelude::*;
 use anyhow::{Context as _, bail};
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
-use axum::response::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -151,11 +152,27 @@ pub async fn start_web(
 
 /// The web app around a silo: `GET /hello/{name}` greets through the
 /// name's [`HelloGrain`], wherever it runs; `GET /health` answers `ok`.
+/// `HEAD /hello/{name}` greets no one: it answers 200 with the content
+/// type a GET would have, and no body.
 pub fn app(silo: Silo) -> Router {
     Router::new()
-        .route("/hello/{name}", get(hello))
+        // A HEAD must not change state, and a greeting counts: axum's
+        // `get` alone would serve HEAD by running `hello` and dropping
+        // the body.
+        .route("/hello/{name}", get(hello).head(hello_head))
         .route("/health", get(|| async { "ok" }))
         .with_state(silo)
+}
+
+/// What a GET of a greeting would say in its headers, without calling
+/// the grain.
+async fn hello_head() -> impl IntoResponse {
+    // No `content-length`: only the greeting knows it. axum empties a
+    // HEAD's body after setting the length from the body's size, and an
+    // empty body would claim `content-length: 0`, which a GET never
+    // sends; a body streamed from nothing has no known size.
+    let unknown_length = Body::from_stream(Body::empty().into_data_stream());
+    ([(header::CONTENT_TYPE, "application/json")], unknown_length)
 }
 
 async fn hello(
