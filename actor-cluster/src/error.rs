@@ -17,7 +17,9 @@ pub enum Error {
         source: sqlx::Error,
     },
     /// A row holds data this version cannot read.
-    #[error("membership row for {silo} is corrupt: {reason}")]
+    #[error(
+        "membership row for {silo} is corrupt: {reason}; a silo of another version (or a hand edit) wrote it: run one version per cluster id, or delete the row"
+    )]
     CorruptRow {
         /// The silo of the row.
         silo: String,
@@ -25,7 +27,9 @@ pub enum Error {
         reason: String,
     },
     /// A silo could not be reached over its link.
-    #[error("silo at {endpoint} is unavailable: {reason}")]
+    #[error(
+        "silo at {endpoint} is unavailable: {reason}; check that it runs and that this endpoint is its advertised address (a client can be given several gateways)"
+    )]
     SiloUnavailable {
         /// The silo's link endpoint.
         endpoint: String,

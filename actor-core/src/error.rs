@@ -68,7 +68,9 @@ pub enum Error {
         message: String,
     },
     /// Creating or activating the grain failed; every queued call gets this.
-    #[error("activation of {grain} failed: {reason}")]
+    #[error(
+        "activation of {grain} failed: {reason}; the grain was not activated and the next call tries again (fix what on_activate or the factory reported)"
+    )]
     ActivationFailed {
         /// The grain that could not be activated.
         grain: GrainId,
@@ -86,16 +88,22 @@ pub enum Error {
         reason: String,
     },
     /// The silo is shutting down or has stopped and accepts no calls.
-    #[error("the silo has stopped and accepts no calls")]
+    #[error(
+        "the silo has stopped and accepts no calls; call a silo that is running (a reference keeps the silo it was made from: get a new one from a live silo or ClusterClient)"
+    )]
     SiloStopped,
     /// The silo hosting the grain cannot be reached.
-    #[error("silo {silo} is unavailable")]
+    #[error(
+        "silo {silo} is unavailable; the call may or may not have run: retry it if it is idempotent (a dead silo's grains come back elsewhere on the next call)"
+    )]
     SiloUnavailable {
         /// The silo's address.
         silo: String,
     },
     /// A message, reply or id could not be encoded or decoded.
-    #[error("serialization failed: {0}")]
+    #[error(
+        "serialization failed: {0}; check that caller and grain use the same message and reply types (same crate version on every silo and client)"
+    )]
     Serialization(String),
     /// The silo configuration is invalid.
     #[error("invalid configuration: {0}")]
@@ -129,3 +137,59 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A boxed error returned by user code (activation hooks, factories).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every runtime error says what happened and then what to do about
+    /// it, after a semicolon.
+    #[test]
+    fn every_error_names_a_remedy() {
+        let g = GrainId::new("counter", 1);
+        let all = [
+            Error::UnknownGrainType {
+                type_name: "t".into(),
+            },
+            Error::UnknownMethod {
+                type_name: "t".into(),
+                method: "m".into(),
+            },
+            Error::Timeout {
+                grain: g.clone(),
+                method: "m".into(),
+                timeout: Duration::from_secs(1),
+            },
+            Error::Deadlock {
+                cycle: vec![g.clone(), g.clone()],
+                method: "m".into(),
+            },
+            Error::Panicked {
+                grain: g.clone(),
+                method: "m".into(),
+                message: "boom".into(),
+            },
+            Error::ActivationFailed {
+                grain: g.clone(),
+                reason: "no database".into(),
+            },
+            Error::SiloStopped,
+            Error::SiloUnavailable {
+                silo: "127.0.0.1:1".into(),
+            },
+            Error::Serialization("unexpected end".into()),
+            Error::NotHere {
+                grain: g,
+                silo: "s".into(),
+            },
+        ];
+        for e in all {
+            let text = e.to_string();
+            let (what, remedy) = text.split_once("; ").unwrap_or((&text, ""));
+            assert!(
+                !what.is_empty() && remedy.len() > 10,
+                "no remedy in {text:?}"
+            );
+        }
+    }
+}

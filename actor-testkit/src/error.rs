@@ -2,10 +2,11 @@
 //! test cluster.
 
 /// Why a test cluster operation failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestClusterError {
     /// A silo could not start or join.
+    #[error("silo {silo} did not start: {reason}")]
     Start {
         /// The silo.
         silo: String,
@@ -13,27 +14,19 @@ pub enum TestClusterError {
         reason: String,
     },
     /// The client could not connect.
+    #[error("the test client did not connect: {0}")]
     Client(String),
     /// The cluster did not settle in time.
+    #[error(
+        "the cluster did not settle: {0}; on a loaded machine give it longer (TestClusterBuilder::settle_within) or look for a silo that keeps failing"
+    )]
     Unstable(String),
     /// No silo with that index, or it is not running.
+    #[error(
+        "no running silo #{0}; silos are numbered from 0 in start order, and a killed one stays stopped until restarted"
+    )]
     NoSuchSilo(usize),
 }
-
-impl std::fmt::Display for TestClusterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TestClusterError::Start { silo, reason } => {
-                write!(f, "silo {silo} did not start: {reason}")
-            }
-            TestClusterError::Client(e) => write!(f, "the test client did not connect: {e}"),
-            TestClusterError::Unstable(e) => write!(f, "the cluster did not settle: {e}"),
-            TestClusterError::NoSuchSilo(i) => write!(f, "no running silo #{i}"),
-        }
-    }
-}
-
-impl std::error::Error for TestClusterError {}
 
 /// `Result` with [`TestClusterError`].
 pub type Result<T, E = TestClusterError> = std::result::Result<T, E>;
