@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actor_cluster::{ClusterView, MembershipEntry, SiloReport, SiloStatus};
+use actor_cluster::{ClusterView, MembershipEntry, SiloReport, SiloStatus, now_millis};
 use actor_core::Silo;
 use tokio::time::Instant;
 
@@ -57,13 +57,6 @@ fn sub_buckets(now: &[u64], before: Option<&Vec<u64>>) -> Vec<u64> {
             .collect(),
         None => now.to_vec(),
     }
-}
-
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Cumulative figures of one method on one silo.
