@@ -25,7 +25,7 @@ use crate::link::{LinkService, Prober};
 use crate::membership::{MembershipEntry, MembershipTable, SiloAddress, SiloStatus, Suspicion};
 use crate::router::StaticRouter;
 use crate::stats::{ClusterView, StatsService};
-use crate::transport::{Connector, LinkListener};
+use crate::transport::{ConnectionLimits, Connector, LinkListener};
 
 /// The wall clock of membership (generations, heartbeats, votes), in
 /// milliseconds since the Unix epoch. The default reads the system clock;
@@ -94,6 +94,11 @@ pub struct ClusterConfig {
     pub advertise: Option<String>,
     /// The wall clock of membership rows and votes.
     pub clock: WallClock,
+    /// Limits on the connections the silo serves: per peer address, and
+    /// how long a connection may take to start speaking HTTP/2 or stay
+    /// silent (see [`ConnectionLimits`]; these replace the limits of the
+    /// [`LinkListener`] given to [`ClusterSilo::start_on`]).
+    pub connections: ConnectionLimits,
     /// Test-only: turns the activation fence off (no view acks, no leases,
     /// no holds), so that a test can show its oracle catches the duplicate
     /// activations that follow. Never set it elsewhere.
@@ -115,6 +120,7 @@ impl Default for ClusterConfig {
             placement: crate::placement::Placements::default(),
             advertise: None,
             clock: WallClock::default(),
+            connections: ConnectionLimits::default(),
             unfenced_for_tests: false,
         }
     }
@@ -136,6 +142,7 @@ impl ClusterConfig {
             placement: crate::placement::Placements::default(),
             advertise: None,
             clock: WallClock::default(),
+            connections: ConnectionLimits::default(),
             unfenced_for_tests: false,
         }
     }
@@ -248,6 +255,7 @@ impl ClusterSilo {
                 move |id| directory.hosts_or_takes(id)
             });
         let stats = StatsService::new(silo.clone(), serving.clone());
+        let listener = listener.with_limits(config.connections);
         let server = serve_member(service, directory.clone(), stats, listener);
         let joined = async {
             set_own_status(&*table, &address, SiloStatus::Active, &clock).await?;

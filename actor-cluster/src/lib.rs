@@ -147,4 +147,4 @@ pub use placement::{
 pub use router::{StaticRouter, StaticRouting, grain_hash, rendezvous_owner, stable_hash};
 pub use sql::SqlMembership;
 pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};
-pub use transport::{BoxedIo, Connector, LinkIo, LinkListener, TcpConnector};
+pub use transport::{BoxedIo, ConnectionLimits, Connector, LinkIo, LinkListener, TcpConnector};

@@ -148,28 +148,24 @@ pub fn serve(
 }
 
 /// Serves a configured [`LinkService`] on `listener` until the returned
-/// task is aborted.
+/// task is aborted, under the default
+/// [`ConnectionLimits`](crate::ConnectionLimits) (for others, [`serve_on`]
+/// a [`LinkListener::tcp`] given [`with_limits`](LinkListener::with_limits)).
 pub fn serve_service(
     service: LinkService,
     listener: tokio::net::TcpListener,
 ) -> tokio::task::JoinHandle<()> {
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let service = service.into_server();
-    tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(crate::transport::KEEPALIVE_INTERVAL))
-            .http2_keepalive_timeout(Some(crate::transport::KEEPALIVE_TIMEOUT))
-            .add_service(service)
-            .serve_with_incoming(incoming)
-            .await
-        {
-            tracing::error!(error = %e, "silo link server stopped");
-        }
-    })
+    // The endpoint only names the listener in logs.
+    let endpoint = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    serve_on(service, LinkListener::tcp_at(listener, endpoint))
 }
 
 /// Serves a configured [`LinkService`] on any transport's
-/// [`LinkListener`] until the returned task is aborted.
+/// [`LinkListener`] until the returned task is aborted, under the
+/// listener's [`ConnectionLimits`](crate::ConnectionLimits).
 pub fn serve_on(service: LinkService, listener: LinkListener) -> tokio::task::JoinHandle<()> {
     let incoming = listener.into_incoming();
     let service = service.into_server();
