@@ -123,6 +123,7 @@ mod membership;
 mod memory;
 mod placement;
 mod router;
+mod signal;
 mod sql;
 mod stats;
 mod transport;
@@ -145,6 +146,7 @@ pub use placement::{
     PreferLocalPlacement, RandomPlacement,
 };
 pub use router::{StaticRouter, StaticRouting, grain_hash, rendezvous_owner, stable_hash};
+pub use signal::{ShutdownSignals, Signal, shutdown_signal};
 pub use sql::SqlMembership;
 pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};
 pub use transport::{BoxedIo, ConnectionLimits, Connector, LinkIo, LinkListener, TcpConnector};
