@@ -8,23 +8,24 @@
 //! The other modes, to try the hosts as separate processes:
 //!
 //! - `-- --standalone --table /tmp/hosting.db`: a standalone (console)
-//!   silo; prints its endpoint; serves until Ctrl-C.
+//!   silo; prints its endpoint; serves until Ctrl-C or SIGTERM (with
+//!   `--exit-on-eof`, also until its stdin closes), then leaves the cluster
+//!   and exits.
 //! - `-- --serve [--port 3000] [--table /tmp/hosting.db]`: the web app
-//!   with its embedded silo, until Ctrl-C. With `--table` it joins the
-//!   silos of that table; without, it starts a standalone silo in-process.
-//!   Try `curl localhost:3000/hello/ada`.
+//!   with its embedded silo, until Ctrl-C or SIGTERM. With `--table` it
+//!   joins the silos of that table; without, it starts a standalone silo
+//!   in-process. Try `curl localhost:3000/hello/ada`.
 //! - `-- --client 127.0.0.1:PORT [NAME...]`: an external client greeting
 //!   through the silo at that endpoint.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actor_cluster::{InMemoryMembership, MembershipTable};
+use actor_cluster::{InMemoryMembership, MembershipTable, ShutdownSignals};
 use example_hosting::{
     ClusterClient, HelloGrain, HelloGrainRef, Options, READY, Via, play, serve, sqlite_table,
     start_standalone, start_web, wait_for_members,
 };
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -86,39 +87,66 @@ async fn run_scenario(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A console silo: serves until Ctrl-C (or stdin closes, with
-/// `--exit-on-eof`).
+/// A console silo: serves until Ctrl-C or SIGTERM (or stdin closes, with
+/// `--exit-on-eof`), then leaves the cluster and exits.
 async fn run_standalone(options: &Options) -> anyhow::Result<()> {
+    // Before READY: a stop sent right after it must find the handlers.
+    let mut signals = ShutdownSignals::new()?;
     let path = options.table.as_deref().expect("checked by Options::parse");
     let member = start_standalone(sqlite_table(path).await?, options.config()).await?;
     let endpoint = member.address().endpoint.clone();
     println!("{READY} {} {endpoint}", std::process::id());
     println!(
-        "standalone silo serving at {endpoint} (table {}); Ctrl-C stops it. \
+        "standalone silo serving at {endpoint} (table {}); Ctrl-C or SIGTERM stops it. \
          Clients: --client {endpoint}",
         path.display()
     );
     let eof = async {
         if options.exit_on_eof {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = [0u8; 64];
-            while stdin.read(&mut buf).await.unwrap_or(0) > 0 {}
+            let _ = stdin_closed().await;
         } else {
             std::future::pending::<()>().await;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = eof => {}
-    }
+    let why = tokio::select! {
+        signal = signals.recv() => signal.name(),
+        () = eof => "stdin closed",
+    };
     let hosted = member.silo().activation_count();
     member.leave().await?;
-    println!("standalone silo left the cluster after hosting {hosted} grains");
+    println!("standalone silo left the cluster after hosting {hosted} grains ({why})");
     Ok(())
 }
 
-/// The web app with its embedded silo, serving until Ctrl-C.
+/// Resolves when this process's stdin closes (or cannot be read).
+///
+/// It reads on a thread of its own rather than through `tokio::io::stdin`:
+/// tokio reads stdin on its blocking pool, and a runtime waits for its
+/// blocking reads when it shuts down, so a process stopped by a signal
+/// would hang on its open stdin after leaving the cluster. A plain thread
+/// ends with the process.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (closed, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 64];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = closed.send(());
+    });
+    rx
+}
+
+/// The web app with its embedded silo, serving until Ctrl-C or SIGTERM.
 async fn run_serve(options: &Options) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::new()?;
     let (table, standalone) = match &options.table {
         Some(path) => (sqlite_table(path).await?, None),
         None => {
@@ -130,16 +158,17 @@ async fn run_serve(options: &Options) -> anyhow::Result<()> {
     let (web, app) = start_web(table, options.config()).await?;
     let server = serve(app, TcpListener::bind(("127.0.0.1", options.port)).await?)?;
     println!(
-        "serving on http://{} (GET /hello/NAME); cluster gateway {}; Ctrl-C stops",
+        "serving on http://{} (GET /hello/NAME); cluster gateway {}; Ctrl-C or SIGTERM stops",
         server.addr,
         web.address().endpoint
     );
-    let _ = tokio::signal::ctrl_c().await;
+    let signal = signals.recv().await;
     server.stop().await?;
     web.leave().await?;
     if let Some(s) = standalone {
         s.leave().await?;
     }
+    println!("web app stopped and left the cluster ({signal})");
     Ok(())
 }
 
