@@ -3,24 +3,27 @@
 //! Starts three silo processes on this machine that share a SQLite
 //! membership table, each with the dashboard of the whole cluster
 //! (<http://127.0.0.1:8080>, `:8081`, `:8082`) and a little steady
-//! traffic. Ctrl-C stops them all: each silo leaves the cluster cleanly.
+//! traffic. Ctrl-C (or SIGTERM to the launcher) stops them all: each silo
+//! leaves the cluster cleanly.
 //!
 //! Options: `--port BASE` (first dashboard port, 8080; 0 picks free
 //! ports), `--dir DIR` (where the SQLite file goes; a fresh temporary
 //! directory by default). `--silo NAME --table FILE --dashboard ADDR` runs
-//! one silo (what the launcher starts); it stops on Ctrl-C or when its
-//! standard input closes, so that no silo outlives its launcher.
+//! one silo (what the launcher starts); it leaves the cluster and exits on
+//! Ctrl-C, on SIGTERM, or when its standard input closes, so that no silo
+//! outlives its launcher.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use actor_cluster::ClusterConfig;
+use actor_cluster::{ClusterConfig, ShutdownSignals};
 use anyhow::{Context, bail};
 use example_local_cluster::{READY, SILOS, sqlite_table, start_silo, traffic_round};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     let i = args.iter().position(|a| a == name)?;
@@ -44,6 +47,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// One silo process.
 async fn run_silo(name: &str, args: &[String]) -> anyhow::Result<()> {
+    // Before READY: a stop sent right after it must find the handlers.
+    let mut signals = ShutdownSignals::new()?;
+    let mut stdin_closed = stdin_closed();
     let table = PathBuf::from(arg(args, "--table").context("--silo needs --table FILE")?);
     let dashboard: SocketAddr = arg(args, "--dashboard")
         .context("--silo needs --dashboard ADDR")?
@@ -64,29 +70,55 @@ async fn run_silo(name: &str, args: &[String]) -> anyhow::Result<()> {
         std::process::id(),
         member.address().endpoint
     );
-    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut why = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     let mut round = 0;
-    loop {
+    while why.is_none() {
         tokio::select! {
             _ = ticker.tick() => {
                 traffic_round(member.silo(), round).await;
                 round += 1;
             }
-            _ = tokio::signal::ctrl_c() => break,
-            line = stdin.next_line() => match line {
-                Ok(Some(_)) => {}
-                _ => break, // the launcher is gone or asks us to stop
-            },
+            signal = signals.recv() => why = Some(signal.name()),
+            // The launcher is gone or asks us to stop.
+            _ = &mut stdin_closed => why = Some("stdin closed"),
         }
     }
     member.leave().await?;
-    eprintln!("{name} left the cluster");
+    eprintln!("{name} left the cluster ({})", why.unwrap_or_default());
     Ok(())
+}
+
+/// Resolves when this process's stdin closes (or cannot be read); what is
+/// written to it is ignored.
+///
+/// It reads on a thread of its own rather than through `tokio::io::stdin`:
+/// tokio reads stdin on its blocking pool, and a runtime waits for its
+/// blocking reads when it shuts down, so a silo stopped by a signal would
+/// hang on the launcher's open pipe after leaving the cluster. A plain
+/// thread ends with the process.
+fn stdin_closed() -> oneshot::Receiver<()> {
+    let (closed, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 64];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = closed.send(());
+    });
+    rx
 }
 
 /// The launcher: starts the silos, relays what they say, stops them all.
 async fn launch(args: &[String]) -> anyhow::Result<()> {
+    let mut signals = ShutdownSignals::new()?;
     let base: u16 = match arg(args, "--port") {
         Some(p) => p.parse().context("--port takes a port number")?,
         None => 8080,
@@ -163,7 +195,7 @@ async fn launch(args: &[String]) -> anyhow::Result<()> {
                     break;
                 }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            _ = signals.recv() => break,
         }
     }
     println!("stopping the silos…");

@@ -1,12 +1,14 @@
 //! The one command starts three silo processes that see each other; the
 //! dashboard of one shows all three; a killed silo process is shown dead
 //! within the failure-detection time; Ctrl-C (SIGINT) to the launcher
-//! stops the rest cleanly.
+//! stops the rest cleanly. A silo process given SIGINT or SIGTERM leaves
+//! the cluster and exits, though its launcher still holds its stdin open.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use example_local_cluster::{READY, SILOS};
+use actor_cluster::SiloStatus;
+use example_local_cluster::{READY, SILOS, sqlite_table};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -175,4 +177,80 @@ async fn three_processes_one_dashboard_a_kill_is_seen_and_ctrl_c_stops_all() {
     for pid in pids {
         assert!(!alive(pid), "silo process {pid} outlived the launcher");
     }
+}
+
+/// Starts one silo process on its own table, sends it `sig` while its
+/// stdin is still open (as the launcher holds it), and checks that it
+/// exits 0 in time and that its row says it left by itself.
+async fn a_silo_leaves_and_exits_on(sig: &str, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("membership.db");
+    let mut child = Command::new(EXE)
+        .args(["--silo", name, "--table"])
+        .arg(&table)
+        .args(["--dashboard", "127.0.0.1:0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Held apart from the child: `Child::wait` would close it.
+    let stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // READY <name> <pid> <endpoint> <dashboard url>
+    let (pid, endpoint) = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("silo exited early");
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if w.first() == Some(&READY) {
+                return (w[2].parse::<u32>().unwrap(), w[3].to_owned());
+            }
+        }
+    })
+    .await
+    .expect("the silo serves within 60 s");
+
+    signal(pid, sig);
+    let sent = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{name} still running 20 s after kill {sig}"))
+        .unwrap();
+    drop(stdin);
+    assert!(status.success(), "{name} after kill {sig}: {status}");
+    eprintln!("{name} exited {:?} after kill {sig}", sent.elapsed());
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("{name} left the cluster")),
+        "{stderr}"
+    );
+
+    let snapshot = sqlite_table(&table)
+        .await
+        .unwrap()
+        .read_all()
+        .await
+        .unwrap();
+    let (row, _) = snapshot
+        .entries
+        .iter()
+        .find(|(e, _)| e.silo.endpoint == endpoint)
+        .unwrap_or_else(|| panic!("no row for {endpoint}: {snapshot:?}"));
+    // Alone in its table, nobody else could have declared it dead.
+    assert_eq!(row.status, SiloStatus::Dead, "{row:?}");
+    assert!(row.suspicions.is_empty(), "{row:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_process_leaves_and_exits_on_sigint() {
+    a_silo_leaves_and_exits_on("-INT", "silo-int").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_process_leaves_and_exits_on_sigterm() {
+    a_silo_leaves_and_exits_on("-TERM", "silo-term").await;
 }
