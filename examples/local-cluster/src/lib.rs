@@ -115,12 +115,21 @@ pub async fn start_silo(
     Ok(member)
 }
 
+/// How many page grains the traffic views.
+pub const PAGES: u64 = 24;
+/// How many order desk grains the traffic places orders with.
+pub const DESKS: u64 = 6;
+
 /// One burst of traffic through `silo` to grains all over the cluster:
-/// page views, orders (one in five slow, one in ten refused).
+/// page views, orders (one in five slow, one in ten refused). Every two
+/// rounds reach all [`PAGES`] pages and [`DESKS`] desks; enough grains that
+/// hash placement puts some on every one of the [`SILOS`] silos (all but
+/// certainly), provided the traffic starts once they are all active (the
+/// silo binary waits for that).
 pub async fn traffic_round(silo: &Silo, round: u64) {
     let mut failed = None;
     for i in 0..20u64 {
-        let page = silo.get_grain::<Page>(format!("page-{}", (round + i) % 12));
+        let page = silo.get_grain::<Page>(format!("page-{}", (round * 20 + i) % PAGES));
         if let Err(e) = page.ask(View).await {
             failed = Some(e); // while a dead silo's grains move, say
         }
@@ -128,9 +137,9 @@ pub async fn traffic_round(silo: &Silo, round: u64) {
     if let Some(e) = failed {
         eprintln!("{}: page views failed this round: {e}", silo.name());
     }
-    for i in 0..5u32 {
-        let desk = silo.get_grain::<Orders>(format!("desk-{}", i % 3));
-        let items = (round as u32 + i) % 10;
+    for i in 0..5u64 {
+        let desk = silo.get_grain::<Orders>(format!("desk-{}", (round * 5 + i) % DESKS));
+        let items = ((round + i) % 10) as u32;
         let _ = desk.ask(Place(items)).await;
     }
 }

@@ -8,8 +8,11 @@
 //!
 //! Options: `--port BASE` (first dashboard port, 8080; 0 picks free
 //! ports), `--dir DIR` (where the SQLite file goes; a fresh temporary
-//! directory by default). `--silo NAME --table FILE --dashboard ADDR` runs
-//! one silo (what the launcher starts); it leaves the cluster and exits on
+//! directory by default). `--silo NAME --table FILE --dashboard ADDR
+//! [--wait-for N]` runs one silo (what the launcher starts, with
+//! `--wait-for 3`): it starts its traffic once N silos are active (or after
+//! 30 s regardless), so that the grains are placed over the whole cluster
+//! rather than all on the first silo up; it leaves the cluster and exits on
 //! Ctrl-C, on SIGTERM, or when its standard input closes, so that no silo
 //! outlives its launcher.
 
@@ -45,6 +48,10 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// How long a silo waits for the others before it starts its traffic
+/// anyway.
+const WAIT_FOR_CLUSTER: Duration = Duration::from_secs(30);
+
 /// One silo process.
 async fn run_silo(name: &str, args: &[String]) -> anyhow::Result<()> {
     // Before READY: a stop sent right after it must find the handlers.
@@ -55,6 +62,10 @@ async fn run_silo(name: &str, args: &[String]) -> anyhow::Result<()> {
         .context("--silo needs --dashboard ADDR")?
         .parse()
         .context("--dashboard takes an address such as 127.0.0.1:8080")?;
+    let wait_for: usize = match arg(args, "--wait-for") {
+        Some(n) => n.parse().context("--wait-for takes a number of silos")?,
+        None => 1,
+    };
     let member = start_silo(
         name,
         sqlite_table(&table).await?,
@@ -70,7 +81,29 @@ async fn run_silo(name: &str, args: &[String]) -> anyhow::Result<()> {
         std::process::id(),
         member.address().endpoint
     );
-    let mut why = None;
+    // Traffic placed while this silo is the only one up would all stay on
+    // it (an activation does not move when silos join): wait for the
+    // others first.
+    let waited = tokio::time::Instant::now();
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    let mut why = loop {
+        if member.active_members().len() >= wait_for {
+            break None;
+        }
+        if waited.elapsed() >= WAIT_FOR_CLUSTER {
+            eprintln!(
+                "{name}: {} of {wait_for} silos active after {WAIT_FOR_CLUSTER:?}; \
+                 starting the traffic anyway",
+                member.active_members().len()
+            );
+            break None;
+        }
+        tokio::select! {
+            _ = poll.tick() => {}
+            signal = signals.recv() => break Some(signal.name()),
+            _ = &mut stdin_closed => break Some("stdin closed"),
+        }
+    };
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     let mut round = 0;
     while why.is_none() {
@@ -149,6 +182,7 @@ async fn launch(args: &[String]) -> anyhow::Result<()> {
             .args(["--silo", &name, "--table"])
             .arg(&table)
             .args(["--dashboard", &format!("127.0.0.1:{port}")])
+            .args(["--wait-for", &SILOS.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

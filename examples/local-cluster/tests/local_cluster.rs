@@ -1,8 +1,9 @@
 //! The one command starts three silo processes that see each other; the
-//! dashboard of one shows all three; a killed silo process is shown dead
-//! within the failure-detection time; Ctrl-C (SIGINT) to the launcher
-//! stops the rest cleanly. A silo process given SIGINT or SIGTERM leaves
-//! the cluster and exits, though its launcher still holds its stdin open.
+//! dashboard of one shows all three, each hosting some of the traffic's
+//! grains; a killed silo process is shown dead within the
+//! failure-detection time; Ctrl-C (SIGINT) to the launcher stops the rest
+//! cleanly. A silo process given SIGINT or SIGTERM leaves the cluster and
+//! exits, though its launcher still holds its stdin open.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -122,6 +123,30 @@ async fn three_processes_one_dashboard_a_kill_is_seen_and_ctrl_c_stops_all() {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the dashboard never showed three active silos"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The traffic's grains are spread over the cluster: every silo hosts
+    // some (not all on the first silo up).
+    let start = Instant::now();
+    loop {
+        let s = api(&dash, "/api/snapshot").await;
+        let hosted: Vec<(String, u64)> = s
+            .iter()
+            .flat_map(|s| s["silos"].as_array().unwrap())
+            .map(|v| {
+                let name = v["name"].as_str().unwrap().to_owned();
+                (name, v["activations"].as_u64().unwrap_or(0))
+            })
+            .collect();
+        if hosted.len() == SILOS && hosted.iter().all(|(_, n)| *n > 0) {
+            eprintln!("activations per silo: {hosted:?}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the traffic's grains are not on every silo: {hosted:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
