@@ -184,8 +184,7 @@ pub fn serve_on(service: LinkService, listener: LinkListener) -> tokio::task::Jo
 
 #[tonic::async_trait]
 impl SiloLink for LinkService {
-    type OpenStream =
-        futures::stream::Map<BatchStream, fn(Batch) -> std::result::Result<Batch, Status>>;
+    type OpenStream = ReplyStream;
 
     async fn open(
         &self,
@@ -201,8 +200,12 @@ impl SiloLink for LinkService {
         let mut inbound = request.into_inner();
         let serving = self.serving.clone();
         let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
+        let (end_tx, end_rx) = oneshot::channel::<Status>();
         let silo = self.silo.clone();
         tokio::spawn(async move {
+            // Why the requests stopped, when it was an error: the reply
+            // stream ends with it.
+            let mut failed = None;
             // The calls this stream's task waits on, each already queued
             // on its grain (no task per call: the activation's queue
             // orders and runs them; this only forwards their replies).
@@ -247,6 +250,7 @@ impl SiloLink for LinkService {
                         } else {
                             tracing::debug!(error = %status, "a silo link stream ended");
                         }
+                        failed = Some(status);
                         break;
                     }
                 }
@@ -256,12 +260,16 @@ impl SiloLink for LinkService {
             while let Some((call_id, reply)) = running.next().await {
                 forward_reply(call_id, false, reply, &tx);
             }
+            // Before `tx` goes: the reply stream, once it has sent every
+            // reply, finds the error here.
+            if let Some(status) = failed {
+                let _ = end_tx.send(status);
+            }
         });
-        let replies: fn(Batch) -> std::result::Result<Batch, Status> = Ok;
-        Ok(Response::new(futures::StreamExt::map(
-            BatchStream::new(rx),
-            replies,
-        )))
+        Ok(Response::new(ReplyStream {
+            replies: BatchStream::new(rx),
+            failed: Some(end_rx),
+        }))
     }
 
     async fn ping(
@@ -669,6 +677,43 @@ impl Stream for BatchStream {
             }
         }
         Poll::Ready(Some(Batch { envelopes }))
+    }
+}
+
+/// The callee's side of a link stream: batches of replies, then, if the
+/// caller's requests ended in an error (a frame too large or malformed,
+/// say), that error, so that the stream ends with its status rather than
+/// OK.
+pub struct ReplyStream {
+    replies: BatchStream,
+    failed: Option<oneshot::Receiver<Status>>,
+}
+
+impl std::fmt::Debug for ReplyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for ReplyStream {
+    type Item = std::result::Result<Batch, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        match std::pin::Pin::new(&mut self.replies).poll_next(cx) {
+            Poll::Ready(Some(batch)) => Poll::Ready(Some(Ok(batch))),
+            // Every sender is gone, so the stream's task has set the
+            // error already, if there was one.
+            Poll::Ready(None) => Poll::Ready(
+                self.failed
+                    .take()
+                    .and_then(|mut failed| failed.try_recv().ok())
+                    .map(Err),
+            ),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
