@@ -4,7 +4,7 @@
 //! ten jobs to itself (each answered `202` at once), then watches
 //! `GET /stats` while the slow consumer grain works through its mailbox,
 //! and exits. With `--serve`: keeps serving on 127.0.0.1:3000 (`--port N`
-//! to change it) until Ctrl-C; try
+//! to change it) until Ctrl-C or SIGTERM; try
 //! `for i in $(seq 20); do curl -s -H 'content-type: application/json' -d '{"payload":"x"}' localhost:3000/jobs; echo; done; curl -s localhost:3000/stats`.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -48,14 +48,15 @@ async fn main() -> anyhow::Result<()> {
     let app = router(&silo, AppConfig::default());
 
     if args.serve {
+        let mut signals = actor_cluster::ShutdownSignals::new()?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.port)).await?;
         println!(
-            "serving on http://{} (POST /jobs, GET /stats, GET /metrics); Ctrl-C to stop",
+            "serving on http://{} (POST /jobs, GET /stats, GET /metrics); Ctrl-C or SIGTERM stops",
             listener.local_addr()?
         );
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
+            .with_graceful_shutdown(async move {
+                signals.recv().await;
             })
             .await?;
         silo.shutdown().await;

@@ -3,7 +3,7 @@
 //! Starts a demo silo on embedded defaults with the live dashboard at
 //! <http://127.0.0.1:8080>, drives a few grains printing what happens, then
 //! keeps steady traffic going (some calls fail, some are slow) until
-//! Ctrl-C. `--rounds N` stops after N rounds (the tests use it);
+//! Ctrl-C or SIGTERM. `--rounds N` stops after N rounds (the tests use it);
 //! `--dashboard ADDR` serves the dashboard elsewhere (say
 //! `127.0.0.1:0` for any free port); `--no-dashboard` serves none.
 
@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             None => dashboard::DEFAULT_ADDR,
         })
     };
+    let mut signals = actor_cluster::ShutdownSignals::new()?;
     let silo = match dashboard_addr {
         Some(addr) => demo::build_silo_with_dashboard(dashboard::DashboardConfig::default().bind(addr))
             .await
@@ -59,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let r = tokio::select! {
             r = demo::run_round(&silo, round) => r?,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = signals.recv() => break,
         };
         if round == 0 {
             println!("home page visits so far: {}", r.home_visits);
@@ -81,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = signals.recv() => break,
         }
     }
     silo.shutdown().await;

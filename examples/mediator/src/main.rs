@@ -3,7 +3,7 @@
 //! Without arguments: serves the app on a free port of 127.0.0.1, posts
 //! three orders to itself over HTTP, prints what each handler grain saw and
 //! exits. With `--serve`: keeps serving on 127.0.0.1:3000 (`--port N` to
-//! change it) until Ctrl-C; try
+//! change it) until Ctrl-C or SIGTERM; try
 //! `curl -i -H 'content-type: application/json' -d '{"customer_email":"ada@example.com","sku":"book","quantity":2}' localhost:3000/orders`.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -46,14 +46,15 @@ async fn main() -> anyhow::Result<()> {
     let app = router(&silo);
 
     if args.serve {
+        let mut signals = actor_cluster::ShutdownSignals::new()?;
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, args.port)).await?;
         println!(
-            "serving on http://{} (POST /orders, GET /metrics); Ctrl-C to stop",
+            "serving on http://{} (POST /orders, GET /metrics); Ctrl-C or SIGTERM stops",
             listener.local_addr()?
         );
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
+            .with_graceful_shutdown(async move {
+                signals.recv().await;
             })
             .await?;
         silo.shutdown().await;

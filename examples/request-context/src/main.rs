@@ -34,11 +34,12 @@ async fn main() -> anyhow::Result<()> {
     telemetry.observe(&silo);
     let app = router(silo.clone());
     if std::env::args().any(|a| a == "--serve") {
+        let mut signals = actor_cluster::ShutdownSignals::new()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-        println!("serving on http://127.0.0.1:3000 (Ctrl-C stops)");
+        println!("serving on http://127.0.0.1:3000 (Ctrl-C or SIGTERM stops)");
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
+            .with_graceful_shutdown(async move {
+                signals.recv().await;
             })
             .await?;
         silo.shutdown().await;
