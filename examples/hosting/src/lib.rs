@@ -19,7 +19,7 @@
 //!   may run in this process or in any other silo.
 //! - [`start_standalone`] is a silo with no web front. The binary runs it
 //!   alone with `--standalone --table <file>` (a console silo), and it
-//!   serves until Ctrl-C.
+//!   serves until Ctrl-C or SIGTERM, then leaves the cluster and exits.
 //! - [`ClusterClient`] is the external client. It hosts no grains,
 //!   connects to any silo's gateway endpoint, learns the others, and calls
 //!   grains with the same typed references (`client.get_grain::<HelloGrain>(name).say_hello(..)`).
