@@ -22,7 +22,7 @@ use tokio::task::AbortHandle;
 use tokio::time::{Duration, Instant};
 use tracing::Instrument;
 
-use crate::context::{CallId, CallScope, GrainContext, SCOPE, TurnInfo};
+use crate::context::{CallScope, GrainContext, LocalCallId, SCOPE, TurnInfo};
 use crate::error::Error;
 use crate::filter::CallInfo;
 use crate::grain::{DeactivationReason, Grain};
@@ -45,7 +45,7 @@ enum Status {
 
 #[derive(Clone, Copy)]
 struct Running {
-    call: CallId,
+    call: LocalCallId,
     access: Access,
     /// A timer tick (does not count as activity for idle collection).
     timer: bool,
@@ -181,7 +181,7 @@ impl<G: Grain> Activation<G> {
         let mut urgent = matches!(access, Access::Shared(Interleave::Always));
         if let Some(chain) = &req.header().chain
             && let Some(cycle) =
-                chain.cycle_through(&self.id, |c| inner.running.iter().any(|r| r.call == c))
+                chain.cycle_through(&self.id, |c| inner.running.iter().any(|r| c.is(r.call)))
         {
             // The call comes back on a chain whose turn here waits on it:
             // queueing it would wait forever.
@@ -253,7 +253,7 @@ impl<G: Grain> Activation<G> {
         let Some(chain) = chain else { return false };
         let inner = self.inner.lock();
         chain
-            .cycle_through(&self.id, |c| inner.running.iter().any(|r| r.call == c))
+            .cycle_through(&self.id, |c| inner.running.iter().any(|r| c.is(r.call)))
             .is_some()
     }
 
@@ -313,7 +313,7 @@ impl<G: Grain> Activation<G> {
         &self,
         grain: &mut Option<G>,
         linger: bool,
-        done: Option<CallId>,
+        done: Option<LocalCallId>,
         now: Option<Instant>,
     ) -> Step<G> {
         let mut inner = self.inner.lock();
@@ -438,7 +438,7 @@ impl<G: Grain> Activation<G> {
         }
     }
 
-    fn turn_done(&self, call: CallId) {
+    fn turn_done(&self, call: LocalCallId) {
         let mut inner = self.inner.lock();
         if let Some(at) = inner.running.iter().position(|r| r.call == call) {
             let ended = inner.running.swap_remove(at);
@@ -741,7 +741,7 @@ async fn activate<G: Grain>(ctx: &GrainContext<G>) -> Result<G, String> {
         }
     };
     let span = tracing::info_span!("grain_activate", grain.type = %act.id.grain_type, grain.key = %act.id.key);
-    let turn = TurnInfo::new(act.id.clone(), CallId::next(), None, None, None);
+    let turn = TurnInfo::new(act.id.clone(), LocalCallId::next(), None, None, None);
     let scope = CallScope {
         context: Default::default(),
         turn: Some(turn),
@@ -1063,7 +1063,7 @@ mod tests {
 
     fn r(access: Access) -> Running {
         Running {
-            call: CallId::from_parts(0, 1),
+            call: LocalCallId::next(),
             access,
             timer: false,
         }

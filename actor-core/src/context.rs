@@ -74,37 +74,76 @@ fn process_origin() -> u64 {
     })
 }
 
+/// The origin of the ids made on this thread: the process's, unless a
+/// simulator fixed it (see [`restart_call_ids_on_this_thread`]).
+fn local_origin() -> u64 {
+    match SIMULATED_ORIGIN.with(std::cell::Cell::get) {
+        Some(origin) => origin,
+        None => process_origin(),
+    }
+}
+
 thread_local! {
-    // This thread's block of call ids: (origin, next, end).
-    static NEXT_CALL_ID: std::cell::Cell<(u64, u64, u64)> = const { std::cell::Cell::new((0, 0, 0)) };
+    // This thread's block of call ids: (next, end).
+    static NEXT_CALL_ID: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    static SIMULATED_ORIGIN: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
 /// Restarts this thread's call ids at a fixed value, for a simulator that
 /// runs a whole cluster on one thread and must replay it exactly (a random
 /// origin would change from run to run). The ids get an origin of their
-/// own (zero, which no process draws), so they stay unique unless two
-/// simulations on different threads call each other.
+/// own (zero, which no process draws) and a range the process-wide blocks
+/// never reach, so they stay unique unless two simulations on different
+/// threads call each other.
 pub fn restart_call_ids_on_this_thread() {
-    NEXT_CALL_ID.with(|n| n.set((0, 1, u64::MAX)));
+    const SIMULATED: u64 = 1 << 62;
+    SIMULATED_ORIGIN.with(|o| o.set(Some(0)));
+    NEXT_CALL_ID.with(|n| n.set((SIMULATED, SIMULATED + (1 << 40))));
 }
 
-impl CallId {
-    /// A fresh id, unique in the cluster (see [`CallId`]).
-    pub(crate) fn next() -> CallId {
+/// A call id made in this process, as turns and call headers hold it: the
+/// sequence number alone, the origin implied (half the bytes to move on
+/// the local call path). [`full`](LocalCallId::full) gives the [`CallId`]
+/// that leaves the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LocalCallId(u64);
+
+impl LocalCallId {
+    /// A fresh id, unique in the cluster once given its origin.
+    pub(crate) fn next() -> LocalCallId {
         use std::sync::atomic::{AtomicU64, Ordering};
         // Each thread takes blocks of 2^20 ids from a global counter: no
         // shared atomic on the call path.
         static BLOCKS: AtomicU64 = AtomicU64::new(1);
         NEXT_CALL_ID.with(|n| {
-            let (mut origin, mut next, mut end) = n.get();
+            let (mut next, mut end) = n.get();
             if next == end {
-                origin = process_origin();
                 next = BLOCKS.fetch_add(1, Ordering::Relaxed) << 20;
                 end = next + (1 << 20);
             }
-            n.set((origin, next + 1, end));
-            CallId { origin, seq: next }
+            n.set((next + 1, end));
+            LocalCallId(next)
         })
+    }
+
+    /// The id with this process's origin.
+    pub(crate) fn full(self) -> CallId {
+        CallId {
+            origin: local_origin(),
+            seq: self.0,
+        }
+    }
+}
+
+impl CallId {
+    /// A fresh id, unique in the cluster (see [`CallId`]).
+    pub(crate) fn next() -> CallId {
+        LocalCallId::next().full()
+    }
+
+    /// Whether this is `local`, an id made in this process.
+    pub(crate) fn is(self, local: LocalCallId) -> bool {
+        self.seq == local.0 && self.origin == local_origin()
     }
 }
 
@@ -268,7 +307,7 @@ impl fmt::Debug for RequestContext {
 #[derive(Clone)]
 pub(crate) struct TurnInfo {
     grain: GrainId,
-    call: CallId,
+    call: LocalCallId,
     parent: Option<Arc<ChainFrame>>,
     // The turn's own span, the parent of the calls it makes: made on first
     // use (most turns of a busy grain make no call and are not traced).
@@ -282,7 +321,7 @@ pub(crate) struct TurnInfo {
 impl TurnInfo {
     pub(crate) fn new(
         grain: GrainId,
-        call: CallId,
+        call: LocalCallId,
         parent: Option<Arc<ChainFrame>>,
         parent_trace: Option<TraceContext>,
         trace: Option<TraceContext>,
@@ -305,7 +344,7 @@ impl TurnInfo {
             .get_or_init(|| {
                 Arc::new(ChainFrame {
                     grain: self.grain.clone(),
-                    call: self.call,
+                    call: self.call.full(),
                     parent: self.parent.clone(),
                 })
             })
@@ -335,7 +374,7 @@ impl TurnInfo {
 /// tests that check what a peer can do with the ids it sees in call chains.
 pub fn current_call_id() -> Option<CallId> {
     SCOPE
-        .try_with(|s| s.turn.as_ref().map(|t| t.call))
+        .try_with(|s| s.turn.as_ref().map(|t| t.call.full()))
         .ok()
         .flatten()
 }

@@ -12,7 +12,7 @@ use stackfuture::StackFuture;
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
-use crate::context::{CallId, ChainFrame, GrainContext, RequestContext};
+use crate::context::{ChainFrame, GrainContext, LocalCallId, RequestContext};
 use crate::error::{Error, Result};
 use crate::grain::Grain;
 use crate::id::GrainId;
@@ -26,7 +26,7 @@ use crate::trace::TraceContext;
 /// the caller's span so the turn's span is its child.
 #[doc(hidden)]
 pub struct CallHeader {
-    pub(crate) call_id: CallId,
+    pub(crate) call_id: LocalCallId,
     pub(crate) method: &'static str,
     pub(crate) deadline: Instant,
     pub(crate) timeout: Duration,
@@ -159,7 +159,7 @@ fn forward_call<M: Message>(call: Call<M>, silo: &Silo, router: Arc<dyn Router>,
         payload,
         header.deadline.saturating_duration_since(Instant::now()),
     );
-    encoded.call_id = header.call_id;
+    encoded.call_id = header.call_id.full();
     encoded.context = header.context;
     encoded.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
     encoded.one_way = matches!(reply, ReplyTo::None);

@@ -221,7 +221,7 @@ impl<G: Grain> GrainRef<G> {
                 .deadline
                 .saturating_duration_since(tokio::time::Instant::now()),
         );
-        call.call_id = header.call_id;
+        call.call_id = header.call_id.full();
         call.context = header.context;
         call.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
         call.one_way = one_way;

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::{Duration, Instant};
 
 use crate::activation::{self, Activation, Enqueued, Home, Req};
-use crate::context::{CallId, ChainFrame, RequestContext, ambient};
+use crate::context::{CallId, ChainFrame, LocalCallId, RequestContext, ambient};
 use crate::error::{Error, Result};
 use crate::filter::{IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
 use crate::grain::{DeactivationReason, Grain, GrainOptions};
@@ -424,7 +424,7 @@ impl Silo {
                 // The turn's id is this silo's own, never the sender's: a
                 // peer's id could collide with (or be chosen to match) a
                 // turn running here.
-                call_id: CallId::next(),
+                call_id: LocalCallId::next(),
                 method,
                 deadline,
                 timeout: call.timeout,
@@ -636,7 +636,7 @@ impl Silo {
         // filters, which may have set it) is the parent.
         let trace = trace.or_else(|| crate::trace::external_parent(&context));
         Ok(CallHeader {
-            call_id: CallId::next(),
+            call_id: LocalCallId::next(),
             method,
             // Nobody waits on a one-way call, so nothing is gained by
             // dropping it late: it runs however long its queue is.

@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 use tokio::time::{Duration, Instant, sleep};
 
 use crate::activation::{self, Activation, Enqueued};
-use crate::context::CallId;
+use crate::context::LocalCallId;
 use crate::invoke::{Call, CallHeader, ReplyTo};
 use crate::message::{Accepts, Message};
 use crate::silo::Silo;
@@ -57,7 +57,7 @@ where
             let Some(act) = weak.upgrade() else { return };
             let (tx, rx) = oneshot::channel();
             let header = CallHeader {
-                call_id: CallId::next(),
+                call_id: LocalCallId::next(),
                 method: M::NAME,
                 deadline: Instant::now() + crate::silo::ONE_WAY_LIFETIME,
                 timeout: Duration::MAX,
