@@ -18,9 +18,6 @@ pub struct Where {
 
 impl Grain for Where {
     const TYPE_NAME: &'static str = "where";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

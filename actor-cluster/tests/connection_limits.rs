@@ -38,9 +38,6 @@ pub struct Counter {
 
 impl Grain for Counter {
     const TYPE_NAME: &'static str = "counter";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

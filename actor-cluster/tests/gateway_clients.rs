@@ -66,7 +66,10 @@ impl Handler<Echo> for EchoGrain {
 
 impl Grain for EchoGrain {
     const TYPE_NAME: &'static str = "echo";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for EchoGrain {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Echo, _>();
     }
 }

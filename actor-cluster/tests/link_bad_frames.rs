@@ -34,9 +34,6 @@ pub struct Sleeper;
 
 impl Grain for Sleeper {
     const TYPE_NAME: &'static str = "sleeper";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

@@ -27,9 +27,6 @@ pub struct Node {
 
 impl Grain for Node {
     const TYPE_NAME: &'static str = "node";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

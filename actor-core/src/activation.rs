@@ -1113,6 +1113,9 @@ mod size {
     impl Grain for Empty {
         const TYPE_NAME: &'static str = "empty";
     }
+    impl crate::GrainMethods for Empty {
+        fn register(_: &mut crate::Methods<Self>) {}
+    }
 
     /// The drain future is boxed for every call a caller runs inline:
     /// its size is copied each time, and above 1,024 bytes glibc's

@@ -23,9 +23,10 @@ pub enum Error {
         /// The type name that was asked for.
         type_name: String,
     },
-    /// A serialized call named a method the grain type does not register.
+    /// A serialized call named a method the grain type does not list in its
+    /// `GrainMethods`.
     #[error(
-        "grain type `{type_name}` has no registered method `{method}`; list the message in Grain::register"
+        "grain type `{type_name}` has no method `{method}` on this silo; if the grain handles it, list it in the type's GrainMethods (`#[grain_methods(also_handles(..))]` for a handler written outside the block), and run the same version of the type on every silo"
     )]
     UnknownMethod {
         /// The grain type.

@@ -1,4 +1,5 @@
-//! The `Grain` trait and per-type options.
+//! The `Grain` trait, the `GrainMethods` list of what a grain answers, and
+//! per-type options.
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,13 +25,6 @@ pub trait Grain: Sized + Send + Sync + 'static {
         GrainOptions::new()
     }
 
-    /// Lists the messages this grain answers by name, so that serialized
-    /// calls (from other silos or clients) can be dispatched. Local calls
-    /// through a typed reference work without it.
-    fn register(methods: &mut Methods<Self>) {
-        let _ = methods;
-    }
-
     /// Runs after the grain is built and before its first message. An error
     /// fails every queued call and drops the activation.
     fn on_activate(
@@ -51,6 +45,60 @@ pub trait Grain: Sized + Send + Sync + 'static {
         let _ = (ctx, reason);
         async {}
     }
+}
+
+/// The messages a grain type answers, listed by name so that serialized
+/// calls (from other silos, clients, reminders) reach them; a silo
+/// registers only grain types that implement it ([`SiloBuilder::grain`]),
+/// so no grain answers local calls while failing remote ones.
+///
+/// `#[grain_methods]` implements it for its block's grain methods (add
+/// messages whose handlers are written outside the block with
+/// `#[grain_methods(also_handles(Msg, ..))]`). A grain whose messages are
+/// written by hand (`impl Message` + `impl Handler<M>`) implements it and
+/// lists each one:
+///
+/// ```
+/// use actor_core::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Default)]
+/// struct Counter { value: u64 }
+/// impl Grain for Counter { const TYPE_NAME: &'static str = "counter"; }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Add(u64);
+/// impl Message for Add { type Reply = u64; const NAME: &'static str = "add"; }
+/// impl Handler<Add> for Counter {
+///     async fn handle(&mut self, Add(n): Add, _: &GrainContext<Self>) -> u64 {
+///         self.value += n;
+///         self.value
+///     }
+/// }
+///
+/// impl GrainMethods for Counter {
+///     fn register(methods: &mut Methods<Self>) {
+///         methods.add::<Add, _>();
+///     }
+/// }
+///
+/// let _builder = Silo::builder().grain::<Counter>(); // compiles: Counter lists its messages
+/// ```
+///
+/// A hand-written listing must name every message the grain handles: one
+/// left out answers local calls and fails serialized ones with
+/// [`Error::UnknownMethod`](crate::Error::UnknownMethod).
+///
+/// [`SiloBuilder::grain`]: crate::SiloBuilder::grain
+#[diagnostic::on_unimplemented(
+    message = "grain type `{Self}` does not list its messages: it does not implement `GrainMethods`",
+    label = "a silo registers only grain types whose messages it can dispatch by name",
+    note = "put `#[grain_methods]` on the `impl` block of its grain methods: it implements `GrainMethods`",
+    note = "for messages written by hand (`impl Handler<M> for {Self}`), list them: `impl GrainMethods for {Self} {{ fn register(methods: &mut Methods<Self>) {{ methods.add::<M, _>(); }} }}`"
+)]
+pub trait GrainMethods: Grain {
+    /// Adds every message this grain answers to `methods`, with
+    /// [`Methods::add`]. Runs once per silo, when it registers the type.
+    fn register(methods: &mut Methods<Self>);
 }
 
 /// Why an activation is being deactivated.

@@ -319,6 +319,9 @@ mod tests {
     impl crate::Grain for Counter {
         const TYPE_NAME: &'static str = "counter";
     }
+    impl crate::GrainMethods for Counter {
+        fn register(_: &mut crate::Methods<Self>) {}
+    }
 
     /// Through a silo that has the type, a decoded id takes the silo's
     /// static name (no allocation); other names, or decoding outside a

@@ -55,6 +55,14 @@
 //!     }
 //! }
 //!
+//! // The messages it answers by name, for calls that arrive serialized
+//! // (other silos, clients). A silo takes only grains that list them.
+//! impl GrainMethods for Counter {
+//!     fn register(m: &mut Methods<Self>) {
+//!         m.add::<Add, _>().add::<Get, _>();
+//!     }
+//! }
+//!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> actor_core::Result<()> {
 //! let silo = Silo::builder().grain::<Counter>().start().await?;
@@ -68,7 +76,9 @@
 //! ```
 //!
 //! A message the grain does not handle does not compile; there are no
-//! method-name strings at call sites.
+//! method-name strings at call sites. Nor does registering a grain type
+//! that does not implement [`GrainMethods`]: every grain on a silo answers
+//! serialized calls as it answers local ones.
 //!
 //! ## The shorthand: `#[grain_methods]`
 //!
@@ -76,8 +86,8 @@
 //! [`grain_methods`] attribute writes them for you from plain async
 //! methods, like an Orleans grain interface, and gives the reference a
 //! method per grain method. It expands only to what you could write by
-//! hand (message structs, `Handler`/`SharedHandler` impls, a
-//! `register_methods` function and a `{Grain}Ref` extension trait).
+//! hand (message structs, `Handler`/`SharedHandler` impls, the
+//! `GrainMethods` impl and a `{Grain}Ref` extension trait).
 //!
 //! ```
 //! use actor_core::prelude::*;
@@ -87,8 +97,6 @@
 //!
 //! impl Grain for Account {
 //!     const TYPE_NAME: &'static str = "account";
-//!     // Lets serialized (remote) calls find the methods by name.
-//!     fn register(m: &mut actor_core::Methods<Self>) { Self::register_methods(m); }
 //! }
 //!
 //! #[grain_methods]
@@ -155,7 +163,7 @@ mod worker;
 pub use context::{CallId, GrainContext, RequestContext};
 pub use error::{BoxError, Error, Result};
 pub use filter::{CallInfo, IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
-pub use grain::{DeactivationReason, Grain, GrainOptions};
+pub use grain::{DeactivationReason, Grain, GrainMethods, GrainOptions};
 pub use id::{GrainId, GrainKey, GrainType};
 pub use message::{Accepts, Handler, Interleave, Message, SharedHandler, kind};
 pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot};
@@ -174,8 +182,8 @@ pub use actor_core_macros::grain_methods;
 /// The names a grain author needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        Grain, GrainContext, GrainId, GrainKey, GrainOptions, GrainRef, Handler, Interleave,
-        Message, RequestContext, SharedHandler, Silo, grain_methods,
+        Grain, GrainContext, GrainId, GrainKey, GrainMethods, GrainOptions, GrainRef, Handler,
+        Interleave, Message, Methods, RequestContext, SharedHandler, Silo, grain_methods,
     };
 }
 

@@ -97,6 +97,11 @@ pub mod kind {
 /// `K = kind::Exclusive` for a [`Handler`] and `K = kind::Shared` for a
 /// [`SharedHandler`]. The compiler infers `K`; implementing both kinds for
 /// one message is a compile error at the call site.
+#[diagnostic::on_unimplemented(
+    message = "grain type `{Self}` does not handle message `{M}`",
+    label = "`{Self}` has no handler of `{M}`",
+    note = "implement `Handler<{M}>` (an exclusive turn) or `SharedHandler<{M}>` (a shared turn) for `{Self}`, or make it a grain method with `#[grain_methods]`"
+)]
 pub trait Accepts<M: Message, K>: Grain {
     #[doc(hidden)]
     fn invocation(call: Call<M>) -> Box<dyn Invoke<Self>>;

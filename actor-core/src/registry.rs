@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::grain::{Grain, GrainOptions};
+use crate::grain::{Grain, GrainMethods, GrainOptions};
 use crate::id::GrainId;
 use crate::invoke::{Call, CallHeader, Invoke, ReplyTo};
 use crate::message::{Accepts, Message};
@@ -52,7 +52,8 @@ impl ActivationContext {
 type Decode<G> =
     fn(CallHeader, &[u8], oneshot::Sender<Result<Vec<u8>>>) -> Result<Box<dyn Invoke<G>>>;
 
-/// The messages a grain type answers by name (see [`Grain::register`]).
+/// The messages a grain type answers by name, filled in by its
+/// [`GrainMethods::register`] when a silo registers the type.
 pub struct Methods<G: Grain> {
     by_name: crate::silo::FastMap<&'static str, Decode<G>>,
     _g: PhantomData<fn() -> G>,
@@ -67,7 +68,12 @@ impl<G: Grain> Methods<G> {
     }
 
     /// Adds message `M`, answered by a [`Handler`](crate::Handler) or a
-    /// [`SharedHandler`](crate::SharedHandler) of `G`.
+    /// [`SharedHandler`](crate::SharedHandler) of `G` (the compiler infers
+    /// which: write `methods.add::<M, _>()`).
+    ///
+    /// # Panics
+    ///
+    /// If `G` already lists a message of the same [`Message::NAME`].
     pub fn add<M: Message, K: 'static>(&mut self) -> &mut Self
     where
         G: Accepts<M, K>,
@@ -107,7 +113,9 @@ pub(crate) struct TypeEntry<G: Grain> {
     methods: Methods<G>,
 }
 
-impl<G: Grain> TypeEntry<G> {
+impl<G: GrainMethods> TypeEntry<G> {
+    /// The entry of a type with its method table, so that every
+    /// registered type answers serialized calls as it answers local ones.
     pub(crate) fn new(options: GrainOptions, factory: Factory<G>) -> Self {
         let mut methods = Methods::new();
         G::register(&mut methods);

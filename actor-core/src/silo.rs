@@ -18,7 +18,7 @@ use crate::activation::{self, Activation, Enqueued, Home, Req};
 use crate::context::{CallId, ChainFrame, LocalCallId, RequestContext, ambient};
 use crate::error::{Error, Result};
 use crate::filter::{IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
-use crate::grain::{DeactivationReason, Grain, GrainOptions};
+use crate::grain::{DeactivationReason, Grain, GrainMethods, GrainOptions};
 use crate::id::{GrainId, GrainKey, GrainType};
 use crate::invoke::CallHeader;
 use crate::metrics::MetricsSnapshot;
@@ -146,6 +146,7 @@ pub(crate) struct SiloInner {
 /// use actor_core::prelude::*;
 /// # #[derive(Default)] struct Echo;
 /// # impl Grain for Echo { const TYPE_NAME: &'static str = "echo"; }
+/// # impl GrainMethods for Echo { fn register(m: &mut Methods<Self>) { m.add::<Say, _>(); } }
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Say(String);
 /// # impl Message for Say { type Reply = String; const NAME: &'static str = "say"; }
 /// # impl Handler<Say> for Echo {
@@ -889,13 +890,15 @@ impl SiloBuilder {
     }
 
     /// Registers grain type `G`, built with `G::default()` on activation.
-    pub fn grain<G: Grain + Default>(self) -> Self {
+    /// It answers the messages its [`GrainMethods`] lists, whether the call
+    /// is local or serialized.
+    pub fn grain<G: GrainMethods + Default>(self) -> Self {
         self.grain_with::<G>(|_| G::default())
     }
 
     /// Registers grain type `G`, built by `factory` on activation (the
     /// place to hand a grain its services).
-    pub fn grain_with<G: Grain>(
+    pub fn grain_with<G: GrainMethods>(
         mut self,
         factory: impl Fn(&GrainId) -> G + Send + Sync + 'static,
     ) -> Self {
@@ -919,7 +922,7 @@ impl SiloBuilder {
     /// call gets [`Error::ActivationFailed`] with its message.
     pub fn grain_with_async<G, F, Fut>(mut self, factory: F) -> Self
     where
-        G: Grain,
+        G: GrainMethods,
         F: Fn(ActivationContext) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = std::result::Result<G, crate::BoxError>> + Send + 'static,
     {

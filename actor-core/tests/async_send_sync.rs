@@ -12,6 +12,11 @@ struct G;
 impl Grain for G {
     const TYPE_NAME: &'static str = "g";
 }
+impl GrainMethods for G {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<M, _>();
+    }
+}
 #[derive(serde::Serialize, serde::Deserialize)]
 struct M;
 impl Message for M {

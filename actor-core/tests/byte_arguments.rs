@@ -16,9 +16,6 @@ struct Blobs {
 
 impl Grain for Blobs {
     const TYPE_NAME: &'static str = "blobs";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

@@ -15,6 +15,12 @@ impl Grain for Ring {
     const TYPE_NAME: &'static str = "ring";
 }
 
+impl GrainMethods for Ring {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Hop, _>();
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Hop {
     /// Keys still to visit, in order.
@@ -42,6 +48,11 @@ impl Grain for SharedRing {
     const TYPE_NAME: &'static str = "shared-ring";
     fn options() -> GrainOptions {
         GrainOptions::new().call_chain_reentrancy()
+    }
+}
+impl GrainMethods for SharedRing {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Hop, _>();
     }
 }
 impl SharedHandler<Hop> for SharedRing {
@@ -190,6 +201,11 @@ async fn an_unrelated_caller_waits_instead_of_failing() {
     impl Grain for Slow {
         const TYPE_NAME: &'static str = "slow";
     }
+    impl GrainMethods for Slow {
+        fn register(m: &mut Methods<Self>) {
+            m.add::<Nap, _>();
+        }
+    }
     #[derive(Serialize, Deserialize)]
     struct Nap(u64);
     impl Message for Nap {
@@ -220,6 +236,11 @@ async fn a_one_way_call_back_is_not_a_deadlock() {
     }
     impl Grain for Teller {
         const TYPE_NAME: &'static str = "teller";
+    }
+    impl GrainMethods for Teller {
+        fn register(m: &mut Methods<Self>) {
+            m.add::<Bounce, _>().add::<Note, _>().add::<Got, _>();
+        }
     }
     #[derive(Serialize, Deserialize)]
     struct Bounce(i64);
@@ -278,10 +299,20 @@ mod stateless {
     impl Grain for W {
         const TYPE_NAME: &'static str = "w";
     }
+    impl GrainMethods for W {
+        fn register(m: &mut Methods<Self>) {
+            m.add::<Go, _>();
+        }
+    }
     #[derive(Default)]
     struct B;
     impl Grain for B {
         const TYPE_NAME: &'static str = "b";
+    }
+    impl GrainMethods for B {
+        fn register(m: &mut Methods<Self>) {
+            m.add::<Go, _>();
+        }
     }
     #[derive(Serialize, Deserialize)]
     struct Go(bool);

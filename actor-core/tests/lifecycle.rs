@@ -43,9 +43,6 @@ struct Life {
 }
 impl Grain for Life {
     const TYPE_NAME: &'static str = "life";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        m.add::<Add, _>().add::<Boom, _>();
-    }
     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
         self.journal.attempts.fetch_add(1, Ordering::SeqCst);
         if ctx.key().as_str() == Some("bad") {
@@ -58,6 +55,12 @@ impl Grain for Life {
     async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, reason: DeactivationReason) {
         self.journal
             .push(format!("deactivate {} {reason:?}", ctx.id()));
+    }
+}
+
+impl GrainMethods for Life {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Add, _>().add::<Boom, _>();
     }
 }
 
@@ -175,6 +178,11 @@ async fn a_panicking_factory_is_a_failed_activation() {
     struct Fragile;
     impl Grain for Fragile {
         const TYPE_NAME: &'static str = "fragile";
+    }
+    impl GrainMethods for Fragile {
+        fn register(m: &mut Methods<Self>) {
+            m.add::<Hi, _>();
+        }
     }
     impl Handler<Hi> for Fragile {
         async fn handle(&mut self, _: Hi, _: &GrainContext<Self>) {}
@@ -419,6 +427,11 @@ struct Ticker {
 impl Grain for Ticker {
     const TYPE_NAME: &'static str = "ticker";
 }
+impl GrainMethods for Ticker {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Tick, _>().add::<Start, _>().add::<Stop, _>();
+    }
+}
 #[derive(Serialize, Deserialize)]
 struct Tick;
 impl Message for Tick {
@@ -562,6 +575,11 @@ async fn stateless_workers_scale_up_to_their_bound_and_shrink_when_idle() {
             GrainOptions::new()
                 .stateless_worker(3)
                 .idle_timeout(Duration::from_millis(50))
+        }
+    }
+    impl GrainMethods for Worker {
+        fn register(m: &mut Methods<Self>) {
+            m.add::<Work, _>();
         }
     }
     impl Handler<Work> for Worker {

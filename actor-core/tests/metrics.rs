@@ -13,6 +13,11 @@ struct Inner {
 impl Grain for Inner {
     const TYPE_NAME: &'static str = "inner";
 }
+impl GrainMethods for Inner {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Bump, _>();
+    }
+}
 #[derive(Serialize, Deserialize)]
 struct Bump(u64);
 impl Message for Bump {

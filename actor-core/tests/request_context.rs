@@ -17,6 +17,12 @@ impl Grain for Relay {
     }
 }
 
+impl GrainMethods for Relay {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Trace, _>();
+    }
+}
+
 /// Returns the value of "k" seen at each hop, the outermost first.
 #[derive(Serialize, Deserialize)]
 struct Trace {

@@ -38,7 +38,10 @@ struct Node {
 }
 impl Grain for Node {
     const TYPE_NAME: &'static str = "node";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for Node {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Hop, _>().add::<Hit, _>().add::<Nap, _>();
     }
 }

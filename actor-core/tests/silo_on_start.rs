@@ -13,6 +13,12 @@ impl Grain for Echo {
     const TYPE_NAME: &'static str = "echo";
 }
 
+impl GrainMethods for Echo {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Say, _>();
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Say(u32);
 impl Message for Say {

@@ -10,6 +10,11 @@ struct Counter {
 impl Grain for Counter {
     const TYPE_NAME: &'static str = "counter";
 }
+impl GrainMethods for Counter {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Add, _>();
+    }
+}
 #[derive(Serialize, Deserialize)]
 struct Add(u64);
 impl Message for Add {

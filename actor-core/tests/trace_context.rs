@@ -36,7 +36,10 @@ impl Router for Pair {
 struct Node;
 impl Grain for Node {
     const TYPE_NAME: &'static str = "node";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for Node {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Hop, _>();
     }
 }

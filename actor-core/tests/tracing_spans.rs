@@ -81,12 +81,22 @@ struct Outer;
 impl Grain for Outer {
     const TYPE_NAME: &'static str = "outer";
 }
+impl GrainMethods for Outer {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Go, _>();
+    }
+}
 #[derive(Default)]
 struct Inner {
     n: u64,
 }
 impl Grain for Inner {
     const TYPE_NAME: &'static str = "inner";
+}
+impl GrainMethods for Inner {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Bump, _>();
+    }
 }
 #[derive(Serialize, Deserialize)]
 struct Go;

@@ -18,6 +18,16 @@ struct Plain {
 impl Grain for Plain {
     const TYPE_NAME: &'static str = "plain";
 }
+impl GrainMethods for Plain {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Work, _>()
+            .add::<SharedWork, _>()
+            .add::<ReadWork, _>()
+            .add::<Log, _>()
+            .add::<GetLog, _>()
+            .add::<Ping, _>();
+    }
+}
 impl Handler<Work> for Plain {
     async fn handle(&mut self, w: Work, _: &GrainContext<Self>) {
         work(&self.probe, w.micros).await;
@@ -201,6 +211,11 @@ async fn exclusive_turns_exclude_interleaving_ones() {
         const TYPE_NAME: &'static str = "mixed";
         fn options() -> GrainOptions {
             GrainOptions::new().reentrant()
+        }
+    }
+    impl GrainMethods for Mixed {
+        fn register(m: &mut Methods<Self>) {
+            m.add::<Work, _>().add::<SharedWork, _>();
         }
     }
     impl Handler<Work> for Mixed {

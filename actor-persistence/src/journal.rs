@@ -75,6 +75,7 @@ pub struct Recovery {
 /// # }
 /// struct AccountGrain { journal: Journal<Account> }
 /// # impl Grain for AccountGrain { const TYPE_NAME: &'static str = "account"; }
+/// # impl GrainMethods for AccountGrain { fn register(_: &mut Methods<Self>) {} }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let silo = Silo::builder()

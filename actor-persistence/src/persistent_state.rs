@@ -34,6 +34,7 @@ use crate::storage_registry::{DEFAULT_STORAGE, SiloStorageExt, StateContext};
 ///     cart: PersistentState<Cart>,
 /// }
 /// # impl Grain for Shopper { const TYPE_NAME: &'static str = "shopper"; }
+/// # impl GrainMethods for Shopper { fn register(_: &mut Methods<Self>) {} }
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let silo = Silo::builder()
 ///     .with_default_storage(MemoryStorage::new())

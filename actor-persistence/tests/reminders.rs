@@ -21,13 +21,9 @@ pub struct Alarm {
 
 impl Grain for Alarm {
     const TYPE_NAME: &'static str = "alarm";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-        m.add::<ReminderTick, _>();
-    }
 }
 
-#[grain_methods]
+#[grain_methods(also_handles(ReminderTick))]
 impl Alarm {
     /// Arms reminder `name`, due after `due_ms`, every `period_ms`.
     pub async fn arm(

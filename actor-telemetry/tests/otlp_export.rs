@@ -26,7 +26,10 @@ use tokio::net::TcpListener;
 struct Front;
 impl Grain for Front {
     const TYPE_NAME: &'static str = "front";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for Front {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Relay, _>();
     }
 }
@@ -57,7 +60,10 @@ impl Handler<Relay> for Front {
 struct Back;
 impl Grain for Back {
     const TYPE_NAME: &'static str = "back";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for Back {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Work, _>();
     }
 }

@@ -35,9 +35,6 @@
 //! struct Counter(u64);
 //! impl Grain for Counter {
 //!     const TYPE_NAME: &'static str = "counter";
-//!     fn register(m: &mut actor_core::Methods<Self>) {
-//!         Self::register_methods(m);
-//!     }
 //! }
 //! #[grain_methods]
 //! impl Counter {

@@ -242,9 +242,6 @@ struct Tracked {
 
 impl Grain for Tracked {
     const TYPE_NAME: &'static str = "tracked";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
         // An activation that cannot load its state fails (and is never
         // deactivated): it only counts once it is up.

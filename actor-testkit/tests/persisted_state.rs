@@ -18,9 +18,6 @@ struct Ledger {
 
 impl Grain for Ledger {
     const TYPE_NAME: &'static str = "ledger";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
         self.state = Some(PersistentState::load(ctx, "values").await?);
         Ok(())

@@ -21,9 +21,6 @@ struct Tracked {
 
 impl Grain for Tracked {
     const TYPE_NAME: &'static str = "tracked";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
         self.oracle.activated(ctx.id(), ctx.silo().name());
         Ok(())

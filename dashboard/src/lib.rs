@@ -44,6 +44,7 @@
 //!
 //! # #[derive(Default)] struct Counter;
 //! # impl Grain for Counter { const TYPE_NAME: &'static str = "counter"; }
+//! # impl GrainMethods for Counter { fn register(_: &mut Methods<Self>) {} }
 //! # #[tokio::main] async fn main() -> actor_core::Result<()> {
 //! let silo = Silo::builder()
 //!     .grain::<Counter>()

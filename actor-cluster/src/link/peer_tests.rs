@@ -84,6 +84,9 @@ impl Handler<Ping> for EchoGrain {
 
 impl Grain for EchoGrain {
     const TYPE_NAME: &'static str = "echo";
+}
+
+impl actor_core::GrainMethods for EchoGrain {
     fn register(m: &mut actor_core::Methods<Self>) {
         m.add::<Echo, _>().add::<Hold, _>().add::<Ping, _>();
     }

@@ -100,9 +100,6 @@ pub struct Tracked {
 
 impl Grain for Tracked {
     const TYPE_NAME: &'static str = "tracked";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
         self.oracle.record(ctx.id(), ctx.silo().name(), Event::Up);
         Ok(())

@@ -2,10 +2,10 @@
 //!
 //! `#[grain_methods]` is shorthand for what a grain author otherwise writes
 //! by hand with `actor-core`: one [`Message`] type per method, its
-//! [`Handler`] or [`SharedHandler`] impl, the by-name registration for
-//! serialized calls, and a typed reference (`{Type}Ref`, an extension trait
-//! of `GrainRef<Type>`) whose async methods read like the grain's own, as
-//! Orleans grain interfaces do. It expands only to `actor-core`'s public
+//! [`Handler`] or [`SharedHandler`] impl, the [`GrainMethods`] impl that
+//! lists the messages for serialized calls, and a typed reference
+//! (`{Type}Ref`, an extension trait of `GrainRef<Type>`) whose async
+//! methods read like the grain's own, as Orleans grain interfaces do. It expands only to `actor-core`'s public
 //! API, so anything it generates can be written out by hand instead, one
 //! message at a time.
 //!
@@ -24,13 +24,9 @@
 //!
 //! impl Grain for Counter {
 //!     const TYPE_NAME: &'static str = "counter";
-//!     // Lets serialized calls (other silos, clients) reach the methods by name.
-//!     fn register(methods: &mut actor_core::Methods<Self>) {
-//!         Self::register_methods(methods);
-//!     }
 //! }
 //!
-//! #[grain_methods]
+//! #[grain_methods] // also lists the methods: other silos and clients reach them
 //! impl Counter {
 //!     /// Adds `n` and returns the total.
 //!     pub async fn add(&mut self, n: u64) -> u64 {
@@ -87,8 +83,10 @@
 //!
 //! and, once per block:
 //!
-//! - `Counter::register_methods(&mut Methods<Self>)`, adding every message;
-//!   call it from `Grain::register` so serialized calls dispatch by name;
+//! - `impl GrainMethods for Counter`, whose `register` adds every message
+//!   to the grain's `Methods`, so that serialized calls (other silos,
+//!   clients) dispatch by name: a silo registers only grain types that
+//!   implement `GrainMethods`, so the listing cannot be forgotten;
 //! - `pub trait CounterRef`, implemented for `GrainRef<Counter>`, with one
 //!   method per grain method, same name, same parameters (less the
 //!   context), same doc comment: `fn add(&self, n: u64) -> impl Future<Output
@@ -97,8 +95,30 @@
 //!   actor_core::Result<()>`, which tells: the call is queued, not awaited.
 //!   Bring the trait into scope (`use crate::CounterRef;`) to call them.
 //!
-//! The trait and `register_methods` are `pub` when a grain method is, and
-//! otherwise take the grain methods' visibility.
+//! The trait is `pub` when a grain method is, and otherwise takes the grain
+//! methods' visibility.
+//!
+//! ## Handlers written by hand
+//!
+//! A grain may also answer messages whose handlers are written outside the
+//! block (a message another crate defines, such as a reminder tick). Name
+//! them in the attribute, so that `GrainMethods` lists them too:
+//!
+//! ```ignore
+//! #[grain_methods(also_handles(ReminderTick))]
+//! impl Outbox {
+//!     pub async fn append(&mut self, messages: Vec<Message>) -> usize { .. }
+//! }
+//!
+//! impl Handler<ReminderTick> for Outbox { .. }
+//! ```
+//!
+//! Each becomes `methods.add::<ReminderTick, _>()` in `register`; naming a
+//! message the grain does not handle is a compile error, and a handler left
+//! unnamed answers local calls only (serialized ones fail with
+//! `UnknownMethod`). A type takes one `#[grain_methods]` block (a second
+//! would implement `GrainMethods` and `{Type}Ref` again, which does not
+//! compile); a grain without one implements `GrainMethods` by hand.
 //!
 //! Methods that are not `async` are left alone, so helpers can sit in the
 //! same block. Every `async fn` in the block must take `&self` or `&mut
@@ -109,24 +129,30 @@
 //! [`Message`]: https://docs.rs/actor-core/latest/actor_core/trait.Message.html
 //! [`Handler`]: https://docs.rs/actor-core/latest/actor_core/trait.Handler.html
 //! [`SharedHandler`]: https://docs.rs/actor-core/latest/actor_core/trait.SharedHandler.html
+//! [`GrainMethods`]: https://docs.rs/actor-core/latest/actor_core/trait.GrainMethods.html
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
+use syn::parse::Parse;
+use syn::spanned::Spanned;
 use syn::{
     Attribute, FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, Pat, ReturnType, Type, Visibility,
 };
 
 /// Turns the `async fn`s of a grain's inherent impl block into grain
-/// methods: a message type and handler per method, `register_methods`, and
-/// a `{Type}Ref` extension trait of `GrainRef<Type>` with one async method
-/// per grain method.
+/// methods: a message type and handler per method, the grain's
+/// `GrainMethods` impl listing them (so a silo dispatches serialized calls
+/// to them), and a `{Type}Ref` extension trait of `GrainRef<Type>` with
+/// one async method per grain method.
 ///
 /// Mark a `&self` method `#[read_only]` (interleaves with other read-only
 /// calls) or `#[always_interleave]` (interleaves with every shared call),
 /// and a method returning nothing `#[one_way]` (its reference method sends
-/// without waiting). See the crate documentation for the full expansion.
+/// without waiting). `#[grain_methods(also_handles(Msg, ..))]` lists
+/// messages whose handlers are written by hand outside the block. See the
+/// crate documentation for the full expansion.
 ///
 /// ```ignore
 /// #[grain_methods]
@@ -153,12 +179,13 @@ const TAKEN: [&str; 5] = ["ask", "tell", "id", "with_timeout", "clone"];
 
 fn expand(attr: TokenStream2, mut block: ItemImpl) -> TokenStream2 {
     let mut errors = Errors::default();
-    if !attr.is_empty() {
-        errors.push(syn::Error::new_spanned(
-            attr,
-            "`#[grain_methods]` takes no arguments",
-        ));
-    }
+    let also_handles = match parse_args(attr) {
+        Ok(types) => types,
+        Err(e) => {
+            errors.push(e);
+            Vec::new()
+        }
+    };
 
     let header = check_block(&block);
     let mut methods = Vec::new();
@@ -185,7 +212,7 @@ fn expand(attr: TokenStream2, mut block: ItemImpl) -> TokenStream2 {
     }
 
     let generated = match header {
-        Ok((self_ty, type_ident)) => generate(&self_ty, &type_ident, &methods),
+        Ok((self_ty, type_ident)) => generate(&self_ty, &type_ident, &methods, &also_handles),
         Err(e) => {
             errors.push(e);
             TokenStream2::new()
@@ -197,6 +224,26 @@ fn expand(attr: TokenStream2, mut block: ItemImpl) -> TokenStream2 {
         #generated
         #errors
     }
+}
+
+/// The attribute's arguments: nothing, or `also_handles(Msg, ..)`, messages
+/// whose handlers are written by hand outside the block.
+fn parse_args(attr: TokenStream2) -> syn::Result<Vec<Type>> {
+    let mut types = Vec::new();
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("also_handles") {
+            let content;
+            syn::parenthesized!(content in meta.input);
+            types.extend(content.parse_terminated(Type::parse, syn::Token![,])?);
+            Ok(())
+        } else {
+            Err(meta.error(
+                "`#[grain_methods]` takes one optional argument, `also_handles(Message, ..)`: the messages this grain answers with handlers written outside the block",
+            ))
+        }
+    });
+    syn::parse::Parser::parse2(parser, attr)?;
+    Ok(types)
 }
 
 /// The grain type of an inherent, non-generic impl block, and the name that
@@ -582,7 +629,12 @@ fn is_byte_vec(ty: &TokenStream2) -> bool {
     )
 }
 
-fn generate(self_ty: &TokenStream2, type_ident: &Ident, methods: &[GrainMethod]) -> TokenStream2 {
+fn generate(
+    self_ty: &TokenStream2,
+    type_ident: &Ident,
+    methods: &[GrainMethod],
+    also_handles: &[Type],
+) -> TokenStream2 {
     let serde = quote!(::actor_core::__private::serde);
     let type_name = type_ident.to_string();
     let mut items = TokenStream2::new();
@@ -737,21 +789,25 @@ fn generate(self_ty: &TokenStream2, type_ident: &Ident, methods: &[GrainMethod])
         });
     }
 
+    // Messages handled outside the block; spanned on each, so that one
+    // without a handler is reported where it is named.
+    for ty in also_handles {
+        registrations.extend(quote_spanned! {ty.span()=>
+            methods.add::<#ty, _>();
+        });
+    }
+
     let vis = widest_visibility(methods);
     let ref_trait = format_ident!("{}Ref", type_ident);
-    let register_doc = format!(
-        " Adds the grain methods of `{type_name}` declared with `#[grain_methods]` to `methods`, so that serialized calls reach them by name; call it from `Grain::register`."
-    );
     let trait_doc = format!(
         " Typed calls to a `{type_name}` grain: one method per grain method of `{type_name}`, implemented for `GrainRef<{type_name}>` (generated by `#[grain_methods]`)."
     );
-    let unused = methods.is_empty().then(|| quote!(let _ = methods;));
+    let unused = registrations.is_empty().then(|| quote!(let _ = methods;));
     quote! {
         #items
 
-        impl #self_ty {
-            #[doc = #register_doc]
-            #vis fn register_methods(methods: &mut ::actor_core::Methods<Self>) {
+        impl ::actor_core::GrainMethods for #self_ty {
+            fn register(methods: &mut ::actor_core::Methods<Self>) {
                 #unused
                 #registrations
             }

@@ -42,9 +42,6 @@ pub mod counter {
 
     impl Grain for Counter {
         const TYPE_NAME: &'static str = "counter";
-        fn register(methods: &mut actor_core::Methods<Self>) {
-            Self::register_methods(methods);
-        }
     }
 
     #[grain_methods]

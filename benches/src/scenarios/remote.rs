@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actor_cluster::{DEFAULT_MAX_FRAME, StaticRouter, StaticRouting};
+use actor_core::GrainId;
 use actor_core::prelude::*;
-use actor_core::{GrainId, Methods};
 use cpu_time::ProcessTime;
 use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
@@ -64,9 +64,6 @@ struct EchoGrain;
 
 impl Grain for EchoGrain {
     const TYPE_NAME: &'static str = "echo";
-    fn register(m: &mut Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

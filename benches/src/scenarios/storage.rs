@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use actor_core::Methods;
 use actor_core::prelude::*;
 use actor_persistence::{
     ETag, PersistentState, PostgresStorage, SiloBuilderStorageExt, SqliteStorage, StorageProvider,
@@ -39,9 +38,6 @@ struct Writer {
 
 impl Grain for Writer {
     const TYPE_NAME: &'static str = "bench-writer";
-    fn register(m: &mut Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

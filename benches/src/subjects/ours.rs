@@ -15,6 +15,12 @@ impl Grain for BenchGrain {
     const TYPE_NAME: &'static str = "bench";
 }
 
+impl GrainMethods for BenchGrain {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Add, _>();
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Add(u64);
 

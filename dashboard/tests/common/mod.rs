@@ -18,7 +18,10 @@ pub struct Probe {
 }
 impl Grain for Probe {
     const TYPE_NAME: &'static str = "test.probe";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for Probe {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Hit, _>();
         m.add::<Fail, _>();
         m.add::<Slow, _>();

@@ -122,6 +122,12 @@ impl Grain for Consumer {
     const TYPE_NAME: &'static str = "consumer";
 }
 
+impl GrainMethods for Consumer {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Square, _>().add::<Totals, _>();
+    }
+}
+
 impl Handler<Square> for Consumer {
     async fn handle(&mut self, Square(n): Square, _ctx: &GrainContext<Self>) -> Squared {
         let _turn = self.probe.enter();

@@ -81,6 +81,12 @@ impl Grain for Interleaving {
     }
 }
 
+impl GrainMethods for Interleaving {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Square, _>();
+    }
+}
+
 impl SharedHandler<Square> for Interleaving {
     async fn handle(&self, Square(n): Square, _ctx: &GrainContext<Self>) -> Squared {
         let _turn = self.probe.enter();

@@ -105,6 +105,12 @@ impl Grain for SlowConsumer {
     const TYPE_NAME: &'static str = "slow-consumer";
 }
 
+impl GrainMethods for SlowConsumer {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Job, _>().add::<Progress, _>();
+    }
+}
+
 // `Interleave::Never` on a non-reentrant grain: jobs run one at a time, in
 // mailbox order, exactly as exclusive turns would. Taking `&self` is what
 // lets the always-interleaving `Progress` query run beside a job.

@@ -77,11 +77,27 @@ pub struct GrainC;
 impl Grain for GrainA {
     const TYPE_NAME: &'static str = "a";
 }
+impl GrainMethods for GrainA {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Visit, _>();
+    }
+}
 impl Grain for GrainB {
     const TYPE_NAME: &'static str = "b";
 }
+impl GrainMethods for GrainB {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Visit, _>();
+    }
+}
 impl Grain for GrainC {
     const TYPE_NAME: &'static str = "c";
+}
+
+impl GrainMethods for GrainC {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Visit, _>();
+    }
 }
 
 // Shared turns with the default `Interleave::Never`: one at a time, like a

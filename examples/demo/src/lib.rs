@@ -18,6 +18,12 @@ impl Grain for PageCounter {
     const TYPE_NAME: &'static str = "demo.page";
 }
 
+impl GrainMethods for PageCounter {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Visit, _>();
+    }
+}
+
 /// Records a visit; answers the new total.
 #[derive(Serialize, Deserialize)]
 pub struct Visit;
@@ -39,6 +45,12 @@ pub struct Account {
 }
 impl Grain for Account {
     const TYPE_NAME: &'static str = "demo.account";
+}
+
+impl GrainMethods for Account {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Transfer, _>();
+    }
 }
 
 /// Adds (or, negative, withdraws) an amount.
@@ -82,6 +94,12 @@ impl Grain for Greeter {
     }
 }
 
+impl GrainMethods for Greeter {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Greet, _>();
+    }
+}
+
 /// Greets a name.
 #[derive(Serialize, Deserialize)]
 pub struct Greet(pub String);
@@ -101,6 +119,12 @@ impl Handler<Greet> for Greeter {
 pub struct Ping;
 impl Grain for Ping {
     const TYPE_NAME: &'static str = "demo.ping";
+}
+
+impl GrainMethods for Ping {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Bounce, _>();
+    }
 }
 
 /// Calls the other grain, which calls back.
@@ -141,6 +165,12 @@ impl Grain for Sensor {
     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
         ctx.register_timer(Duration::ZERO, Duration::from_millis(100), || Sample);
         Ok(())
+    }
+}
+
+impl GrainMethods for Sensor {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Sample, _>().add::<Samples, _>();
     }
 }
 

@@ -141,11 +141,6 @@ impl LockGrain {
 impl Grain for LockGrain {
     const TYPE_NAME: &'static str = "lock";
 
-    // Called from every silo: list the methods for serialized calls.
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
-
     async fn on_activate(&mut self, _: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
         // A fresh activation may follow one that granted leases it never
         // told us about: wait them out before granting.

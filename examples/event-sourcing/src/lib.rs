@@ -103,9 +103,6 @@ pub struct AccountGrain {
 
 impl Grain for AccountGrain {
     const TYPE_NAME: &'static str = "account";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 /// What a grain reports about its journal.

@@ -70,10 +70,6 @@ pub struct HelloGrain {
 
 impl Grain for HelloGrain {
     const TYPE_NAME: &'static str = "hello";
-    // Called from other silos and from clients: list the methods.
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 /// A greeting, and where it was made.

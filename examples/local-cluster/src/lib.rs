@@ -31,7 +31,10 @@ pub struct Page {
 }
 impl Grain for Page {
     const TYPE_NAME: &'static str = "local.page";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for Page {
+    fn register(m: &mut Methods<Self>) {
         m.add::<View, _>();
     }
 }
@@ -57,7 +60,10 @@ pub struct Orders {
 }
 impl Grain for Orders {
     const TYPE_NAME: &'static str = "local.orders";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for Orders {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Place, _>();
     }
 }

@@ -110,6 +110,12 @@ impl Grain for Mediator {
     }
 }
 
+impl GrainMethods for Mediator {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Publish, _>();
+    }
+}
+
 impl Handler<Publish> for Mediator {
     async fn handle(
         &mut self,
@@ -168,6 +174,12 @@ impl Grain for EmailSender {
     const TYPE_NAME: &'static str = "email-sender";
 }
 
+impl GrainMethods for EmailSender {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<NewOrder, _>().add::<SentEmails, _>();
+    }
+}
+
 impl Handler<NewOrder> for EmailSender {
     async fn handle(&mut self, order: NewOrder, _ctx: &GrainContext<Self>) {
         // A real sender would talk to an SMTP service here.
@@ -215,6 +227,12 @@ pub struct InventoryUpdater {
 
 impl Grain for InventoryUpdater {
     const TYPE_NAME: &'static str = "inventory-updater";
+}
+
+impl GrainMethods for InventoryUpdater {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<NewOrder, _>().add::<Deliveries, _>();
+    }
 }
 
 impl Handler<NewOrder> for InventoryUpdater {

@@ -166,6 +166,12 @@ impl Grain for AuditLog {
     const TYPE_NAME: &'static str = "audit-log";
 }
 
+impl GrainMethods for AuditLog {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<NewOrder, _>().add::<Seen, _>();
+    }
+}
+
 impl Handler<NewOrder> for AuditLog {
     async fn handle(&mut self, order: NewOrder, _ctx: &GrainContext<Self>) {
         self.seen.push(order.order_id);

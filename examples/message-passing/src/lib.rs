@@ -101,6 +101,12 @@ impl Grain for Consumer {
     const TYPE_NAME: &'static str = "consumer";
 }
 
+impl GrainMethods for Consumer {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Consume, _>().add::<Deliveries, _>();
+    }
+}
+
 impl Handler<Consume> for Consumer {
     async fn handle(&mut self, msg: Consume, _ctx: &GrainContext<Self>) -> Ack {
         let previous = self.log.last().map(|d| d.seq);
@@ -160,6 +166,12 @@ pub struct Producer;
 
 impl Grain for Producer {
     const TYPE_NAME: &'static str = "producer";
+}
+
+impl GrainMethods for Producer {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<Produce, _>();
+    }
 }
 
 impl Handler<Produce> for Producer {

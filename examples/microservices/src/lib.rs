@@ -97,10 +97,6 @@ impl Default for StockGrain {
 
 impl Grain for StockGrain {
     const TYPE_NAME: &'static str = "stock";
-    // Calls from the other process arrive serialized: list the methods.
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 /// The answer of service B.
@@ -139,9 +135,6 @@ pub struct OrderGrain {
 
 impl Grain for OrderGrain {
     const TYPE_NAME: &'static str = "order";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 /// The answer of service A, with the answer it got from service B.

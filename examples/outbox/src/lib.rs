@@ -111,13 +111,9 @@ pub struct Outbox {
 
 impl Grain for Outbox {
     const TYPE_NAME: &'static str = "outbox";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-        m.add::<ReminderTick, _>();
-    }
 }
 
-#[grain_methods]
+#[grain_methods(also_handles(ReminderTick))]
 impl Outbox {
     /// Appends `messages` durably (acknowledged only once stored) and
     /// answers how many are pending. A message whose id is already pending
@@ -244,9 +240,6 @@ pub struct Consumer {
 
 impl Grain for Consumer {
     const TYPE_NAME: &'static str = "consumer";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

@@ -29,7 +29,7 @@
 //! envelope both ways. The account grain decides authorization from the
 //! role on its own silo, and the audit grain records the role, and the
 //! value the account grain set, on the first silo. The grains are the
-//! same code; they only list their messages in `Grain::register`, so that
+//! same code; they only list their messages in `GrainMethods`, so that
 //! calls arriving serialized from another silo can be dispatched.
 
 use std::fmt;
@@ -80,8 +80,11 @@ impl Default for AccountGrain {
 
 impl Grain for AccountGrain {
     const TYPE_NAME: &'static str = "account";
+}
+
+impl GrainMethods for AccountGrain {
     // Calls from other silos arrive serialized: list the messages.
-    fn register(m: &mut actor_core::Methods<Self>) {
+    fn register(m: &mut Methods<Self>) {
         m.add::<GetBalance, _>()
             .add::<DeleteAccount, _>()
             .add::<Describe, _>();
@@ -252,7 +255,10 @@ pub struct AuditGrain {
 
 impl Grain for AuditGrain {
     const TYPE_NAME: &'static str = "audit";
-    fn register(m: &mut actor_core::Methods<Self>) {
+}
+
+impl GrainMethods for AuditGrain {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Record, _>().add::<Entries, _>().add::<Peek, _>();
     }
 }

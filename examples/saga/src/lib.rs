@@ -239,13 +239,9 @@ pub struct OrderSaga {
 
 impl Grain for OrderSaga {
     const TYPE_NAME: &'static str = "order-saga";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-        m.add::<ReminderTick, _>();
-    }
 }
 
-#[grain_methods]
+#[grain_methods(also_handles(ReminderTick))]
 impl OrderSaga {
     /// Starts the saga for `order` (whose id must be this grain's key) and
     /// drives it as far as it goes now; the reminder does the rest.
@@ -479,9 +475,6 @@ pub struct Inventory {
 
 impl Grain for Inventory {
     const TYPE_NAME: &'static str = "inventory";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]
@@ -626,9 +619,6 @@ pub struct Account {
 
 impl Grain for Account {
     const TYPE_NAME: &'static str = "account";
-    fn register(m: &mut actor_core::Methods<Self>) {
-        Self::register_methods(m);
-    }
 }
 
 #[grain_methods]

@@ -189,10 +189,12 @@ impl fmt::Debug for ConverterGrain {
 
 impl Grain for ConverterGrain {
     const TYPE_NAME: &'static str = "converter";
+}
 
+impl GrainMethods for ConverterGrain {
     // Listed for calls that arrive serialized, from another silo or a
     // cluster client (the two-silo test).
-    fn register(m: &mut actor_core::Methods<Self>) {
+    fn register(m: &mut Methods<Self>) {
         m.add::<Convert, _>().add::<Conversions, _>();
     }
 }
