@@ -28,8 +28,10 @@ use crate::error::{Error, Result};
 use crate::provider::BoxFuture;
 
 /// The message a reminder delivers. A grain with reminders handles it
-/// (`impl Handler<ReminderTick>`) and lists it in `Grain::register`
-/// (`m.add::<ReminderTick, _>()`), since ticks arrive serialized.
+/// (`impl Handler<ReminderTick>`) and lists it in its `GrainMethods`
+/// (`#[grain_methods(also_handles(ReminderTick))]`, or
+/// `m.add::<ReminderTick, _>()` in a hand-written one), since ticks arrive
+/// serialized.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReminderTick {
     /// The reminder's name.
