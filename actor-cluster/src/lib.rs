@@ -113,6 +113,13 @@
 //! assert!(!table.insert(me, seen.version).await?, "a stale version loses");
 //! # Ok(()) }
 //! ```
+//!
+//! ## Feature flags
+//!
+//! - `sqlite` (default): [`SqlMembership`] on a SQLite file (`sqlite://...`).
+//! - `postgres`: [`SqlMembership`] on PostgreSQL (`postgres://...`).
+//!
+//! A URL whose feature is off is refused with [`Error::Config`] naming it.
 
 mod client;
 mod cluster;

@@ -1,5 +1,7 @@
 //! The membership table in SQL, through sqlx: SQLite (a file, the embedded
-//! default, shareable by several local processes) and PostgreSQL.
+//! default, shareable by several local processes) and PostgreSQL, each
+//! built with the crate feature of its name (`sqlite`, `postgres`); a URL
+//! whose driver this build lacks is refused before anything connects.
 //!
 //! Schema (created if missing; one table pair serves many clusters):
 //!
@@ -54,6 +56,56 @@ const SCHEMA: [&str; 2] = [
         PRIMARY KEY (cluster_id, endpoint, generation))",
 ];
 
+/// A backend `SqlMembership` knows: URLs with this scheme need this crate
+/// feature, which this build may or may not have.
+#[derive(Debug, Clone, Copy)]
+struct Backend {
+    scheme: &'static str,
+    name: &'static str,
+    feature: &'static str,
+    built: bool,
+}
+
+/// The backends of this build, by URL scheme.
+const BACKENDS: [Backend; 3] = [
+    Backend {
+        scheme: "sqlite",
+        name: "SQLite",
+        feature: "sqlite",
+        built: cfg!(feature = "sqlite"),
+    },
+    Backend {
+        scheme: "postgres",
+        name: "PostgreSQL",
+        feature: "postgres",
+        built: cfg!(feature = "postgres"),
+    },
+    Backend {
+        scheme: "postgresql",
+        name: "PostgreSQL",
+        feature: "postgres",
+        built: cfg!(feature = "postgres"),
+    },
+];
+
+/// Refuses a URL whose backend is known but not built, naming the feature
+/// that builds it. Other schemes go on to sqlx, which reports them.
+fn check_backend(url: &str, shown: &str, backends: &[Backend]) -> Result<()> {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    match backends
+        .iter()
+        .find(|b| b.scheme.eq_ignore_ascii_case(scheme))
+    {
+        Some(b) if !b.built => Err(Error::Config(format!(
+            "membership table at {shown}: this build of actor-cluster has no {name} driver; \
+             enable its `{feature}` feature (actor-cluster = {{ features = [\"{feature}\"] }})",
+            name = b.name,
+            feature = b.feature,
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The membership table of one cluster in SQLite or PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct SqlMembership {
@@ -66,14 +118,17 @@ impl SqlMembership {
     /// Connects to `url` (`sqlite://path/to/file.db` or
     /// `postgres://user@host:port/db`), creates the tables if missing and
     /// registers `cluster_id`. Fails with [`Error::TableUnavailable`] if the
-    /// database cannot be reached within `connect_timeout`.
+    /// database cannot be reached within `connect_timeout`, and with
+    /// [`Error::Config`] if this build lacks the URL's backend (the crate
+    /// features `sqlite`, on by default, and `postgres`).
     pub async fn connect(
         url: &str,
         cluster_id: impl Into<String>,
         connect_timeout: std::time::Duration,
     ) -> Result<Self> {
-        sqlx::any::install_default_drivers();
         let shown = redact(url);
+        check_backend(url, &shown, &BACKENDS)?;
+        sqlx::any::install_default_drivers();
         let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
             // Create the file on first use.
             format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
@@ -344,6 +399,46 @@ fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{BACKENDS, Backend, Error, check_backend};
+
+    /// The backends as a build with `sqlite` only has them.
+    fn sqlite_only() -> Vec<Backend> {
+        BACKENDS
+            .iter()
+            .map(|b| Backend {
+                built: b.feature == "sqlite",
+                ..*b
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_url_whose_backend_is_not_built_names_the_feature() {
+        let only = sqlite_only();
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://u@h/db",
+            "POSTGRES://u@h/db",
+        ] {
+            let err = check_backend(url, url, &only).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("PostgreSQL"), "{msg}");
+            assert!(msg.contains("`postgres` feature"), "{msg}");
+            assert!(msg.contains(url), "{msg}");
+        }
+        assert!(check_backend("sqlite://m.db", "sqlite://m.db", &only).is_ok());
+        // Schemes it does not know are sqlx's to report, as before.
+        assert!(check_backend("mysql://h/db", "mysql://h/db", &only).is_ok());
+
+        let none: Vec<_> = BACKENDS
+            .iter()
+            .map(|b| Backend { built: false, ..*b })
+            .collect();
+        let err = check_backend("sqlite://m.db", "sqlite://m.db", &none).unwrap_err();
+        assert!(err.to_string().contains("`sqlite` feature"), "{err}");
+    }
+
     #[test]
     fn passwords_stay_out_of_messages() {
         assert_eq!(
