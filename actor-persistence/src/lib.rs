@@ -169,7 +169,19 @@
 //!
 //! ## Feature flags
 //!
-//! None yet: all four providers are always built.
+//! - `sqlite` (default): [`SqliteStorage`], and [`SqlReminders`] on `sqlite://` URLs.
+//! - `postgres`: [`PostgresStorage`], and [`SqlReminders`] on `postgres://` URLs.
+//! - `redis`: [`RedisStorage`].
+//!
+//! [`MemoryStorage`] and [`MemoryReminders`] are always there; a reminder
+//! URL whose feature is off is refused with [`Error::Config`] naming it.
+
+// These docs name every provider; a build without some of them has
+// nothing to link to (a build with all of them checks every link).
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres", feature = "redis")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 mod error;
 mod etag;
@@ -177,12 +189,17 @@ mod event_store;
 mod journal;
 mod memory_storage;
 mod persistent_state;
+#[cfg(feature = "postgres")]
 mod postgres_storage;
 mod provider;
+#[cfg(feature = "redis")]
 mod redis_storage;
 mod reminders;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 mod sql;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_provider;
+#[cfg(feature = "sqlite")]
 mod sqlite_storage;
 mod storage_registry;
 
@@ -192,14 +209,21 @@ pub use event_store::{EventStore, Snapshot, StoredEvent};
 pub use journal::{Journal, JournaledState, Recovery};
 pub use memory_storage::MemoryStorage;
 pub use persistent_state::PersistentState;
+#[cfg(feature = "postgres")]
 pub use postgres_storage::{PostgresStorage, PostgresStorageBuilder};
 pub use provider::{BoxFuture, StateKey, StorageProvider, StoredState};
+#[cfg(feature = "redis")]
 pub use redis_storage::{DEFAULT_KEY_PREFIX, RedisStorage, RedisStorageBuilder};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use reminders::SqlReminders;
 pub use reminders::{
     MemoryReminders, Ownership, Reminder, ReminderService, ReminderTable, ReminderTick,
-    SiloBuilderRemindersExt, SqlReminders,
+    SiloBuilderRemindersExt,
 };
-pub use sqlite_storage::{DEFAULT_TABLE_PREFIX, SqliteStorage, SqliteStorageBuilder};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sql::DEFAULT_TABLE_PREFIX;
+#[cfg(feature = "sqlite")]
+pub use sqlite_storage::{SqliteStorage, SqliteStorageBuilder};
 pub use storage_registry::{
     DEFAULT_STORAGE, SiloBuilderStorageExt, SiloStorageExt, StateContext, StorageRegistry,
 };

@@ -16,8 +16,7 @@ use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::event_store::{EventStore, Snapshot, StoredEvent};
 use crate::provider::{BoxFuture, StateKey, StorageProvider, StoredState};
-use crate::sql::{check_table_name, classify, redact};
-use crate::sqlite_storage::DEFAULT_TABLE_PREFIX;
+use crate::sql::{DEFAULT_TABLE_PREFIX, check_table_name, classify, redact};
 
 const PROVIDER: &str = "postgres";
 

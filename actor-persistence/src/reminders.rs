@@ -21,7 +21,9 @@ use std::time::Duration;
 use actor_core::{EncodedCall, GrainId, Message, Silo};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use sqlx::any::{AnyPoolOptions, AnyRow};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use sqlx::{AnyPool, Row};
 
 use crate::error::{Error, Result};
@@ -123,13 +125,16 @@ impl ReminderTable for MemoryReminders {
 /// Reminders in SQLite or PostgreSQL (sqlx), in the table
 /// `grain_reminders (grain_key TEXT, name TEXT, grain BYTES-as-TEXT,
 /// due_ms BIGINT, period_ms BIGINT, PRIMARY KEY (grain_key, name))`,
-/// created if missing.
+/// created if missing. Built with the `sqlite` or `postgres` feature; each
+/// backend needs its own.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug, Clone)]
 pub struct SqlReminders {
     pool: AnyPool,
     url: String,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 const REMINDERS_DDL: &str = "CREATE TABLE IF NOT EXISTS grain_reminders (
     grain_key TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -138,17 +143,73 @@ const REMINDERS_DDL: &str = "CREATE TABLE IF NOT EXISTS grain_reminders (
     period_ms BIGINT NOT NULL,
     PRIMARY KEY (grain_key, name))";
 
+/// A SQL backend of reminders: URLs with this scheme need this crate
+/// feature, which this build may or may not have.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug, Clone, Copy)]
+struct Backend {
+    scheme: &'static str,
+    name: &'static str,
+    feature: &'static str,
+    built: bool,
+}
+
+/// The SQL backends of this build, by URL scheme.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const BACKENDS: [Backend; 3] = [
+    Backend {
+        scheme: "sqlite",
+        name: "SQLite",
+        feature: "sqlite",
+        built: cfg!(feature = "sqlite"),
+    },
+    Backend {
+        scheme: "postgres",
+        name: "PostgreSQL",
+        feature: "postgres",
+        built: cfg!(feature = "postgres"),
+    },
+    Backend {
+        scheme: "postgresql",
+        name: "PostgreSQL",
+        feature: "postgres",
+        built: cfg!(feature = "postgres"),
+    },
+];
+
+/// Refuses a URL whose backend is known but not built, naming the feature
+/// that builds it; other schemes go on to sqlx, which reports them.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn check_backend(url: &str, shown: &str, backends: &[Backend]) -> Result<()> {
+    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+    match backends
+        .iter()
+        .find(|b| b.scheme.eq_ignore_ascii_case(scheme))
+    {
+        Some(b) if !b.built => Err(Error::Config(format!(
+            "reminder table at {shown}: this build of actor-persistence has no {name} driver; \
+             enable its `{feature}` feature (actor-persistence = {{ features = [\"{feature}\"] }})",
+            name = b.name,
+            feature = b.feature,
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl SqlReminders {
     /// Connects to `url` (`sqlite://file.db` or `postgres://...`) and
-    /// creates the table if missing.
+    /// creates the table if missing. A URL whose backend this build lacks
+    /// (features `sqlite`, `postgres`) fails with [`Error::Config`].
     pub async fn connect(url: &str) -> Result<Self> {
+        let shown = url.split('@').next_back().unwrap_or(url).to_owned();
+        check_backend(url, &shown, &BACKENDS)?;
         sqlx::any::install_default_drivers();
         let full = if url.starts_with("sqlite:") && !url.contains("mode=") {
             format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
         } else {
             url.to_owned()
         };
-        let shown = url.split('@').next_back().unwrap_or(url).to_owned();
         let unavailable = |e: sqlx::Error| Error::Unavailable {
             provider: "reminders".into(),
             url: shown.clone(),
@@ -187,6 +248,7 @@ impl SqlReminders {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl ReminderTable for SqlReminders {
     fn upsert(&self, reminder: Reminder) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
@@ -412,5 +474,40 @@ pub trait SiloBuilderRemindersExt {
 impl SiloBuilderRemindersExt for actor_core::SiloBuilder {
     fn with_reminders(self, table: Arc<dyn ReminderTable>) -> Self {
         self.extension(ReminderService::new(table))
+    }
+}
+
+#[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
+mod tests {
+    use super::{BACKENDS, Backend, Error, check_backend};
+
+    #[test]
+    fn a_url_whose_backend_is_not_built_names_the_feature() {
+        let sqlite_only: Vec<_> = BACKENDS
+            .iter()
+            .map(|b| Backend {
+                built: b.feature == "sqlite",
+                ..*b
+            })
+            .collect();
+        for url in ["postgres://h/db", "postgresql://h/db"] {
+            let err = check_backend(url, url, &sqlite_only).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("PostgreSQL"), "{msg}");
+            assert!(msg.contains("`postgres` feature"), "{msg}");
+        }
+        assert!(check_backend("sqlite://r.db", "sqlite://r.db", &sqlite_only).is_ok());
+
+        let postgres_only: Vec<_> = BACKENDS
+            .iter()
+            .map(|b| Backend {
+                built: b.feature == "postgres",
+                ..*b
+            })
+            .collect();
+        let err = check_backend("sqlite://r.db", "sqlite://r.db", &postgres_only).unwrap_err();
+        assert!(err.to_string().contains("`sqlite` feature"), "{err}");
+        assert!(check_backend("postgres://h/db", "postgres://h/db", &postgres_only).is_ok());
     }
 }

@@ -1,10 +1,19 @@
 //! What the SQL providers share: table-name checks, password redaction and
-//! the mapping of sqlx errors onto this crate's error kinds.
+//! the mapping of sqlx errors onto this crate's error kinds. Built with any
+//! backend feature; each part with the backends that use it (Redis needs
+//! only the redaction).
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::error::Error;
+
+/// The default table-name prefix: tables `grain_state`, `grain_events` and
+/// `grain_snapshots`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub const DEFAULT_TABLE_PREFIX: &str = "grain";
 
 /// Table names are spliced into SQL text (they cannot be bound), so only
 /// plain identifiers are accepted.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn check_table_name(name: &str) -> Result<(), Error> {
     let mut chars = name.chars();
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -20,6 +29,7 @@ pub(crate) fn check_table_name(name: &str) -> Result<(), Error> {
 }
 
 /// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`.
+#[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
@@ -42,6 +52,7 @@ pub(crate) fn redact(url: &str) -> String {
 
 /// Maps a sqlx error: unreachable or overloaded services are
 /// [`Error::Unavailable`], the rest [`Error::Backend`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn classify(provider: &str, url: &str, e: sqlx::Error) -> Error {
     let unavailable = |reason: String| Error::Unavailable {
         provider: provider.to_owned(),
@@ -75,6 +86,7 @@ pub(crate) fn classify(provider: &str, url: &str, e: sqlx::Error) -> Error {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn is_outage_code(provider: &str, code: &str) -> bool {
     match provider {
         // Class 08: connection exceptions; 57P0x: the server is shutting
@@ -95,6 +107,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(any(feature = "postgres", feature = "redis"))]
     fn passwords_are_redacted() {
         assert_eq!(
             redact("postgres://u:secret@127.0.0.1:5432/test"),
@@ -112,6 +125,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     fn table_names_are_plain_identifiers() {
         assert!(check_table_name("grain_state").is_ok());
         assert!(check_table_name("_t1").is_ok());

@@ -21,13 +21,9 @@ use crate::error::{Error, Result};
 use crate::etag::ETag;
 use crate::event_store::{EventStore, Snapshot, StoredEvent};
 use crate::provider::{BoxFuture, StateKey, StorageProvider, StoredState};
-use crate::sql::{check_table_name, classify};
+use crate::sql::{DEFAULT_TABLE_PREFIX, check_table_name, classify};
 
 const PROVIDER: &str = "sqlite";
-
-/// The default table-name prefix: tables `grain_state`, `grain_events` and
-/// `grain_snapshots`.
-pub const DEFAULT_TABLE_PREFIX: &str = "grain";
 
 /// Grain state (and journals, see [`EventStore`](crate::EventStore)) in a
 /// SQLite database file, through sqlx. Cheap to clone: clones share one
