@@ -71,7 +71,8 @@ impl Connector for TcpConnector {
 ///
 /// A silo also backs off when accepting fails (out of file descriptors,
 /// say): it retries after 5 ms, doubling up to 1 s, instead of retrying
-/// at once, and logs once per such episode.
+/// at once, and logs a warning when failures start and at most every 30 s
+/// after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Open connections one peer IP address may hold (IPv4-mapped IPv6
@@ -239,15 +240,24 @@ fn about_one_connection(e: &io::Error) -> bool {
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 /// The longest wait between accepts that fail.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// How often a long run of failing accepts is logged again.
+/// How often failing accepts are logged at most (with their count).
 const BACKOFF_LOG_EVERY: Duration = Duration::from_secs(30);
 
-/// The accept loop's backoff over a run of failing accepts.
+/// The accept loop's backoff over a run of failing accepts, and its
+/// logging: a warning when failures start and at most every
+/// [`BACKOFF_LOG_EVERY`] after (runs that end and start again at the
+/// edge of the descriptor limit count as one), and a note when a run
+/// that was warned about ends.
 #[derive(Default)]
 struct Backoff {
-    failures: u64,
+    /// Failures in a row, so far.
+    run: u64,
+    /// Whether this run was warned about.
+    run_logged: bool,
     next: Duration,
     since: Option<tokio::time::Instant>,
+    /// Failures not logged yet, and when the last warning was.
+    unlogged: u64,
     logged: Option<tokio::time::Instant>,
 }
 
@@ -255,18 +265,21 @@ impl Backoff {
     /// Counts a failed accept; returns how long to wait before the next.
     fn failed(&mut self, e: &io::Error) -> Duration {
         let now = tokio::time::Instant::now();
-        if self.failures == 0 {
+        if self.run == 0 {
             self.next = FIRST_BACKOFF;
             self.since = Some(now);
         }
-        self.failures += 1;
+        self.run += 1;
+        self.unlogged += 1;
         if self.logged.is_none_or(|at| now - at >= BACKOFF_LOG_EVERY) {
             tracing::warn!(
                 error = %e,
-                failures = self.failures,
+                failures = self.unlogged,
                 "accepting connections fails; retrying with a backoff of up to {MAX_BACKOFF:?}"
             );
             self.logged = Some(now);
+            self.unlogged = 0;
+            self.run_logged = true;
         }
         let wait = self.next;
         self.next = (self.next * 2).min(MAX_BACKOFF);
@@ -275,14 +288,19 @@ impl Backoff {
 
     /// An accept succeeded: the run of failures, if any, is over.
     fn recovered(&mut self) {
-        if self.failures > 0 {
+        if self.run == 0 {
+            return;
+        }
+        if self.run_logged {
             tracing::info!(
-                failures = self.failures,
+                failures = self.run,
                 after = ?self.since.map(|s| s.elapsed()).unwrap_or_default(),
                 "accepting connections again"
             );
-            *self = Backoff::default();
         }
+        self.run = 0;
+        self.run_logged = false;
+        self.since = None;
     }
 }
 
