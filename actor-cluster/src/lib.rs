@@ -1,118 +1,133 @@
 //! # actor-cluster: silos joined into a cluster
 //!
-//! This crate turns single silos into a cluster. What is here today is the
-//! foundation of membership: the **membership table**, the shared record of
-//! which silos exist, in which state, and who suspects whom, with
-//! compare-and-set on a table version so that concurrent changes have
-//! exactly one winner, as in Orleans' membership protocol. It comes in
-//! three implementations behind one trait, [`MembershipTable`]:
+//! A single [`actor_core::Silo`] runs grains in one process. This crate
+//! joins silos into a **cluster**: each grain then lives on exactly one
+//! silo of the cluster at a time, and a typed reference reaches it from
+//! any silo, or from outside through a [`ClusterClient`], with deadlines,
+//! request context and deadlock detection intact across the wire.
 //!
-//! - [`SqlMembership`] on SQLite (a file; the embedded default, shareable by
-//!   several local processes) and PostgreSQL (`postgres://...`);
-//! - [`InMemoryMembership`], the fake for tests and the simulator.
+//! What it does:
 //!
-//! The **silo link** carries calls between silos: one long-lived gRPC
-//! bidirectional stream per caller and callee ([`Link`], [`LinkService`],
-//! [`serve`]), envelopes with call id, target, method, time left, call
-//! chain, request context and the bincode payload, batched per write, with
-//! a frame size limit. [`StaticRouter`] plugs it into actor-core's
-//! `Router` seam over a fixed list of silos, placing grains by rendezvous
-//! hashing (a test bed for the link; cluster silos route through the grain
-//! directory below): typed references then reach grains on any silo, with
-//! deadlock detection, deadlines and request context intact across the
-//! wire.
+//! - **Membership**: silos join a shared [`MembershipTable`]
+//!   ([`SqlMembership`] on SQLite or PostgreSQL, [`InMemoryMembership`] in
+//!   one process), probe each other, and declare silos that stop answering
+//!   dead by compare-and-set on the table.
+//! - **Strong single activation**: a grain directory, partitioned over the
+//!   active silos, decides where each grain runs; a grain is never live on
+//!   two silos, also while silos join, die, hang or are cut off.
+//! - **Placement** per grain type: [`HashPlacement`] (the default),
+//!   [`RandomPlacement`], [`PreferLocalPlacement`],
+//!   [`ActivationCountPlacement`], or your own [`Placement`].
+//! - **Silo links**: calls between silos over one long-lived gRPC stream
+//!   per pair, batched, over TCP or any byte-stream transport
+//!   ([`LinkListener`], [`Connector`]).
+//! - **An external client**, [`ClusterClient`], that learns the gateways
+//!   from the cluster and fails over when its gateway dies.
+//! - **Cluster stats** for tools such as the dashboard ([`ClusterView`]).
+//! - **Shutdown on signals** for binaries that host a silo
+//!   ([`ShutdownSignals`]).
 //!
-//! [`ClusterSilo`] makes a silo a member: it joins the table, serves its
-//! link, heartbeats, probes its peers, votes on silos that miss probes and
-//! declares them dead by compare-and-set, keeps its view equal to the
-//! active silos, and stops serving if it reads itself dead. An unreachable
-//! table means no joins and no deaths. Grains of a dead silo are placed on
-//! the survivors at their next call.
+//! What it does not do: run grains (that is actor-core's [`Silo`], which
+//! a [`ClusterSilo`] wraps), store grain state or reminders
+//! (actor-persistence), encrypt links (mutual TLS is not here yet), or
+//! discover silos other than through the membership table.
 //!
-//! ## The grain directory and strong single activation
+//! How it works (the membership protocol, the directory's fenced
+//! registration, "not here" and retries) is written down in
+//! `docs/cluster-protocol.md` at the root of the repository.
 //!
-//! Where a grain lives is recorded in a **grain directory**
-//! (`GrainId -> silo endpoint + generation + registration id`),
-//! partitioned over the active silos by rendezvous hashing: each grain
-//! has a *partition owner*. A silo runs a grain only while it *hosts* it,
-//! that is, it won the grain's registration at the owner. The protocol:
+//! [`Silo`]: actor_core::Silo
 //!
-//! 1. **Placement proposes, the directory decides.** A call for a grain
-//!    with no known location goes to the silo its type's [`Placement`]
-//!    picks ([`HashPlacement`] by default, or [`RandomPlacement`],
-//!    [`PreferLocalPlacement`], [`ActivationCountPlacement`], your own;
-//!    set per type on [`ClusterConfig`]). That silo registers itself at
-//!    the partition owner by **compare-and-set**: the first writer wins,
-//!    every later one gets the winner and sends its calls there. A loser
-//!    never ran the grain, so nothing is undone and nothing is lost.
-//!    Under hash placement the chosen silo *is* the owner, which registers
-//!    the grain as it admits the first call: no extra hop.
-//! 2. **Fenced registration.** An owner accepts a fresh registration only
-//!    when (a) every active silo reports, in its probe replies, that it
-//!    has applied the owner's membership view, (b) the leases of silos
-//!    declared dead have run out (twice the lease after the declaration),
-//!    (c) its own lease is valid (it read the table recently and saw itself
-//!    active), and (d) the registering silo has the same view. Reading an
-//!    existing winner needs no fence.
-//! 3. **Claims before acks.** When the view changes, a silo first
-//!    re-registers (*claims*) every grain it hosts whose partition moved
-//!    at the new owner, which takes claims while its fence is closed; what
-//!    it cannot claim within a lease it deactivates. Only then does it
-//!    report the view applied, so by the time an owner's fence opens under
-//!    a new view, every live activation of its partition is registered
-//!    with it. Registrations in flight finish before a view change starts
-//!    (a per-silo gate), so none slips between two views.
-//! 4. **Dead and cut-off silos.** Entries naming a silo that is no longer
-//!    active are void; the next registration replaces them, and the fence
-//!    holds it until the dead silo's lease has run out. A silo that cannot
-//!    read the table for a lease stops serving and deactivates its grains.
-//! 5. **Cache and "not here".** Each silo caches other silos'
-//!    registrations. A call sent by the cache goes on a *directed* stream;
-//!    a silo that does not host the grain answers `Error::NotHere` without
-//!    running it, and the caller drops the entry and routes again within
-//!    the deadline. Calls that provably never left (the silo could not be
-//!    reached, a registration not answered yet) are retried the same way;
-//!    calls in flight to a silo whose link breaks, or that is declared dead
-//!    while its connection hangs, fail at once with "silo unavailable".
+//! ## A tour
 //!
-//! An activation stays where it was placed when silos join (as in
-//! Orleans); [`ClusterSilo::owner_of`] tells where hash placement puts a
-//! new grain. Oracle tests check that no grain is ever live on two silos
-//! while silos join under load, die under load, hang, or are cut off.
-//!
-//! **Transports.** Links run over TCP by default; [`ClusterSilo::start_on`]
-//! and [`ClusterClient::connect_via`] take any byte-stream transport (a
-//! [`LinkListener`] and a [`Connector`]), which is how the testkit runs the
-//! same link code over in-memory pipes and a simulated network.
-//!
-//! [`ClusterClient`] calls grains from outside the cluster with the same
-//! typed references, through any silo as gateway; it learns the gateways
-//! from the cluster and fails over when its gateway dies.
-//!
-//! Grains collected when idle leave the directory in two sweeps (one
-//! lease apart): the silo stops hosting them, then removes their
-//! registrations unless a call brought them back meanwhile.
-//!
-//! [`ClusterView`] (a silo extension every `ClusterSilo` has) gives tools
-//! such as the dashboard the membership table and each peer's
-//! [`SiloReport`] (metrics, process CPU and memory) over a small `SiloStats`
-//! gRPC service served beside the link.
-//!
-//! Still to come (see the design map): mutual TLS.
+//! Two silos join an in-memory membership table on loopback, and a client
+//! outside the cluster calls a grain through either of them:
 //!
 //! ```
-//! use actor_cluster::{InMemoryMembership, MembershipEntry, MembershipTable, SiloAddress};
+//! use std::sync::Arc;
+//! use std::time::Duration;
 //!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> actor_cluster::Result<()> {
-//! let table = InMemoryMembership::new();
-//! let seen = table.read_all().await?;
-//! let me = MembershipEntry::joining(SiloAddress::starting_now("127.0.0.1:11111"), "silo-a");
-//! // Join: wins only if nobody changed the table since `seen`.
-//! assert!(table.insert(me.clone(), seen.version).await?);
-//! assert!(!table.insert(me, seen.version).await?, "a stale version loses");
-//! # Ok(()) }
+//! use actor_cluster::prelude::*;
+//! use actor_core::prelude::*;
+//!
+//! #[derive(Default)]
+//! pub struct Counter {
+//!     value: u64,
+//! }
+//!
+//! impl Grain for Counter {
+//!     const TYPE_NAME: &'static str = "counter";
+//! }
+//!
+//! #[grain_methods]
+//! impl Counter {
+//!     /// Adds `n`; answers the new value and the silo that ran the call.
+//!     pub async fn add(&mut self, n: u64, ctx: &GrainContext<Self>) -> (u64, String) {
+//!         self.value += n;
+//!         (self.value, ctx.silo().name().to_owned())
+//!     }
+//! }
+//!
+//! /// Starts a silo named `name` on a free loopback port, as a member of `table`.
+//! async fn start(name: &str, table: &Arc<dyn MembershipTable>) -> Result<ClusterSilo, BoxError> {
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let silo = Silo::builder().name(name).grain::<Counter>();
+//!     // `ClusterConfig::fast()` probes often, for tests; production uses `default()`.
+//!     Ok(ClusterSilo::start(silo, listener, table.clone(), ClusterConfig::fast()).await?)
+//! }
+//! type BoxError = Box<dyn std::error::Error>;
+//!
+//! # fn main() -> Result<(), BoxError> {
+//! # tokio::runtime::Runtime::new()?.block_on(async {
+//! # tokio::time::timeout(Duration::from_secs(30), async {
+//! // One table for the whole cluster: a SQLite file or PostgreSQL across processes.
+//! let table: Arc<dyn MembershipTable> = Arc::new(InMemoryMembership::new());
+//! let a = start("a", &table).await?;
+//! let b = start("b", &table).await?;
+//! while a.active_members().len() < 2 || b.active_members().len() < 2 {
+//!     tokio::time::sleep(Duration::from_millis(20)).await; // both see both
+//! }
+//!
+//! // From outside: one gateway is enough, the client learns the others.
+//! let client = ClusterClient::connect(vec![a.address().endpoint.clone()], Duration::from_secs(1)).await?;
+//! let counter = client.get_grain::<Counter>("visits");
+//! let (value, silo) = counter.add(2).await?;
+//! assert_eq!(value, 2);
+//! assert!(silo == "a" || silo == "b");
+//! // Same grain, same activation, wherever the call enters.
+//! assert_eq!(a.silo().get_grain::<Counter>("visits").add(3).await?.0, 5);
+//!
+//! // Leave gracefully: the table says `Dead`, the grains are deactivated.
+//! b.leave().await?;
+//! a.leave().await?;
+//! # Ok::<_, BoxError>(())
+//! # }).await?
+//! # })
+//! # }
 //! ```
+//!
+//! A silo in a binary of its own stops on Ctrl-C or SIGTERM with
+//! [`ShutdownSignals`]; `examples/local-cluster` runs three silo
+//! processes on a SQLite table, and actor-testkit's `TestCluster` starts
+//! N silos in one test.
+//!
+//! ## Where things are
+//!
+//! - [`ClusterSilo`], [`ClusterConfig`]: a silo as a cluster member, and
+//!   its timings, placements and limits.
+//! - [`ClusterClient`]: calls from outside the cluster.
+//! - [`MembershipTable`] and its rows ([`MembershipEntry`],
+//!   [`SiloAddress`], [`SiloStatus`], ...): the shared record of silos; to
+//!   write a table of your own, pass the contract tests in
+//!   `actor-cluster/tests/membership_contract.rs`.
+//! - [`Placement`] and the built-in strategies, set per grain type on
+//!   [`ClusterConfig::placement`].
+//! - [`LinkListener`], [`Connector`], [`ConnectionLimits`]: transports and
+//!   their limits.
+//! - [`Link`], [`LinkService`], [`StaticRouter`]: the silo link on its own,
+//!   over a fixed list of silos, without membership (for benchmarks and
+//!   tests of the link).
+//! - [`prelude`]: the names a program that hosts or calls a cluster uses.
 //!
 //! ## Feature flags
 //!
@@ -139,21 +154,37 @@ mod wire;
 pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo, WallClock};
 pub use error::{Error, Result};
-pub use link::{
-    BatchStream, CallReply, DEFAULT_MAX_FRAME, Link, LinkService, NotSent, Prober, fetch_gateways,
-    fetch_gateways_via, serve, serve_on, serve_service,
-};
+pub use link::{DEFAULT_MAX_FRAME, Link, LinkService};
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
-    Suspicion, TableVersion, now_millis,
+    Suspicion, TableVersion,
 };
 pub use memory::InMemoryMembership;
 pub use placement::{
     ActivationCountPlacement, Candidate, HashPlacement, Placement, PlacementContext, Placements,
     PreferLocalPlacement, RandomPlacement,
 };
-pub use router::{StaticRouter, StaticRouting, grain_hash, rendezvous_owner, stable_hash};
+pub use router::{StaticRouter, StaticRouting};
 pub use signal::{ShutdownSignals, Signal, shutdown_signal};
 pub use sql::SqlMembership;
 pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};
 pub use transport::{BoxedIo, ConnectionLimits, Connector, LinkIo, LinkListener, TcpConnector};
+
+/// The names a program that hosts or calls a cluster uses:
+/// `use actor_cluster::prelude::*;` (beside `actor_core::prelude::*`).
+pub mod prelude {
+    pub use crate::{
+        ClusterClient, ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable,
+        ShutdownSignals, SiloStatus, SqlMembership,
+    };
+}
+
+/// Plumbing other crates of this workspace (the testkit, the dashboard,
+/// benchmarks, tests) reach into. Not part of the API: it changes without
+/// notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::link::{CallReply, NotSent, serve, serve_on, serve_service};
+    pub use crate::membership::now_millis;
+    pub use crate::router::rendezvous_owner;
+}

@@ -297,14 +297,9 @@ impl SiloLink for LinkService {
     }
 }
 
-/// Asks the silo at `endpoint` for the cluster's gateways.
-pub async fn fetch_gateways(endpoint: &str, timeout: Duration) -> Result<Vec<String>> {
-    fetch_gateways_via(&crate::transport::tcp(), endpoint, timeout).await
-}
-
 /// Asks the silo at `endpoint`, reached through `connector`, for the
 /// cluster's gateways.
-pub async fn fetch_gateways_via(
+pub(crate) async fn fetch_gateways_via(
     connector: &Arc<dyn Connector>,
     endpoint: &str,
     timeout: Duration,
@@ -322,7 +317,7 @@ pub async fn fetch_gateways_via(
 }
 
 /// Sends liveness probes to silos, keeping one connection per silo.
-pub struct Prober {
+pub(crate) struct Prober {
     clients: DashMap<String, SiloLinkClient<tonic::transport::Channel>>,
     connector: Arc<dyn Connector>,
 }
@@ -343,7 +338,7 @@ impl std::fmt::Debug for Prober {
 
 impl Prober {
     /// A prober that reaches silos through `connector`.
-    pub fn with_connector(connector: Arc<dyn Connector>) -> Self {
+    pub(crate) fn with_connector(connector: Arc<dyn Connector>) -> Self {
         Prober {
             clients: DashMap::new(),
             connector,
@@ -352,7 +347,7 @@ impl Prober {
 
     /// Probes the silo at `endpoint`; its generation and applied view
     /// version if it answered within `timeout`, else why not.
-    pub async fn probe(
+    pub(crate) async fn probe(
         &self,
         endpoint: &str,
         from: &str,
@@ -388,7 +383,7 @@ impl Prober {
     }
 
     /// Forgets the connection to `endpoint` (after it was declared dead).
-    pub fn forget(&self, endpoint: &str) {
+    pub(crate) fn forget(&self, endpoint: &str) {
         self.clients.remove(endpoint);
     }
 }
@@ -641,7 +636,7 @@ fn encode_request(call: &EncodedCall, payload: Vec<u8>) -> actor_core::Result<En
 
 /// A stream of batches: each poll takes everything queued (up to a bound)
 /// and sends it as one frame.
-pub struct BatchStream {
+pub(crate) struct BatchStream {
     rx: mpsc::Receiver<Envelope>,
 }
 

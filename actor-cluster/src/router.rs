@@ -20,7 +20,7 @@ use crate::transport::Connector;
 
 /// A stable 64-bit hash (FNV-1a): the same on every silo and release,
 /// unlike the standard library's seeded hashers.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
+pub(crate) fn stable_hash(bytes: &[u8]) -> u64 {
     Fnv::new().bytes(bytes).finish()
 }
 
@@ -65,7 +65,7 @@ fn mix(mut z: u64) -> u64 {
 /// integer or UUID followed by the extension's UTF-8 bytes; and then
 /// finalized with splitmix64. The integer key 42 and the string key "42"
 /// hash differently.
-pub fn grain_hash(id: &GrainId) -> u64 {
+pub(crate) fn grain_hash(id: &GrainId) -> u64 {
     let h = Fnv::new()
         .bytes(id.grain_type.as_str().as_bytes())
         .bytes(&[0xff]);
@@ -93,7 +93,7 @@ fn weight(member: &str, grain: u64) -> u64 {
 /// hashing: removing a member moves only the grains it owned.
 ///
 /// A stable function of the id and the member endpoints (see
-/// [`grain_hash`] and the weight above; ties, which need equal 64-bit
+/// `grain_hash` and the weight above; ties, which need equal 64-bit
 /// weights, go to the greater endpoint), so every silo computes the same
 /// owner; it neither formats nor allocates.
 pub fn rendezvous_owner<'a>(id: &GrainId, members: &'a [String]) -> Option<&'a str> {

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use actor_cluster::__private::serve_service;
 use actor_cluster::{
     ClusterClient, ClusterConfig, ClusterSilo, DEFAULT_MAX_FRAME, InMemoryMembership, Link,
-    LinkService, MembershipTable, PreferLocalPlacement, RandomPlacement, SiloStatus, serve_service,
+    LinkService, MembershipTable, PreferLocalPlacement, RandomPlacement, SiloStatus,
 };
 use actor_core::EncodedCall;
 use actor_core::prelude::*;

@@ -12,7 +12,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actor_cluster::{DEFAULT_MAX_FRAME, serve};
+use actor_cluster::__private::serve;
+use actor_cluster::DEFAULT_MAX_FRAME;
 use actor_core::prelude::*;
 use futures::StreamExt;
 use futures::channel::mpsc;

@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use actor_cluster::{
-    BoxedIo, Connector, DEFAULT_MAX_FRAME, Link, StaticRouter, StaticRouting, serve,
-};
+use actor_cluster::__private::serve;
+use actor_cluster::{BoxedIo, Connector, DEFAULT_MAX_FRAME, Link, StaticRouter, StaticRouting};
 use actor_core::prelude::*;
 use actor_core::{EncodedCall, Error};
 use futures::future::BoxFuture;

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actor_cluster::__private::now_millis;
 use actor_cluster::{
     Error, InMemoryMembership, MembershipEntry, MembershipTable, RowEtag, SiloAddress, SiloStatus,
-    SqlMembership, Suspicion, TableVersion, now_millis,
+    SqlMembership, Suspicion, TableVersion,
 };
 use proptest::prelude::*;
 

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actor_cluster::__private::rendezvous_owner;
 use actor_cluster::{
     ActivationCountPlacement, Candidate, ClusterConfig, ClusterSilo, HashPlacement,
     InMemoryMembership, MembershipTable, Placement, PlacementContext, Placements,
-    PreferLocalPlacement, RandomPlacement, rendezvous_owner,
+    PreferLocalPlacement, RandomPlacement,
 };
 use actor_core::prelude::*;
 use common::oracle::{Oracle, Tracked, TrackedRef};

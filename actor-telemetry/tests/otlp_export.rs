@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actor_cluster::{DEFAULT_MAX_FRAME, StaticRouter, StaticRouting, serve};
+use actor_cluster::__private::serve;
+use actor_cluster::{DEFAULT_MAX_FRAME, StaticRouter, StaticRouting};
 use actor_core::prelude::*;
 use actor_core::{TRACEPARENT, TraceContext};
 use actor_telemetry::collector::{Collector, ReceivedSpan as Received, str_attr};

@@ -604,7 +604,7 @@ fn sim_clock() -> WallClock {
     WallClock::new(|| {
         turmoil::since_epoch()
             .map(|d| d.as_millis() as i64)
-            .unwrap_or_else(actor_cluster::now_millis)
+            .unwrap_or_else(actor_cluster::__private::now_millis)
     })
 }
 

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actor_cluster::{ClusterView, MembershipEntry, SiloReport, SiloStatus, now_millis};
+use actor_cluster::__private::now_millis;
+use actor_cluster::{ClusterView, MembershipEntry, SiloReport, SiloStatus};
 use actor_core::Silo;
 use tokio::time::Instant;
 
