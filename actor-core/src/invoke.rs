@@ -10,37 +10,16 @@ use std::sync::Arc;
 use futures::FutureExt;
 use stackfuture::StackFuture;
 use tokio::sync::oneshot;
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
-use crate::context::{ChainFrame, GrainContext, LocalCallId, RequestContext};
+use crate::context::GrainContext;
+use crate::envelope::CallHeader;
 use crate::error::{Error, Result};
 use crate::grain::Grain;
 use crate::id::GrainId;
 use crate::message::{Handler, Interleave, Message, SharedHandler};
 use crate::router::Router;
-use crate::silo::{EncodedCall, Silo};
-use crate::trace::TraceContext;
-
-/// The envelope header of a call: everything but the payload. It carries
-/// what a remote hop needs too (id, deadline, chain, request context), and
-/// the caller's span so the turn's span is its child.
-#[doc(hidden)]
-pub struct CallHeader {
-    pub(crate) call_id: LocalCallId,
-    pub(crate) method: &'static str,
-    pub(crate) deadline: Instant,
-    pub(crate) timeout: Duration,
-    pub(crate) chain: Option<Arc<ChainFrame>>,
-    pub(crate) context: RequestContext,
-    pub(crate) sender: Option<GrainId>,
-    /// The caller's `tracing` span; `None` when no tracing dispatcher
-    /// exists (nothing to parent).
-    pub(crate) span: Option<tracing::Span>,
-    pub(crate) timer: bool,
-    /// The caller's span (W3C trace context), the parent of this call's
-    /// turn; `None` starts a new trace.
-    pub(crate) trace: Option<TraceContext>,
-}
+use crate::silo::Silo;
 
 /// Where a reply goes.
 pub(crate) enum ReplyTo<R> {
@@ -153,18 +132,7 @@ fn forward_call<M: Message>(call: Call<M>, silo: &Silo, router: Arc<dyn Router>,
         Ok(p) => p,
         Err(e) => return reply.send(Err(e)),
     };
-    let mut encoded = EncodedCall::new(
-        target,
-        header.method,
-        payload,
-        header.deadline.saturating_duration_since(Instant::now()),
-    );
-    encoded.call_id = header.call_id.full();
-    encoded.context = header.context;
-    encoded.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
-    encoded.one_way = matches!(reply, ReplyTo::None);
-    encoded.trace = header.trace;
-    encoded.sender = header.sender;
+    let encoded = header.into_encoded(target, payload, matches!(reply, ReplyTo::None));
     let silo = silo.clone();
     tokio::spawn(async move {
         let out = router.invoke(encoded).await;

@@ -143,8 +143,13 @@
 //! None yet.
 
 mod activation;
+// The wire codec is plumbing for transports, not API: its home is
+// `__private::codec`. The hidden root path remains for the crates that
+// still name it (actor-cluster's link module).
+#[doc(hidden)]
 pub mod codec;
 mod context;
+mod envelope;
 mod error;
 mod filter;
 mod grain;
@@ -161,6 +166,7 @@ mod trace;
 mod worker;
 
 pub use context::{CallId, GrainContext, RequestContext};
+pub use envelope::{EncodedCall, EncodedReply};
 pub use error::{BoxError, Error, Result};
 pub use filter::{CallInfo, IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
 pub use grain::{DeactivationReason, Grain, GrainMethods, GrainOptions};
@@ -170,9 +176,7 @@ pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot}
 pub use reference::GrainRef;
 pub use registry::{ActivationContext, Methods};
 pub use router::Router;
-pub use silo::{
-    DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, EncodedCall, EncodedReply, Silo, SiloBuilder,
-};
+pub use silo::{DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Silo, SiloBuilder};
 pub use timer::TimerHandle;
 pub use trace::{SpanId, TRACEPARENT, TraceContext, TraceId, TraceParentError};
 
@@ -189,8 +193,10 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::codec;
     pub use crate::context::{current_call_id, restart_call_ids_on_this_thread};
-    pub use crate::invoke::{Call, CallHeader, ExclusiveCall, Invoke, OnEnd, SharedCall};
+    pub use crate::envelope::CallHeader;
+    pub use crate::invoke::{Call, ExclusiveCall, Invoke, OnEnd, SharedCall};
     pub use serde;
     pub use serde_bytes;
 }

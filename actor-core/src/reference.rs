@@ -11,12 +11,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::oneshot;
 
 use crate::activation::Activation;
+use crate::envelope::{CallHeader, EncodedCall};
 use crate::error::{Error, Result};
 use crate::grain::Grain;
 use crate::id::GrainId;
-use crate::invoke::{Call, CallHeader, ReplyTo};
+use crate::invoke::{Call, ReplyTo};
 use crate::message::{Accepts, Message};
-use crate::silo::EncodedCall;
 use crate::silo::Silo;
 
 /// A typed reference to the grain of type `G` with some key. Cheap to clone,
@@ -213,21 +213,8 @@ impl<G: Grain> GrainRef<G> {
         header: CallHeader,
         one_way: bool,
     ) -> Result<EncodedCall> {
-        let mut call = EncodedCall::new(
-            self.id.clone(),
-            header.method,
-            crate::codec::encode(msg)?,
-            header
-                .deadline
-                .saturating_duration_since(tokio::time::Instant::now()),
-        );
-        call.call_id = header.call_id.full();
-        call.context = header.context;
-        call.chain = header.chain.map(|c| c.to_vec()).unwrap_or_default();
-        call.one_way = one_way;
-        call.trace = header.trace;
-        call.sender = header.sender;
-        Ok(call)
+        let payload = crate::codec::encode(msg)?;
+        Ok(header.into_encoded(self.id.clone(), payload, one_way))
     }
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::envelope::CallHeader;
 use crate::error::{Error, Result};
 use crate::grain::{Grain, GrainMethods, GrainOptions};
 use crate::id::GrainId;
-use crate::invoke::{Call, CallHeader, Invoke, ReplyTo};
+use crate::invoke::{Call, Invoke, ReplyTo};
 use crate::message::{Accepts, Message};
 use crate::metrics::TypeMetrics;
 use crate::silo::Silo;

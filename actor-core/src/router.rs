@@ -11,9 +11,9 @@
 
 use futures::future::BoxFuture;
 
+use crate::envelope::EncodedCall;
 use crate::error::Result;
 use crate::id::GrainId;
-use crate::silo::EncodedCall;
 
 /// Decides where grains live and carries calls to other silos.
 pub trait Router: Send + Sync + 'static {

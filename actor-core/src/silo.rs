@@ -15,17 +15,16 @@ use serde::de::DeserializeOwned;
 use tokio::time::{Duration, Instant};
 
 use crate::activation::{self, Activation, Enqueued, Home, Req};
-use crate::context::{CallId, ChainFrame, LocalCallId, RequestContext, ambient};
+use crate::context::{ChainFrame, LocalCallId, ambient};
+use crate::envelope::{CallHeader, EncodedCall, EncodedReply};
 use crate::error::{Error, Result};
 use crate::filter::{IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
 use crate::grain::{DeactivationReason, Grain, GrainMethods, GrainOptions};
 use crate::id::{GrainId, GrainKey, GrainType};
-use crate::invoke::CallHeader;
 use crate::metrics::MetricsSnapshot;
 use crate::reference::GrainRef;
 use crate::registry::{ActivationContext, ErasedType, Factory, TypeEntry, TypeHandle};
 use crate::router::Router;
-use crate::trace::TraceContext;
 use crate::worker::WorkerPool;
 
 /// Default deadline of a call.
@@ -189,85 +188,6 @@ pub(crate) fn registered_type(name: &str) -> Option<GrainType> {
         let (ty, _) = silo.as_ref()?.inner.by_name.get_key_value(name)?;
         Some(ty.clone())
     })
-}
-
-/// A serialized call arriving from another silo or an external client, as
-/// a transport hands it to [`Silo::invoke_encoded`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct EncodedCall {
-    /// The target grain.
-    pub target: GrainId,
-    /// The method (message) name.
-    pub method: String,
-    /// The call's id where it was made. Informational only: a silo that
-    /// receives the call runs it under an id of its own, and transports
-    /// match replies by numbers of their own.
-    pub call_id: CallId,
-    /// Time left until the call's deadline.
-    pub timeout: Duration,
-    /// The request context.
-    pub context: RequestContext,
-    /// The call chain, oldest frame first (for deadlock detection).
-    pub chain: Vec<(GrainId, CallId)>,
-    /// Whether the caller waits for a reply.
-    pub one_way: bool,
-    /// The bincode-encoded message.
-    pub payload: Vec<u8>,
-    /// The caller's span (W3C trace context): the called turn becomes its
-    /// child. `None` starts a new trace, unless the request context holds
-    /// a valid [`TRACEPARENT`](crate::TRACEPARENT) entry, which is then
-    /// the parent (an external caller's).
-    pub trace: Option<TraceContext>,
-    /// The calling grain, when a grain made the call (also for one-way
-    /// calls, which carry no chain).
-    pub sender: Option<GrainId>,
-}
-
-/// The encoded reply of a call queued with [`Silo::queue_encoded`]: a
-/// small future (no timer) that resolves when the grain has answered (an
-/// empty reply at once for a one-way call), or with
-/// [`Error::SiloStopped`] if the activation went away without answering.
-#[derive(Debug)]
-pub struct EncodedReply(Option<tokio::sync::oneshot::Receiver<Result<Vec<u8>>>>);
-
-impl std::future::Future for EncodedReply {
-    type Output = Result<Vec<u8>>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        match &mut self.0 {
-            None => std::task::Poll::Ready(Ok(Vec::new())),
-            Some(rx) => std::pin::Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(Error::SiloStopped))),
-        }
-    }
-}
-
-impl EncodedCall {
-    /// A call with a fresh id, no chain and an empty context.
-    pub fn new(
-        target: GrainId,
-        method: impl Into<String>,
-        payload: Vec<u8>,
-        timeout: Duration,
-    ) -> Self {
-        EncodedCall {
-            target,
-            method: method.into(),
-            call_id: CallId::next(),
-            timeout,
-            context: RequestContext::new(),
-            chain: Vec::new(),
-            one_way: false,
-            payload,
-            trace: None,
-            sender: None,
-        }
-    }
 }
 
 impl Silo {

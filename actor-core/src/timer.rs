@@ -12,7 +12,8 @@ use tokio::time::{Duration, Instant, sleep};
 
 use crate::activation::{self, Activation, Enqueued};
 use crate::context::LocalCallId;
-use crate::invoke::{Call, CallHeader, ReplyTo};
+use crate::envelope::CallHeader;
+use crate::invoke::{Call, ReplyTo};
 use crate::message::{Accepts, Message};
 use crate::silo::Silo;
 

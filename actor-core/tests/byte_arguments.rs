@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use actor_core::__private::codec;
 use actor_core::prelude::*;
-use actor_core::{EncodedCall, Error, codec};
+use actor_core::{EncodedCall, Error};
 use proptest::prelude::*;
 
 #[derive(Default)]

@@ -8,10 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actor_core::__private::codec;
 use actor_core::prelude::*;
 use actor_core::{
     CallInfo, DeactivationReason, EncodedCall, Error, IncomingCallFilter, OutgoingCall,
-    OutgoingCallFilter, codec,
+    OutgoingCallFilter,
 };
 use common::{Probe, Work, probe, work};
 use serde::{Deserialize, Serialize};

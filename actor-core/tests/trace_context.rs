@@ -207,7 +207,7 @@ async fn a_remote_call_without_the_trace_field_falls_back_to_the_context() {
     let mut call = EncodedCall::new(
         GrainId::new("node", 4),
         "hop",
-        actor_core::codec::encode(&Hop { path: vec![] }).unwrap(),
+        actor_core::__private::codec::encode(&Hop { path: vec![] }).unwrap(),
         std::time::Duration::from_secs(5),
     );
     call.context = RequestContext::new().with(TRACEPARENT, parent.to_string());

@@ -427,7 +427,7 @@ async fn fire(silo: &Silo, table: &dyn ReminderTable, r: Reminder, now: i64) {
         name: r.name.clone(),
         due_millis: r.due_millis,
     };
-    let payload = match actor_core::codec::encode(&tick) {
+    let payload = match actor_core::__private::codec::encode(&tick) {
         Ok(p) => p,
         Err(e) => return tracing::error!(error = %e, "cannot encode a reminder tick"),
     };

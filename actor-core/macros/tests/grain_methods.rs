@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use actor_core::__private::codec;
 use actor_core::prelude::*;
-use actor_core::{EncodedCall, Error, codec};
+use actor_core::{EncodedCall, Error};
 
 use counter::{Counter, CounterAdd, CounterGet, CounterRef, CounterSwap};
 
