@@ -1,6 +1,7 @@
 //! The silo's registry of grain types: factory, options, metrics and the
 //! by-name method table used to dispatch serialized calls.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -50,13 +51,16 @@ impl ActivationContext {
     }
 }
 
+/// A map built once at start and only read afterwards.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 type Decode<G> =
     fn(CallHeader, &[u8], oneshot::Sender<Result<Vec<u8>>>) -> Result<Box<dyn Invoke<G>>>;
 
 /// The messages a grain type answers by name, filled in by its
 /// [`GrainMethods::register`] when a silo registers the type.
 pub struct Methods<G: Grain> {
-    by_name: crate::silo::FastMap<&'static str, Decode<G>>,
+    by_name: FastMap<&'static str, Decode<G>>,
     _g: PhantomData<fn() -> G>,
 }
 

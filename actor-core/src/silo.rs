@@ -2,30 +2,40 @@
 //! types, its activation table, its filters, metrics and configuration;
 //! nothing is process-wide, so several silos live side by side in one
 //! process without seeing each other.
+//!
+//! This file is the handle: configuration, lifecycle, outgoing call
+//! headers, and the one entrance of serialized calls (`queue_encoded_at`,
+//! behind [`Silo::invoke_encoded`] and [`Silo::queue_encoded`]). The
+//! builder is in `silo/builder.rs`, the activation table (how a call finds
+//! its activation, idle collection) in `silo/table.rs`.
 
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
 
 use dashmap::DashMap;
 use serde::de::DeserializeOwned;
 use tokio::time::{Duration, Instant};
 
-use crate::activation::{self, Activation, Enqueued, Home, Req};
 use crate::context::{ChainFrame, LocalCallId, ambient};
 use crate::envelope::{CallHeader, EncodedCall, EncodedReply};
 use crate::error::{Error, Result};
 use crate::filter::{IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
-use crate::grain::{DeactivationReason, Grain, GrainMethods, GrainOptions};
+use crate::grain::{DeactivationReason, Grain};
 use crate::id::{GrainId, GrainKey, GrainType};
 use crate::metrics::MetricsSnapshot;
 use crate::reference::GrainRef;
-use crate::registry::{ActivationContext, ErasedType, Factory, TypeEntry, TypeHandle};
+use crate::registry::{ErasedType, FastMap};
 use crate::router::Router;
-use crate::worker::WorkerPool;
+
+mod builder;
+mod table;
+
+pub use builder::SiloBuilder;
+use table::Slot;
 
 /// Default deadline of a call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,78 +48,6 @@ const ONE_WAY_HORIZON: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Default idle age after which an activation is collected (as Orleans).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-
-/// An entry of the activation table: one activation, or a stateless
-/// worker pool.
-trait Slot: Send + Sync + 'static {
-    fn as_any(&self) -> &dyn Any;
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    /// Starts deactivation of what is idle (or of everything, if `force`).
-    fn collect(
-        self: Arc<Self>,
-        silo: &Silo,
-        now: Instant,
-        default_age: Duration,
-        force: Option<DeactivationReason>,
-    );
-    fn activations(&self) -> usize;
-}
-
-impl<G: Grain> Slot for Activation<G> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
-    fn collect(
-        self: Arc<Self>,
-        silo: &Silo,
-        now: Instant,
-        default_age: Duration,
-        force: Option<DeactivationReason>,
-    ) {
-        let age = self.entry.options.idle_timeout.unwrap_or(default_age);
-        if self.try_deactivate(now, age, force) {
-            activation::spawn(self, silo.clone());
-        }
-    }
-    fn activations(&self) -> usize {
-        1
-    }
-}
-
-impl<G: Grain> Slot for WorkerPool<G> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
-    fn collect(
-        self: Arc<Self>,
-        silo: &Silo,
-        now: Instant,
-        default_age: Duration,
-        force: Option<DeactivationReason>,
-    ) {
-        for w in self.workers() {
-            w.collect(silo, now, default_age, force);
-        }
-        if self.is_empty() {
-            silo.remove_pool(&self.id_for_removal(), &self);
-        }
-    }
-    fn activations(&self) -> usize {
-        self.workers().len()
-    }
-}
-
-impl<G: Grain> WorkerPool<G> {
-    fn id_for_removal(&self) -> GrainId {
-        self.id().clone()
-    }
-}
 
 struct Config {
     name: String,
@@ -234,17 +172,6 @@ impl Silo {
             silo: self.inner.config.name.clone(),
             grain_types,
         }
-    }
-
-    /// Activations in the table now (stateless workers counted one by one),
-    /// including ones being activated or deactivated.
-    pub fn activation_count(&self) -> usize {
-        self.inner.table.iter().map(|e| e.activations()).sum()
-    }
-
-    /// Whether the grain has an activation (or worker pool) on this silo.
-    pub fn is_active(&self, id: &GrainId) -> bool {
-        self.inner.table.contains_key(id)
     }
 
     /// The grain types registered on this silo.
@@ -376,95 +303,6 @@ impl Silo {
         (queued, call.target, call.method)
     }
 
-    /// Deactivates every activation now (running `on_deactivate`) and
-    /// waits until they are gone or `timeout` passes. Grains are activated
-    /// again on their next call. Returns whether all were deactivated.
-    pub async fn deactivate_all(&self, timeout: Duration) -> bool {
-        self.collect(Some(DeactivationReason::Requested));
-        self.wait_empty(timeout).await
-    }
-
-    /// Deactivates the activations whose ids match `which` (running
-    /// `on_deactivate`) and waits until they are gone or `timeout` passes.
-    /// Returns how many were asked to deactivate. Calls that arrive for
-    /// them meanwhile go wherever the grain belongs next.
-    pub async fn deactivate_where(
-        &self,
-        which: impl Fn(&GrainId) -> bool,
-        timeout: Duration,
-    ) -> usize {
-        let now = Instant::now();
-        let mut chosen: Vec<(GrainId, Arc<dyn Slot>)> = self
-            .inner
-            .table
-            .iter()
-            .filter(|e| which(e.key()))
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        // In id order, not the table's (randomly seeded) hash order, so
-        // that a run under a simulator replays exactly.
-        chosen.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, slot) in &chosen {
-            slot.clone().collect(
-                self,
-                now,
-                self.inner.config.idle_timeout,
-                Some(DeactivationReason::Rebalanced),
-            );
-        }
-        let until = now + timeout;
-        loop {
-            let left = chosen.iter().any(|(id, slot)| {
-                self.inner
-                    .table
-                    .get(id)
-                    .is_some_and(|cur| Arc::ptr_eq(cur.value(), slot))
-            });
-            if !left || Instant::now() >= until {
-                return chosen.len();
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    /// The ids of the grains active on this silo.
-    pub fn active_grains(&self) -> Vec<GrainId> {
-        self.inner.table.iter().map(|e| e.key().clone()).collect()
-    }
-
-    /// Runs one pass of idle collection now (it also runs periodically).
-    pub fn collect_idle(&self) {
-        self.collect(None);
-    }
-
-    fn collect(&self, force: Option<DeactivationReason>) {
-        let now = Instant::now();
-        let mut slots: Vec<(GrainId, Arc<dyn Slot>)> = self
-            .inner
-            .table
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        // In id order (see `deactivate_where`): runs replay under a simulator.
-        slots.sort_by(|a, b| a.0.cmp(&b.0));
-        for (_, s) in slots {
-            s.collect(self, now, self.inner.config.idle_timeout, force);
-        }
-    }
-
-    async fn wait_empty(&self, timeout: Duration) -> bool {
-        let until = Instant::now() + timeout;
-        loop {
-            if self.inner.table.is_empty() {
-                return true;
-            }
-            if Instant::now() >= until {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
     /// Stops the silo: no new activations, every activation deactivated
     /// (`on_deactivate` runs), then no calls at all. Waits at most the
     /// configured shutdown timeout for activations to finish.
@@ -575,449 +413,7 @@ impl Silo {
             trace,
         })
     }
-
-    fn entry<G: Grain>(&self) -> Result<Arc<TypeEntry<G>>> {
-        self.inner
-            .types
-            .get(&TypeId::of::<G>())
-            .and_then(|t| t.as_any().downcast_ref::<TypeHandle<G>>())
-            .map(|h| h.0.clone())
-            .ok_or_else(|| Error::UnknownGrainType {
-                type_name: G::TYPE_NAME.to_owned(),
-            })
-    }
-
-    /// Queues a call to the grain `id` of type `G`, activating it if needed.
-    pub(crate) fn send<G: Grain>(&self, id: &GrainId, req: Req<G>) -> Result<()> {
-        self.send_via(id, req, None, false).map(|_| ())
-    }
-
-    /// [`send`](Self::send) for a reference that keeps the activation it
-    /// reached in `cache`: while that one lives, the call is queued on it
-    /// without a table lookup; the first activation found fills the cache.
-    ///
-    /// With `inline`, an activation that was idle is not started here but
-    /// returned, for the caller to run (see `activation::run_inline`).
-    pub(crate) fn send_via<G: Grain>(
-        &self,
-        id: &GrainId,
-        mut req: Req<G>,
-        cache: Option<&OnceLock<Arc<Activation<G>>>>,
-        inline: bool,
-    ) -> Result<Option<Arc<Activation<G>>>> {
-        let start = |act: Arc<Activation<G>>| {
-            if inline {
-                Some(act)
-            } else {
-                activation::spawn(act, self.clone());
-                None
-            }
-        };
-        if let Some(act) = cache.and_then(OnceLock::get) {
-            if self.inner.stopped.load(Ordering::Relaxed) {
-                return Err(Error::SiloStopped);
-            }
-            match act.enqueue(req) {
-                Ok(Enqueued::Queued) => return Ok(None),
-                Ok(Enqueued::Spawn) => return Ok(start(act.clone())),
-                // Dead: resolve the grain again below (the cache cannot be
-                // reset; a later call pays one more failed enqueue).
-                Err(back) => req = back,
-            }
-        }
-        loop {
-            if self.inner.stopped.load(Ordering::Relaxed) {
-                return Err(Error::SiloStopped);
-            }
-            let Some(slot) = self.inner.table.get(id) else {
-                if self.inner.stopping.load(Ordering::Relaxed) {
-                    return Err(Error::SiloStopped);
-                }
-                // Not active here: activate only if this silo is where the
-                // grain belongs now; otherwise pass the call on (a caller
-                // with an older view, or a call queued on an activation
-                // that moved away).
-                if let Some(router) = self.remote_route(id) {
-                    req.forward(self, router.clone(), id.clone());
-                    return Ok(None);
-                }
-                let entry = self.entry::<G>()?;
-                let slot: Arc<dyn Slot> = match entry.options.stateless_worker {
-                    Some(max) => Arc::new(WorkerPool::new(id.clone(), entry, max)),
-                    None => Arc::new(Activation::new(id.clone(), entry, Home::Table)),
-                };
-                self.inner.table.entry(id.clone()).or_insert(slot);
-                continue;
-            };
-            if let Some(act) = slot.as_any().downcast_ref::<Activation<G>>() {
-                match act.enqueue(req) {
-                    Ok(Enqueued::Queued) => {
-                        if let Some(cache) = cache
-                            && cache.get().is_none()
-                        {
-                            let act = slot.value().clone().into_any().downcast::<Activation<G>>();
-                            let _ = cache.set(act.expect("checked above"));
-                        }
-                        return Ok(None);
-                    }
-                    Ok(Enqueued::Spawn) => {
-                        let act = slot
-                            .value()
-                            .clone()
-                            .into_any()
-                            .downcast::<Activation<G>>()
-                            .expect("checked above");
-                        drop(slot);
-                        if let Some(cache) = cache
-                            && cache.get().is_none()
-                        {
-                            let _ = cache.set(act.clone());
-                        }
-                        return Ok(start(act));
-                    }
-                    Err(back) => {
-                        req = back;
-                        let stale = slot.value().clone();
-                        drop(slot);
-                        self.inner
-                            .table
-                            .remove_if(id, |_, v| Arc::ptr_eq(v, &stale));
-                    }
-                }
-            } else if slot.as_any().is::<WorkerPool<G>>() {
-                let pool = slot.value().clone().into_any().downcast::<WorkerPool<G>>();
-                drop(slot);
-                let worker = pool
-                    .expect("checked above")
-                    .pick(req.header().chain.as_ref());
-                match worker.enqueue(req) {
-                    Ok(Enqueued::Queued) => return Ok(None),
-                    Ok(Enqueued::Spawn) => {
-                        activation::spawn(worker, self.clone());
-                        return Ok(None);
-                    }
-                    Err(back) => req = back,
-                }
-            } else {
-                return Err(Error::Config(format!(
-                    "grain id {id} is held by another Rust type with the same TYPE_NAME"
-                )));
-            }
-        }
-    }
-
-    /// Sends a call that an ended activation had queued to a fresh one.
-    pub(crate) fn redeliver<G: Grain>(&self, id: &GrainId, req: Req<G>) {
-        // `send` consumes the call only on success; on failure it is gone
-        // with its reply channel, which the caller sees as the silo stopping.
-        if let Err(e) = self.send::<G>(id, req) {
-            tracing::debug!(grain = %id, error = %e, "could not redeliver a queued call");
-        }
-    }
-
-    pub(crate) fn remove_activation<G: Grain>(&self, id: &GrainId, act: &Arc<Activation<G>>) {
-        let ptr = Arc::as_ptr(act) as *const ();
-        self.inner
-            .table
-            .remove_if(id, |_, v| Arc::as_ptr(v) as *const () == ptr);
-    }
-
-    pub(crate) fn remove_pool<G: Grain>(&self, id: &GrainId, pool: &Arc<WorkerPool<G>>) {
-        let ptr = Arc::as_ptr(pool) as *const ();
-        self.inner.table.remove_if(id, |_, v| {
-            Arc::as_ptr(v) as *const () == ptr && pool.is_empty()
-        });
-    }
 }
 
-type Registration = Box<
-    dyn FnOnce(Option<GrainOptions>) -> (TypeId, &'static str, Arc<dyn ErasedType>) + Send + Sync,
->;
-
-/// Configures and starts a [`Silo`].
-pub struct SiloBuilder {
-    name: String,
-    call_timeout: Duration,
-    idle_timeout: Duration,
-    collection_interval: Option<Duration>,
-    shutdown_timeout: Duration,
-    registrations: Vec<(TypeId, &'static str, Registration)>,
-    options: HashMap<TypeId, GrainOptions>,
-    incoming: Vec<Arc<dyn IncomingCallFilter>>,
-    outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
-    router: Option<Arc<dyn Router>>,
-    extensions: Extensions,
-    on_start: Vec<StartHook>,
-}
-
-/// A plug-in's start-up step, run by [`SiloBuilder::start`] once the silo
-/// exists (see [`SiloBuilder::on_start`]).
-type StartHook = Box<dyn FnOnce(&Silo) -> std::result::Result<(), crate::BoxError> + Send + Sync>;
-
+/// What plug-ins attach to a silo (see [`SiloBuilder::extension`]).
 type Extensions = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
-
-/// A map built once at start and only read afterwards.
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-impl Default for SiloBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for SiloBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SiloBuilder")
-            .field("name", &self.name)
-            .field(
-                "grain_types",
-                &self.registrations.iter().map(|r| r.1).collect::<Vec<_>>(),
-            )
-            .finish_non_exhaustive()
-    }
-}
-
-impl SiloBuilder {
-    /// A builder with the defaults: 30 s call deadline, 15 min idle age.
-    pub fn new() -> Self {
-        SiloBuilder {
-            name: "silo".to_owned(),
-            call_timeout: DEFAULT_CALL_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            collection_interval: None,
-            shutdown_timeout: Duration::from_secs(30),
-            registrations: Vec::new(),
-            options: HashMap::new(),
-            incoming: Vec::new(),
-            outgoing: Vec::new(),
-            router: None,
-            extensions: HashMap::new(),
-            on_start: Vec::new(),
-        }
-    }
-
-    /// Makes this silo part of a cluster: calls to grains the router does
-    /// not place here are serialized and handed to it (see [`Router`]).
-    pub fn router(mut self, router: Arc<dyn Router>) -> Self {
-        self.router = Some(router);
-        self
-    }
-
-    /// The silo's name (in logs and metrics).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Registers grain type `G`, built with `G::default()` on activation.
-    /// It answers the messages its [`GrainMethods`] lists, whether the call
-    /// is local or serialized.
-    pub fn grain<G: GrainMethods + Default>(self) -> Self {
-        self.grain_with::<G>(|_| G::default())
-    }
-
-    /// Registers grain type `G`, built by `factory` on activation (the
-    /// place to hand a grain its services).
-    pub fn grain_with<G: GrainMethods>(
-        mut self,
-        factory: impl Fn(&GrainId) -> G + Send + Sync + 'static,
-    ) -> Self {
-        let factory = Factory::Sync(Arc::new(factory));
-        let reg: Registration = Box::new(move |opts| {
-            let entry = Arc::new(TypeEntry::new(opts.unwrap_or_else(G::options), factory));
-            (
-                TypeId::of::<G>(),
-                G::TYPE_NAME,
-                Arc::new(TypeHandle(entry)) as Arc<dyn ErasedType>,
-            )
-        });
-        self.registrations
-            .push((TypeId::of::<G>(), G::TYPE_NAME, reg));
-        self
-    }
-
-    /// Registers grain type `G`, built on activation by an async, fallible
-    /// `factory` (the place to load state or connect to services before
-    /// `on_activate`). A factory error fails the activation: every queued
-    /// call gets [`Error::ActivationFailed`] with its message.
-    pub fn grain_with_async<G, F, Fut>(mut self, factory: F) -> Self
-    where
-        G: GrainMethods,
-        F: Fn(ActivationContext) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = std::result::Result<G, crate::BoxError>> + Send + 'static,
-    {
-        let factory = Factory::Async(Arc::new(move |ctx| Box::pin(factory(ctx))));
-        let reg: Registration = Box::new(move |opts| {
-            let entry = Arc::new(TypeEntry::new(opts.unwrap_or_else(G::options), factory));
-            (
-                TypeId::of::<G>(),
-                G::TYPE_NAME,
-                Arc::new(TypeHandle(entry)) as Arc<dyn ErasedType>,
-            )
-        });
-        self.registrations
-            .push((TypeId::of::<G>(), G::TYPE_NAME, reg));
-        self
-    }
-
-    /// Stores a service or configuration value of type `T` in the silo,
-    /// replacing any earlier one; grains and plug-in crates read it with
-    /// [`Silo::extension`]. This is how plug-ins (storage, streams, ...)
-    /// attach to a silo without process-wide state.
-    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.extensions.insert(TypeId::of::<T>(), Box::new(value));
-        self
-    }
-
-    /// The extension of type `T`, created with `T::default()` if absent,
-    /// for plug-ins that add to a value (say, a registry of named
-    /// providers) across several builder calls.
-    pub fn extension_mut<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
-        self.extensions
-            .entry(TypeId::of::<T>())
-            .or_insert_with(|| Box::new(T::default()))
-            .downcast_mut::<T>()
-            .expect("extensions are keyed by their TypeId")
-    }
-
-    /// Runs `hook` with the new silo at the end of [`start`](Self::start)
-    /// (on the tokio runtime), for plug-ins that serve something from the
-    /// running silo (the dashboard's web server, say). Hooks run in the
-    /// order they were added; if one fails, the silo is halted and `start`
-    /// returns [`Error::Config`] with its message.
-    pub fn on_start(
-        mut self,
-        hook: impl FnOnce(&Silo) -> std::result::Result<(), crate::BoxError> + Send + Sync + 'static,
-    ) -> Self {
-        self.on_start.push(Box::new(hook));
-        self
-    }
-
-    /// Overrides `G::options()` on this silo.
-    pub fn grain_options<G: Grain>(mut self, options: GrainOptions) -> Self {
-        self.options.insert(TypeId::of::<G>(), options);
-        self
-    }
-
-    /// The default call deadline (30 s unless set).
-    pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.call_timeout = timeout;
-        self
-    }
-
-    /// The default idle age before an activation is collected (15 min
-    /// unless set; a grain type may override it).
-    pub fn idle_timeout(mut self, age: Duration) -> Self {
-        self.idle_timeout = age;
-        self
-    }
-
-    /// How often idle collection runs (by default a quarter of the
-    /// shortest idle age, between 10 ms and 1 min).
-    pub fn collection_interval(mut self, every: Duration) -> Self {
-        self.collection_interval = Some(every);
-        self
-    }
-
-    /// How long shutdown waits for activations to deactivate.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
-    /// Adds a filter that sees every call entering a grain on this silo.
-    pub fn incoming_filter(mut self, filter: impl IncomingCallFilter) -> Self {
-        self.incoming.push(Arc::new(filter));
-        self
-    }
-
-    /// Adds a filter that sees every call made through this silo.
-    pub fn outgoing_filter(mut self, filter: impl OutgoingCallFilter) -> Self {
-        self.outgoing.push(Arc::new(filter));
-        self
-    }
-
-    /// Validates the configuration and starts the silo (its idle collector
-    /// runs on the current tokio runtime).
-    pub async fn start(self) -> Result<Silo> {
-        if self.call_timeout.is_zero() {
-            return Err(Error::Config("the call timeout must be above zero".into()));
-        }
-        if self.idle_timeout.is_zero() {
-            return Err(Error::Config("the idle timeout must be above zero".into()));
-        }
-        let mut types = FastMap::default();
-        let mut by_name: FastMap<GrainType, Arc<dyn ErasedType>> = FastMap::default();
-        let mut min_age = self.idle_timeout;
-        for (tid, name, reg) in self.registrations {
-            if types.contains_key(&tid) {
-                return Err(Error::Config(format!(
-                    "grain type `{name}` is registered twice"
-                )));
-            }
-            if by_name.contains_key(name) {
-                return Err(Error::Config(format!(
-                    "two grain types share the TYPE_NAME `{name}`; type names must be unique"
-                )));
-            }
-            let opts = self.options.get(&tid).cloned();
-            let (tid, name, erased) = reg(opts);
-            if let Some(age) = erased_age(&*erased) {
-                min_age = min_age.min(age);
-            }
-            types.insert(tid, erased.clone());
-            by_name.insert(GrainType::new(name), erased);
-        }
-        if let Some(tid) = self.options.keys().find(|t| !types.contains_key(t)) {
-            let _ = tid;
-            return Err(Error::Config(
-                "grain_options was given for a grain type that is not registered".into(),
-            ));
-        }
-        let collection_interval = self.collection_interval.unwrap_or_else(|| {
-            (min_age / 4).clamp(Duration::from_millis(10), Duration::from_secs(60))
-        });
-        let inner = Arc::new(SiloInner {
-            config: Config {
-                name: self.name,
-                call_timeout: self.call_timeout,
-                idle_timeout: self.idle_timeout,
-                shutdown_timeout: self.shutdown_timeout,
-            },
-            types,
-            by_name,
-            table: DashMap::default(),
-            incoming: self.incoming,
-            outgoing: self.outgoing,
-            router: self.router,
-            extensions: self.extensions,
-            stopping: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
-            one_way_deadline: Instant::now() + ONE_WAY_HORIZON,
-        });
-        tokio::spawn(collector(Arc::downgrade(&inner), collection_interval));
-        let silo = Silo { inner };
-        for hook in self.on_start {
-            if let Err(e) = hook(&silo) {
-                silo.halt();
-                return Err(Error::Config(format!("a start-up hook failed: {e}")));
-            }
-        }
-        Ok(silo)
-    }
-}
-
-fn erased_age(t: &dyn ErasedType) -> Option<Duration> {
-    t.idle_timeout()
-}
-
-async fn collector(silo: Weak<SiloInner>, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(inner) = silo.upgrade() else { return };
-        if inner.stopping.load(Ordering::Relaxed) {
-            return;
-        }
-        Silo { inner }.collect_idle();
-    }
-}
