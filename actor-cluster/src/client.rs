@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::link::{DEFAULT_MAX_FRAME, Link, fetch_gateways_via};
+use crate::link::{DEFAULT_MAX_FRAME, Link, LinkOptions, fetch_gateways};
 use crate::transport::Connector;
 
 /// A connection to a cluster from outside it.
@@ -52,7 +52,7 @@ impl ClusterClient {
         let mut last = Error::Config("no gateway given".into());
         let mut known = None;
         for g in &gateways {
-            match fetch_gateways_via(&connector, g, Duration::from_secs(2)).await {
+            match fetch_gateways(&connector, g, Duration::from_secs(2)).await {
                 Ok(list) if !list.is_empty() => {
                     known = Some(list);
                     break;
@@ -114,7 +114,7 @@ impl ClientRouter {
     async fn refresh(&self) {
         let known = self.gateways.lock().clone();
         for g in known {
-            if let Ok(list) = fetch_gateways_via(&self.connector, &g, Duration::from_secs(2)).await
+            if let Ok(list) = fetch_gateways(&self.connector, &g, Duration::from_secs(2)).await
                 && !list.is_empty()
             {
                 *self.gateways.lock() = list;
@@ -127,14 +127,13 @@ impl ClientRouter {
         if let Some(l) = self.links.get(gateway).filter(|l| l.is_alive()) {
             return Some(l.clone());
         }
-        let link = Link::connect_via(
-            &self.connector,
-            gateway,
-            DEFAULT_MAX_FRAME,
-            Duration::from_secs(2),
-        )
-        .await
-        .ok()?;
+        let options = LinkOptions {
+            connector: self.connector.clone(),
+            max_frame: DEFAULT_MAX_FRAME,
+            timeout: Duration::from_secs(2),
+            directed: false,
+        };
+        let link = Link::connect(gateway, options).await.ok()?;
         let link = Arc::new(link);
         self.links.insert(gateway.to_owned(), link.clone());
         Some(link)

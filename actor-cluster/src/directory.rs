@@ -24,7 +24,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tonic::{Request, Response, Status};
 
-use crate::link::{Link, LinkService};
+use crate::link::{Link, LinkOptions, LinkService};
 use crate::membership::SiloAddress;
 use crate::placement::{Candidate, Draw, PlacementContext, Placements};
 use crate::router::{StaticRouter, by, rendezvous_owner, stable_hash, timeout_of};
@@ -512,10 +512,13 @@ impl Directory {
         if let Some(l) = self.links.get(endpoint).filter(|l| l.is_alive()) {
             return Some(l.clone());
         }
-        let link =
-            Link::connect_directed_via(&self.connector, endpoint, self.max_frame, self.rpc_timeout)
-                .await
-                .ok()?;
+        let options = LinkOptions {
+            connector: self.connector.clone(),
+            max_frame: self.max_frame,
+            timeout: self.rpc_timeout,
+            directed: true,
+        };
+        let link = Link::connect(endpoint, options).await.ok()?;
         let link = Arc::new(link);
         self.links.insert(endpoint.to_owned(), link.clone());
         Some(link)

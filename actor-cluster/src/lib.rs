@@ -124,9 +124,9 @@
 //!   [`ClusterConfig::placement`].
 //! - [`LinkListener`], [`Connector`], [`ConnectionLimits`]: transports and
 //!   their limits.
-//! - [`Link`], [`LinkService`], [`StaticRouter`]: the silo link on its own,
-//!   over a fixed list of silos, without membership (for benchmarks and
-//!   tests of the link).
+//! - [`Link::connect`] (with [`LinkOptions`]), [`LinkService::serve`] and
+//!   [`StaticRouter`]: the silo link on its own, over a fixed list of
+//!   silos, without membership (for benchmarks and tests of the link).
 //! - [`prelude`]: the names a program that hosts or calls a cluster uses.
 //!
 //! ## Feature flags
@@ -154,7 +154,7 @@ mod wire;
 pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo, WallClock};
 pub use error::{Error, Result};
-pub use link::{DEFAULT_MAX_FRAME, Link, LinkService};
+pub use link::{DEFAULT_MAX_FRAME, Link, LinkOptions, LinkService};
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
     Suspicion, TableVersion,
@@ -184,7 +184,7 @@ pub mod prelude {
 /// notice.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::link::{CallReply, NotSent, serve, serve_on, serve_service};
+    pub use crate::link::{CallReply, NotSent};
     pub use crate::membership::now_millis;
     pub use crate::router::rendezvous_owner;
 }

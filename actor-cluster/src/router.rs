@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 // Tokio's clock, not the standard one: a simulator (turmoil) controls it.
 use tokio::time::Instant;
 
-use crate::link::Link;
+use crate::link::{Link, LinkOptions};
 use crate::transport::Connector;
 
 /// A stable 64-bit hash (FNV-1a): the same on every silo and release,
@@ -292,11 +292,17 @@ impl StaticRouter {
             .get()
             .cloned()
             .unwrap_or_else(crate::transport::tcp);
-        let link = Link::connect_via(&connector, endpoint, self.max_frame, self.connect_timeout)
-            .await
-            .map_err(|e| actor_core::Error::SiloUnavailable {
+        let options = LinkOptions {
+            connector,
+            max_frame: self.max_frame,
+            timeout: self.connect_timeout,
+            directed: false,
+        };
+        let link = Link::connect(endpoint, options).await.map_err(|e| {
+            actor_core::Error::SiloUnavailable {
                 silo: format!("{endpoint} ({e})"),
-            })?;
+            }
+        })?;
         let link = Arc::new(link);
         self.links.insert(endpoint.to_owned(), link.clone());
         Ok(link)

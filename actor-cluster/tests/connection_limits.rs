@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actor_cluster::{
-    ClusterClient, ClusterConfig, ClusterSilo, ConnectionLimits, DEFAULT_MAX_FRAME,
-    InMemoryMembership, Link,
+    ClusterClient, ClusterConfig, ClusterSilo, ConnectionLimits, InMemoryMembership, Link,
+    LinkOptions,
 };
 use actor_core::EncodedCall;
 use actor_core::prelude::*;
@@ -220,7 +220,7 @@ async fn a_link_without_calls_is_not_idle() {
         })
         .await;
         let endpoint = s.address().endpoint.clone();
-        let link = Link::connect(&endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+        let link = Link::connect(&endpoint, LinkOptions::default())
             .await
             .unwrap();
         // No call for three idle timeouts: the keepalive pings and their

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_cluster::__private::serve_service;
 use actor_cluster::{
     ClusterClient, ClusterConfig, ClusterSilo, DEFAULT_MAX_FRAME, InMemoryMembership, Link,
-    LinkService, MembershipTable, PreferLocalPlacement, RandomPlacement, SiloStatus,
+    LinkListener, LinkOptions, LinkService, MembershipTable, PreferLocalPlacement, RandomPlacement,
+    SiloStatus,
 };
 use actor_core::EncodedCall;
 use actor_core::prelude::*;
@@ -568,11 +568,9 @@ async fn a_silo_answers_not_here_for_grains_it_does_not_host() {
     let h = hosted.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = listener.local_addr().unwrap().to_string();
-    let _server = serve_service(
-        LinkService::new(silo.clone(), DEFAULT_MAX_FRAME)
-            .with_admission(move |id| h.lock().unwrap().contains(id)),
-        listener,
-    );
+    let _server = LinkService::new(silo.clone(), DEFAULT_MAX_FRAME)
+        .with_admission(move |id| h.lock().unwrap().contains(id))
+        .serve(LinkListener::tcp(listener).unwrap());
     let touch = |key: i64| {
         EncodedCall::new(
             GrainId::new("tracked", key),
@@ -581,9 +579,11 @@ async fn a_silo_answers_not_here_for_grains_it_does_not_host() {
             Duration::from_secs(5),
         )
     };
-    let directed = Link::connect_directed(&endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
-        .await
-        .unwrap();
+    let options = LinkOptions {
+        directed: true,
+        ..LinkOptions::default()
+    };
+    let directed = Link::connect(&endpoint, options).await.unwrap();
     let err = directed.call(touch(1)).await.unwrap_err();
     assert!(matches!(err, actor_core::Error::NotHere { .. }), "{err:?}");
     assert!(!silo.is_active(&GrainId::new("tracked", 1)), "not run");
@@ -596,7 +596,7 @@ async fn a_silo_answers_not_here_for_grains_it_does_not_host() {
     let reply = directed.call(touch(1)).await.unwrap();
     assert_eq!(silo.decode::<u64>(&reply).unwrap(), 2);
     // A gateway stream is not checked: the silo routes the call itself.
-    let gateway = Link::connect(&endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+    let gateway = Link::connect(&endpoint, LinkOptions::default())
         .await
         .unwrap();
     let reply = gateway.call(touch(2)).await.unwrap();

@@ -12,8 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actor_cluster::__private::serve;
-use actor_cluster::DEFAULT_MAX_FRAME;
+use actor_cluster::{DEFAULT_MAX_FRAME, LinkListener, LinkService};
 use actor_core::prelude::*;
 use futures::StreamExt;
 use futures::channel::mpsc;
@@ -141,7 +140,8 @@ async fn silo() -> (Silo, String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = listener.local_addr().unwrap().to_string();
     let silo = Silo::builder().grain::<Sleeper>().start().await.unwrap();
-    let server = serve(silo.clone(), listener, DEFAULT_MAX_FRAME);
+    let server = LinkService::new(silo.clone(), DEFAULT_MAX_FRAME)
+        .serve(LinkListener::tcp(listener).unwrap());
     (silo, endpoint, server)
 }
 

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use actor_cluster::__private::serve;
-use actor_cluster::{BoxedIo, Connector, DEFAULT_MAX_FRAME, Link, StaticRouter, StaticRouting};
+use actor_cluster::{
+    BoxedIo, Connector, DEFAULT_MAX_FRAME, Link, LinkListener, LinkOptions, LinkService,
+    StaticRouter, StaticRouting,
+};
 use actor_core::prelude::*;
 use actor_core::{EncodedCall, Error};
 use futures::future::BoxFuture;
@@ -94,7 +96,8 @@ async fn cluster(n: usize, max_frame: usize) -> Vec<Member> {
             .await
             .unwrap();
         router.attach(&silo);
-        let server = serve(silo.clone(), listener, max_frame);
+        let server =
+            LinkService::new(silo.clone(), max_frame).serve(LinkListener::tcp(listener).unwrap());
         members.push(Member {
             silo,
             router,
@@ -332,14 +335,11 @@ impl Connector for Freezer {
 async fn frozen_link(to: &Member) -> (Freezer, Arc<Link>) {
     let freezer = Freezer::default();
     let connector: Arc<dyn Connector> = Arc::new(freezer.clone());
-    let link = Link::connect_via(
-        &connector,
-        &to.endpoint,
-        DEFAULT_MAX_FRAME,
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let options = LinkOptions {
+        connector,
+        ..LinkOptions::default()
+    };
+    let link = Link::connect(&to.endpoint, options).await.unwrap();
     (freezer, Arc::new(link))
 }
 
@@ -472,13 +472,9 @@ async fn calls_on_a_link_run_in_the_order_they_were_sent() {
     let members = cluster(2, DEFAULT_MAX_FRAME).await;
     let far = alternating(&members, 1, 0, 1)[0];
     let link = Arc::new(
-        Link::connect(
-            &members[1].endpoint,
-            DEFAULT_MAX_FRAME,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap(),
+        Link::connect(&members[1].endpoint, LinkOptions::default())
+            .await
+            .unwrap(),
     );
     let hit = actor_core::codec::encode(&NodeHit {}).unwrap();
     // Each call is queued on the stream when it is made: 500 in flight at
@@ -508,7 +504,7 @@ async fn oversized_and_malformed_frames_close_the_stream_not_the_silo() {
 
     // A frame above the callee's limit ends that stream; the call fails
     // at once instead of waiting for its deadline.
-    let link = Link::connect(&target.endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+    let link = Link::connect(&target.endpoint, LinkOptions::default())
         .await
         .unwrap();
     let big = actor_core::codec::encode(&NodeEcho {
@@ -549,7 +545,7 @@ async fn oversized_and_malformed_frames_close_the_stream_not_the_silo() {
     );
 
     // A garbage payload inside a good frame is a clear error for that call.
-    let link = Link::connect(&target.endpoint, DEFAULT_MAX_FRAME, Duration::from_secs(2))
+    let link = Link::connect(&target.endpoint, LinkOptions::default())
         .await
         .unwrap();
     let err = link
@@ -582,7 +578,8 @@ async fn beside(other: &str) -> (String, Arc<StaticRouter>, Silo, tokio::task::J
         .await
         .unwrap();
     router.attach(&silo);
-    let server = serve(silo.clone(), listener, DEFAULT_MAX_FRAME);
+    let server = LinkService::new(silo.clone(), DEFAULT_MAX_FRAME)
+        .serve(LinkListener::tcp(listener).unwrap());
     (me, router, silo, server)
 }
 
@@ -683,7 +680,10 @@ async fn a_one_way_call_names_its_sender_across_silos() {
             .await
             .unwrap();
         router.attach(&silo);
-        servers.push(serve(silo.clone(), listener, DEFAULT_MAX_FRAME));
+        servers.push(
+            LinkService::new(silo.clone(), DEFAULT_MAX_FRAME)
+                .serve(LinkListener::tcp(listener).unwrap()),
+        );
         silos.push(silo);
         routers.push(router);
     }

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actor_cluster::__private::serve;
-use actor_cluster::{DEFAULT_MAX_FRAME, StaticRouter, StaticRouting};
+use actor_cluster::{DEFAULT_MAX_FRAME, LinkListener, LinkService, StaticRouter, StaticRouting};
 use actor_core::prelude::*;
 use actor_core::{TRACEPARENT, TraceContext};
 use actor_telemetry::collector::{Collector, ReceivedSpan as Received, str_attr};
@@ -149,7 +148,8 @@ async fn cluster(endpoint: Option<&str>) -> Vec<Member> {
             .unwrap();
         router.attach(&silo);
         telemetry.observe(&silo);
-        let server = serve(silo.clone(), listener, DEFAULT_MAX_FRAME);
+        let server = LinkService::new(silo.clone(), DEFAULT_MAX_FRAME)
+            .serve(LinkListener::tcp(listener).unwrap());
         members.push(Member {
             silo,
             telemetry,

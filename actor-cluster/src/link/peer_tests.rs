@@ -4,11 +4,21 @@
 //! hostile peer (or several clients with the same counters) would.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
+use std::time::Duration;
 
+use actor_core::{CallId, EncodedCall, GrainId};
 use actor_core::{Grain, GrainContext, Handler, Message, Silo as CoreSilo};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status, Streaming};
 
+use super::batch_stream::BatchStream;
+use super::envelope::encode_request;
+use super::pb::silo_link_client::SiloLinkClient;
+use super::pb::silo_link_server::{SiloLink, SiloLinkServer};
+use super::pb::{Batch, ChainFrame, Envelope, Kind};
 use super::*;
 use crate::{ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable};
 
@@ -318,9 +328,15 @@ async fn a_peer_cannot_complete_calls_it_was_not_asked() {
             .serve_with_incoming(incoming),
     );
     let link = Arc::new(
-        bounded(Link::connect(&endpoint, DEFAULT_MAX_FRAME, BOUND))
-            .await
-            .unwrap(),
+        bounded(Link::connect(
+            &endpoint,
+            LinkOptions {
+                timeout: BOUND,
+                ..LinkOptions::default()
+            },
+        ))
+        .await
+        .unwrap(),
     );
     let calls: Vec<_> = (0..64u32)
         .map(|i| {

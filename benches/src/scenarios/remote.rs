@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_cluster::__private::serve;
-use actor_cluster::{DEFAULT_MAX_FRAME, StaticRouter, StaticRouting};
+use actor_cluster::{DEFAULT_MAX_FRAME, LinkListener, LinkService, StaticRouter, StaticRouting};
 use actor_core::GrainId;
 use actor_core::prelude::*;
 use cpu_time::ProcessTime;
@@ -134,7 +133,8 @@ pub(crate) fn serve_peer() -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         router.attach(&silo);
-        let _link = serve(silo.clone(), link, DEFAULT_MAX_FRAME);
+        let link = LinkListener::tcp(link).map_err(|e| e.to_string())?;
+        let _link = LinkService::new(silo.clone(), DEFAULT_MAX_FRAME).serve(link);
         let incoming = tonic::transport::server::TcpIncoming::from(floor).with_nodelay(Some(true));
         let _floor = tokio::spawn(
             tonic::transport::Server::builder()
@@ -242,7 +242,8 @@ async fn ours(peer: &Peer, first: i64, keys: u64) -> (Call, Silo, tokio::task::J
         .await
         .expect("silo starts");
     router.attach(&silo);
-    let server = serve(silo.clone(), me, DEFAULT_MAX_FRAME);
+    let me = LinkListener::tcp(me).expect("the link listener has an address");
+    let server = LinkService::new(silo.clone(), DEFAULT_MAX_FRAME).serve(me);
     // The i-th key the peer owns, for i in 0..keys.
     let remote: Arc<Vec<i64>> = Arc::new(
         (first..)
