@@ -30,7 +30,7 @@ use crate::registry::TypeEntry;
 
 mod turn;
 
-pub(crate) use turn::{inline_drain, run_inline, run_now, spawn};
+pub(crate) use turn::{InlineDrain, inline_drain, run_inline, run_now, spawn};
 
 pub(crate) type Req<G> = Box<dyn Invoke<G>>;
 

@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::context::GrainContext;
 use crate::error::BoxError;
+use crate::grain_context::GrainContext;
 use crate::registry::Methods;
 
 /// A virtual actor type. Each grain id of this type exists virtually; the

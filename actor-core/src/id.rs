@@ -9,7 +9,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
 /// The stable name of a grain type, such as `"counter"` or `"bank.account"`.
@@ -17,10 +17,10 @@ use uuid::Uuid;
 /// Cloning a name declared in code is free; a name read from the wire is
 /// shared behind an `Arc`.
 #[derive(Clone)]
-pub struct GrainType(TypeName);
+pub struct GrainType(pub(crate) TypeName);
 
 #[derive(Clone)]
-enum TypeName {
+pub(crate) enum TypeName {
     Static(&'static str),
     Shared(Arc<str>),
 }
@@ -93,29 +93,6 @@ impl Serialize for GrainType {
         s.serialize_str(self.as_str())
     }
 }
-impl<'de> Deserialize<'de> for GrainType {
-    /// A name that the silo decoding it has registered (see
-    /// [`Silo::decode`](crate::Silo::decode)) comes back as that silo's
-    /// own static name, without allocating; any other is shared.
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl serde::de::Visitor<'_> for Name {
-            type Value = GrainType;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a grain type name")
-            }
-            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<GrainType, E> {
-                Ok(crate::silo::registered_type(name)
-                    .unwrap_or_else(|| GrainType(TypeName::Shared(Arc::from(name)))))
-            }
-            fn visit_string<E: serde::de::Error>(self, name: String) -> Result<GrainType, E> {
-                Ok(crate::silo::registered_type(&name).unwrap_or_else(|| GrainType::from(name)))
-            }
-        }
-        d.deserialize_str(Name)
-    }
-}
-
 /// The key of a grain within its type.
 ///
 /// Orleans' key kinds: a string, a 64-bit integer, a UUID, or a compound of

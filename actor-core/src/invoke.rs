@@ -12,10 +12,10 @@ use stackfuture::StackFuture;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::context::GrainContext;
 use crate::envelope::CallHeader;
 use crate::error::{Error, Result};
 use crate::grain::Grain;
+use crate::grain_context::GrainContext;
 use crate::id::GrainId;
 use crate::message::{Handler, Interleave, Message, SharedHandler};
 use crate::router::Router;

@@ -142,6 +142,20 @@
 //!
 //! None yet.
 
+// The modules in layers, each using only the layers below it:
+// 1. `id`, `error`, `codec`, `metrics`, `trace`: ids, errors, the wire
+//    format, counters and trace ids; they know nothing of calls.
+// 2. `context` (call ids, call chains, request context, the turn's scope),
+//    then `filter`, `envelope` (a call's header and its serialized form)
+//    and `router`.
+// 3. The grains and the runtime that runs them: `grain`, `message`,
+//    `invoke`, `registry`, `grain_context`, `reference`, `timer`,
+//    `worker`, `activation` (scheduling state; the turn runner in
+//    `activation/turn`) and, on top, `silo` (the handle; `silo/builder`,
+//    `silo/table`, the activation table). These name one another's
+//    types, which no move of code undoes: a grain's methods take a
+//    `GrainContext`, which holds the grain's activation and its silo;
+//    a grain factory is handed the silo; a reference holds its silo.
 mod activation;
 // The wire codec is plumbing for transports, not API: its home is
 // `__private::codec`. The hidden root path remains for the crates that
@@ -153,6 +167,7 @@ mod envelope;
 mod error;
 mod filter;
 mod grain;
+mod grain_context;
 mod id;
 mod invoke;
 mod message;
@@ -165,11 +180,12 @@ mod timer;
 mod trace;
 mod worker;
 
-pub use context::{CallId, GrainContext, RequestContext};
+pub use context::{CallId, RequestContext};
 pub use envelope::{EncodedCall, EncodedReply};
 pub use error::{BoxError, Error, Result};
 pub use filter::{CallInfo, IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
 pub use grain::{DeactivationReason, Grain, GrainMethods, GrainOptions};
+pub use grain_context::GrainContext;
 pub use id::{GrainId, GrainKey, GrainType};
 pub use message::{Accepts, Handler, Interleave, Message, SharedHandler, kind};
 pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot};

@@ -12,8 +12,8 @@ use std::future::Future;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::context::GrainContext;
 use crate::grain::Grain;
+use crate::grain_context::GrainContext;
 use crate::invoke::{Call, ExclusiveCall, Invoke, SharedCall};
 
 /// A request a grain can answer: a serde type with a stable method name.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use crate::envelope::CallHeader;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::grain::{Grain, GrainMethods, GrainOptions};
 use crate::id::GrainId;
 use crate::invoke::{Call, Invoke, ReplyTo};
@@ -60,7 +60,7 @@ type Decode<G> =
 /// The messages a grain type answers by name, filled in by its
 /// [`GrainMethods::register`] when a silo registers the type.
 pub struct Methods<G: Grain> {
-    by_name: FastMap<&'static str, Decode<G>>,
+    pub(crate) by_name: FastMap<&'static str, Decode<G>>,
     _g: PhantomData<fn() -> G>,
 }
 
@@ -115,7 +115,7 @@ pub(crate) struct TypeEntry<G: Grain> {
     pub(crate) options: GrainOptions,
     pub(crate) factory: Factory<G>,
     pub(crate) metrics: Arc<TypeMetrics>,
-    methods: Methods<G>,
+    pub(crate) methods: Methods<G>,
 }
 
 impl<G: GrainMethods> TypeEntry<G> {
@@ -130,72 +130,5 @@ impl<G: GrainMethods> TypeEntry<G> {
             metrics: Arc::new(TypeMetrics::new(G::TYPE_NAME)),
             methods,
         }
-    }
-}
-
-/// A registered type seen without its Rust type: what the silo needs to
-/// dispatch a serialized call and to report metrics.
-pub(crate) trait ErasedType: Send + Sync {
-    fn metrics(&self) -> &Arc<TypeMetrics>;
-    fn as_any(&self) -> &dyn std::any::Any;
-    fn idle_timeout(&self) -> Option<std::time::Duration>;
-    /// Decodes and queues a serialized call; `make_header` receives the
-    /// method's static name.
-    fn dispatch_encoded(
-        &self,
-        silo: &Silo,
-        target: &GrainId,
-        method: &str,
-        make_header: &mut dyn FnMut(&'static str) -> CallHeader,
-        payload: &[u8],
-        sent: tokio::time::Instant,
-    ) -> Result<(EncodedReceiver, Option<InlineDrain>)>;
-}
-
-/// Where a queued serialized call's encoded reply arrives.
-pub(crate) type EncodedReceiver = oneshot::Receiver<Result<Vec<u8>>>;
-
-/// The drain of an activation that a queued call found idle, for the
-/// caller to run on its own thread (`activation::run_now`).
-pub(crate) type InlineDrain = futures::future::BoxFuture<'static, ()>;
-
-/// `Arc<TypeEntry<G>>` behind the erased view.
-pub(crate) struct TypeHandle<G: Grain>(pub(crate) Arc<TypeEntry<G>>);
-
-impl<G: Grain> ErasedType for TypeHandle<G> {
-    fn metrics(&self) -> &Arc<TypeMetrics> {
-        &self.0.metrics
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-    fn idle_timeout(&self) -> Option<std::time::Duration> {
-        self.0.options.idle_timeout
-    }
-    fn dispatch_encoded(
-        &self,
-        silo: &Silo,
-        target: &GrainId,
-        method: &str,
-        make_header: &mut dyn FnMut(&'static str) -> CallHeader,
-        payload: &[u8],
-        sent: tokio::time::Instant,
-    ) -> Result<(EncodedReceiver, Option<InlineDrain>)> {
-        let (name, decode) = self
-            .0
-            .methods
-            .by_name
-            .get_key_value(method)
-            .ok_or_else(|| Error::UnknownMethod {
-                type_name: G::TYPE_NAME.to_owned(),
-                method: method.to_owned(),
-            })?;
-        let (tx, rx) = oneshot::channel();
-        let req = decode(make_header(name), payload, tx)?;
-        let idle = silo.send_via::<G>(target, req, None, true)?;
-        Ok((
-            rx,
-            idle.map(|act| crate::activation::inline_drain(act, silo.clone(), sent)),
-        ))
     }
 }

@@ -28,14 +28,14 @@ use crate::grain::{DeactivationReason, Grain};
 use crate::id::{GrainId, GrainKey, GrainType};
 use crate::metrics::MetricsSnapshot;
 use crate::reference::GrainRef;
-use crate::registry::{ErasedType, FastMap};
+use crate::registry::FastMap;
 use crate::router::Router;
 
 mod builder;
 mod table;
 
 pub use builder::SiloBuilder;
-use table::Slot;
+use table::{ErasedType, Slot};
 
 /// Default deadline of a call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -126,6 +126,37 @@ pub(crate) fn registered_type(name: &str) -> Option<GrainType> {
         let (ty, _) = silo.as_ref()?.inner.by_name.get_key_value(name)?;
         Some(ty.clone())
     })
+}
+
+// Here, not beside `GrainType`: decoding a name looks it up on the silo
+// decoding on this thread (ids stay below the silo).
+impl<'de> serde::Deserialize<'de> for GrainType {
+    /// A name that the silo decoding it has registered (see
+    /// [`Silo::decode`](Silo::decode)) comes back as that silo's
+    /// own static name, without allocating; any other is shared.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = GrainType;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a grain type name")
+            }
+            fn visit_str<E: serde::de::Error>(
+                self,
+                name: &str,
+            ) -> std::result::Result<GrainType, E> {
+                Ok(registered_type(name)
+                    .unwrap_or_else(|| GrainType(crate::id::TypeName::Shared(Arc::from(name)))))
+            }
+            fn visit_string<E: serde::de::Error>(
+                self,
+                name: String,
+            ) -> std::result::Result<GrainType, E> {
+                Ok(registered_type(&name).unwrap_or_else(|| GrainType::from(name)))
+            }
+        }
+        d.deserialize_str(Name)
+    }
 }
 
 impl Silo {
@@ -259,7 +290,7 @@ impl Silo {
         });
         let trace = call
             .trace
-            .or_else(|| crate::trace::external_parent(&call.context));
+            .or_else(|| crate::context::external_parent(&call.context));
         // The caller says who it is; a caller that does not (an older
         // transport) is the innermost frame of its chain.
         let sender = call
@@ -393,7 +424,7 @@ impl Silo {
         }
         // Outside a turn, an external caller's `traceparent` (read after the
         // filters, which may have set it) is the parent.
-        let trace = trace.or_else(|| crate::trace::external_parent(&context));
+        let trace = trace.or_else(|| crate::context::external_parent(&context));
         Ok(CallHeader {
             call_id: LocalCallId::next(),
             method,

@@ -122,16 +122,6 @@ impl TraceContext {
         self.flags & Self::SAMPLED != 0
     }
 
-    /// The context of the running turn (or `None` outside one): what a
-    /// call made now carries as its parent. Put it into logs to find the
-    /// trace, or hand it to another tracing system.
-    pub fn current() -> Option<TraceContext> {
-        crate::context::SCOPE
-            .try_with(|s| s.turn.as_ref().map(|t| t.trace()))
-            .ok()
-            .flatten()
-    }
-
     /// Parses a `traceparent` header value. Version `00` must be exactly
     /// `00-<32 hex>-<16 hex>-<2 hex>`; later versions may append fields
     /// after a `-`, which are ignored; version `ff` is invalid. Hex digits
@@ -271,20 +261,6 @@ pub(crate) fn child_of(parent: Option<TraceContext>) -> TraceContext {
 /// tracing dispatcher (global or scoped) there is none to look up.
 pub(crate) fn current_span() -> Option<tracing::Span> {
     tracing::dispatcher::has_been_set().then(tracing::Span::current)
-}
-
-/// The parent of a call made now, outside any turn: the external caller's
-/// `traceparent` in `context`, if it is well-formed. A malformed value is
-/// logged and ignored (the call then starts a new trace).
-pub(crate) fn external_parent(context: &crate::RequestContext) -> Option<TraceContext> {
-    let raw = context.value(TRACEPARENT)?;
-    match raw.parse() {
-        Ok(ctx) => Some(ctx),
-        Err(e) => {
-            tracing::debug!(traceparent = raw, error = %e, "ignoring a malformed traceparent");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@ use tokio::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::{Activation, Home, Req, Status, Step};
-use crate::context::{CallScope, GrainContext, LocalCallId, RequestContext, SCOPE, TurnInfo};
+use crate::context::{CallScope, LocalCallId, RequestContext, SCOPE, TurnInfo};
 use crate::error::Error;
 use crate::filter::CallInfo;
 use crate::grain::Grain;
+use crate::grain_context::GrainContext;
 use crate::id::GrainId;
 use crate::invoke::{OnEnd, TurnEnd, panic_message};
 use crate::registry::{ActivationContext, Factory};
@@ -30,6 +31,10 @@ use crate::silo::Silo;
 pub(crate) fn spawn<G: Grain>(act: Arc<Activation<G>>, silo: Silo) {
     tokio::spawn(drain(act, silo, None));
 }
+
+/// The drain of an activation that a queued call found idle, for the
+/// caller to run on its own thread ([`run_now`]).
+pub(crate) type InlineDrain = futures::future::BoxFuture<'static, ()>;
 
 /// How many inline runs may nest on one thread (a turn run inline that
 /// calls an idle grain runs that one inline too): beyond this, a drain
@@ -65,7 +70,7 @@ pub(crate) fn inline_drain<G: Grain>(
     act: Arc<Activation<G>>,
     silo: Silo,
     sent: Instant,
-) -> crate::registry::InlineDrain {
+) -> InlineDrain {
     Box::pin(drain(act, silo, Some(sent)))
 }
 
@@ -77,7 +82,7 @@ pub(crate) fn inline_drain<G: Grain>(
 ///
 /// Polled with a no-op waker: a drain that returns `Pending` is spawned
 /// at once, and its task's first poll registers the task's own waker.
-pub(crate) fn run_now(mut run: crate::registry::InlineDrain) {
+pub(crate) fn run_now(mut run: InlineDrain) {
     let depth = INLINE_DEPTH.with(|d| d.get());
     if depth < MAX_INLINE_DEPTH {
         INLINE_DEPTH.with(|d| d.set(depth + 1));

@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use dashmap::DashMap;
 use tokio::time::{Duration, Instant};
 
+use super::table::{ErasedType, TypeHandle};
 use super::{
     Config, DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Extensions, ONE_WAY_HORIZON, Silo,
     SiloInner,
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::filter::{IncomingCallFilter, OutgoingCallFilter};
 use crate::grain::{Grain, GrainMethods, GrainOptions};
 use crate::id::{GrainId, GrainType};
-use crate::registry::{ActivationContext, ErasedType, Factory, FastMap, TypeEntry, TypeHandle};
+use crate::registry::{ActivationContext, Factory, FastMap, TypeEntry};
 use crate::router::Router;
 
 type Registration = Box<

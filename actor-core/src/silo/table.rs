@@ -6,14 +6,18 @@ use std::any::{Any, TypeId};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
+use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
 use super::Silo;
+use crate::activation::InlineDrain;
 use crate::activation::{self, Activation, Enqueued, Home, Req};
+use crate::envelope::CallHeader;
 use crate::error::{Error, Result};
 use crate::grain::{DeactivationReason, Grain};
 use crate::id::GrainId;
-use crate::registry::{TypeEntry, TypeHandle};
+use crate::metrics::TypeMetrics;
+use crate::registry::TypeEntry;
 use crate::worker::WorkerPool;
 
 /// An entry of the activation table: one activation, or a stateless
@@ -340,5 +344,68 @@ impl Silo {
         self.inner.table.remove_if(id, |_, v| {
             Arc::as_ptr(v) as *const () == ptr && pool.is_empty()
         });
+    }
+}
+
+/// A registered type seen without its Rust type: what the silo needs to
+/// dispatch a serialized call and to report metrics.
+pub(crate) trait ErasedType: Send + Sync {
+    fn metrics(&self) -> &Arc<TypeMetrics>;
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn idle_timeout(&self) -> Option<std::time::Duration>;
+    /// Decodes and queues a serialized call; `make_header` receives the
+    /// method's static name.
+    fn dispatch_encoded(
+        &self,
+        silo: &Silo,
+        target: &GrainId,
+        method: &str,
+        make_header: &mut dyn FnMut(&'static str) -> CallHeader,
+        payload: &[u8],
+        sent: tokio::time::Instant,
+    ) -> Result<(EncodedReceiver, Option<InlineDrain>)>;
+}
+
+/// Where a queued serialized call's encoded reply arrives.
+pub(crate) type EncodedReceiver = oneshot::Receiver<Result<Vec<u8>>>;
+
+/// `Arc<TypeEntry<G>>` behind the erased view.
+pub(crate) struct TypeHandle<G: Grain>(pub(crate) Arc<TypeEntry<G>>);
+
+impl<G: Grain> ErasedType for TypeHandle<G> {
+    fn metrics(&self) -> &Arc<TypeMetrics> {
+        &self.0.metrics
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.0.options.idle_timeout
+    }
+    fn dispatch_encoded(
+        &self,
+        silo: &Silo,
+        target: &GrainId,
+        method: &str,
+        make_header: &mut dyn FnMut(&'static str) -> CallHeader,
+        payload: &[u8],
+        sent: tokio::time::Instant,
+    ) -> Result<(EncodedReceiver, Option<InlineDrain>)> {
+        let (name, decode) = self
+            .0
+            .methods
+            .by_name
+            .get_key_value(method)
+            .ok_or_else(|| Error::UnknownMethod {
+                type_name: G::TYPE_NAME.to_owned(),
+                method: method.to_owned(),
+            })?;
+        let (tx, rx) = oneshot::channel();
+        let req = decode(make_header(name), payload, tx)?;
+        let idle = silo.send_via::<G>(target, req, None, true)?;
+        Ok((
+            rx,
+            idle.map(|act| activation::inline_drain(act, silo.clone(), sent)),
+        ))
     }
 }
