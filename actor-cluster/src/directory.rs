@@ -372,7 +372,7 @@ impl Directory {
         if owner == self.me.endpoint {
             return self.register_local(id, addr, view, claim);
         }
-        let grain = actor_core::codec::encode(id).map_err(|e| e.to_string())?;
+        let grain = actor_core::__private::codec::encode(id).map_err(|e| e.to_string())?;
         let req = pb::RegisterRequest {
             grain,
             address: Some(addr.to_pb()),
@@ -390,7 +390,7 @@ impl Directory {
         if owner == self.me.endpoint {
             return self.lookup_local(id);
         }
-        let grain = actor_core::codec::encode(id).map_err(|e| e.to_string())?;
+        let grain = actor_core::__private::codec::encode(id).map_err(|e| e.to_string())?;
         self.rpc(owner, |mut c| async move {
             c.lookup(Request::new(pb::LookupRequest { grain, view }))
                 .await
@@ -402,7 +402,7 @@ impl Directory {
         if target == self.me.endpoint {
             return self.place_here(id).await;
         }
-        let grain = actor_core::codec::encode(id).map_err(|e| e.to_string())?;
+        let grain = actor_core::__private::codec::encode(id).map_err(|e| e.to_string())?;
         self.rpc(target, |mut c| async move {
             c.place(Request::new(pb::LookupRequest { grain, view: 0 }))
                 .await
@@ -802,7 +802,7 @@ impl Directory {
         }
         futures::stream::iter(remote)
             .map(|(id, act, owner)| async move {
-                let Ok(grain) = actor_core::codec::encode(&id) else {
+                let Ok(grain) = actor_core::__private::codec::encode(&id) else {
                     return;
                 };
                 let req = pb::RegisterRequest {
@@ -909,7 +909,7 @@ impl DirectoryService {
 }
 
 fn decode_grain(bytes: &[u8]) -> Result<GrainId, Status> {
-    actor_core::codec::decode(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
+    actor_core::__private::codec::decode(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn reply(answer: Answer) -> Result<Response<pb::DirectoryReply>, Status> {
@@ -1244,7 +1244,7 @@ mod tests {
         let err = svc.lookup(Request::new(garbage)).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         let no_address = pb::RegisterRequest {
-            grain: actor_core::codec::encode(&GrainId::new("t", 1)).unwrap(),
+            grain: actor_core::__private::codec::encode(&GrainId::new("t", 1)).unwrap(),
             address: None,
             view: 0,
             claim: false,

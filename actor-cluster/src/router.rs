@@ -526,7 +526,7 @@ mod tests {
         ) {
             let built = GrainId::new(ty.clone(), key.clone());
             let decoded: GrainId =
-                actor_core::codec::decode(&actor_core::codec::encode(&built).unwrap()).unwrap();
+                actor_core::__private::codec::decode(&actor_core::__private::codec::encode(&built).unwrap()).unwrap();
             let stat = GrainId::new(&*Box::leak(ty.into_boxed_str()), key);
             prop_assert_eq!(grain_hash(&built), grain_hash(&decoded));
             prop_assert_eq!(grain_hash(&built), grain_hash(&stat));

@@ -227,7 +227,7 @@ async fn a_link_without_calls_is_not_idle() {
         // answers keep the link open.
         tokio::time::sleep(idle * 3).await;
         assert!(link.is_alive(), "a link without calls stays open");
-        let hit = actor_core::codec::encode(&CounterHit {}).unwrap();
+        let hit = actor_core::__private::codec::encode(&CounterHit {}).unwrap();
         let reply = link
             .call(EncodedCall::new(
                 GrainId::new("counter", "l"),
@@ -237,7 +237,10 @@ async fn a_link_without_calls_is_not_idle() {
             ))
             .await
             .unwrap();
-        assert_eq!(actor_core::codec::decode::<u64>(&reply).unwrap(), 1);
+        assert_eq!(
+            actor_core::__private::codec::decode::<u64>(&reply).unwrap(),
+            1
+        );
         s.leave().await.unwrap();
     })
     .await;

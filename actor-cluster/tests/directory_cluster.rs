@@ -575,7 +575,7 @@ async fn a_silo_answers_not_here_for_grains_it_does_not_host() {
         EncodedCall::new(
             GrainId::new("tracked", key),
             "touch",
-            actor_core::codec::encode(&TrackedTouch {}).unwrap(),
+            actor_core::__private::codec::encode(&TrackedTouch {}).unwrap(),
             Duration::from_secs(5),
         )
     };

@@ -126,10 +126,10 @@ fn nap(number: u64, key: i64, ms: u64) -> Vec<u8> {
     let envelope = Envelope {
         call_id: number,
         kind: KIND_REQUEST,
-        target: actor_core::codec::encode(&GrainId::new("sleeper", key)).unwrap(),
+        target: actor_core::__private::codec::encode(&GrainId::new("sleeper", key)).unwrap(),
         method: "nap".into(),
         timeout_micros: 10_000_000,
-        payload: actor_core::codec::encode(&SleeperNap { ms }).unwrap(),
+        payload: actor_core::__private::codec::encode(&SleeperNap { ms }).unwrap(),
     };
     prost::Message::encode_to_vec(&Batch {
         envelopes: vec![envelope],
@@ -161,7 +161,7 @@ async fn a_frame_announcing_2_gib_ends_the_link_stream_with_an_error_status() {
         let reply = &batch.envelopes[0];
         assert_eq!((reply.call_id, reply.kind), (1, KIND_REPLY), "{reply:?}");
         assert_eq!(
-            actor_core::codec::decode::<u64>(&reply.payload).unwrap(),
+            actor_core::__private::codec::decode::<u64>(&reply.payload).unwrap(),
             300
         );
         // Then the stream ends, with the decoder's error, not OK.

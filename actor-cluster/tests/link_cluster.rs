@@ -236,7 +236,7 @@ async fn deadlines_cross_the_wire() {
 
 /// An encoded `nap` call onto grain `key` with `timeout`.
 fn nap_call(key: i64, ms: u64, timeout: Duration) -> EncodedCall {
-    let payload = actor_core::codec::encode(&NodeNap { ms }).unwrap();
+    let payload = actor_core::__private::codec::encode(&NodeNap { ms }).unwrap();
     EncodedCall::new(GrainId::new("node", key), "nap", payload, timeout)
 }
 
@@ -352,7 +352,7 @@ async fn the_link_fails_each_call_at_its_own_deadline() {
         .collect();
     let (freezer, link) = frozen_link(&members[1]).await;
     let hit = |key: i64, timeout: Duration| {
-        let payload = actor_core::codec::encode(&NodeHit {}).unwrap();
+        let payload = actor_core::__private::codec::encode(&NodeHit {}).unwrap();
         EncodedCall::new(GrainId::new("node", key), "hit", payload, timeout)
     };
     // The link works; then the caller stops hearing the callee.
@@ -360,7 +360,10 @@ async fn the_link_fails_each_call_at_its_own_deadline() {
         .call(hit(far[3], Duration::from_secs(5)))
         .await
         .unwrap();
-    assert_eq!(actor_core::codec::decode::<u64>(&reply).unwrap(), 1);
+    assert_eq!(
+        actor_core::__private::codec::decode::<u64>(&reply).unwrap(),
+        1
+    );
     freezer.set(true);
     let started = Instant::now();
     // A call with a long deadline first, then shorter ones: each shorter
@@ -413,7 +416,10 @@ async fn the_link_fails_each_call_at_its_own_deadline() {
         .call(hit(far[2], Duration::from_secs(5)))
         .await
         .unwrap();
-    assert_eq!(actor_core::codec::decode::<u64>(&reply).unwrap(), 2);
+    assert_eq!(
+        actor_core::__private::codec::decode::<u64>(&reply).unwrap(),
+        2
+    );
     assert!(!long.is_finished());
     // A link declared dead fails what is still waiting at once.
     link.fail_pending();
@@ -430,7 +436,7 @@ async fn calls_waiting_for_room_on_a_full_link_still_end_at_their_deadline_or_it
     let members = cluster(2, DEFAULT_MAX_FRAME).await;
     let far = alternating(&members, 1, 0, 1)[0];
     let hit = |timeout: Duration| {
-        let payload = actor_core::codec::encode(&NodeHit {}).unwrap();
+        let payload = actor_core::__private::codec::encode(&NodeHit {}).unwrap();
         EncodedCall::new(GrainId::new("node", far), "hit", payload, timeout)
     };
     // More calls than the stream's queue and HTTP/2's buffers hold while
@@ -476,7 +482,7 @@ async fn calls_on_a_link_run_in_the_order_they_were_sent() {
             .await
             .unwrap(),
     );
-    let hit = actor_core::codec::encode(&NodeHit {}).unwrap();
+    let hit = actor_core::__private::codec::encode(&NodeHit {}).unwrap();
     // Each call is queued on the stream when it is made: 500 in flight at
     // once onto one grain, which numbers them in the order it runs them.
     let replies: Vec<_> = (0..500)
@@ -491,7 +497,7 @@ async fn calls_on_a_link_run_in_the_order_they_were_sent() {
         .collect();
     let replies = futures::future::join_all(replies).await;
     for (i, reply) in replies.into_iter().enumerate() {
-        let n: u64 = actor_core::codec::decode(&reply.unwrap()).unwrap();
+        let n: u64 = actor_core::__private::codec::decode(&reply.unwrap()).unwrap();
         assert_eq!(n, i as u64 + 1, "call {i} ran out of order");
     }
 }
@@ -507,7 +513,7 @@ async fn oversized_and_malformed_frames_close_the_stream_not_the_silo() {
     let link = Link::connect(&target.endpoint, LinkOptions::default())
         .await
         .unwrap();
-    let big = actor_core::codec::encode(&NodeEcho {
+    let big = actor_core::__private::codec::encode(&NodeEcho {
         bytes: vec![7; 256 * 1024],
     })
     .unwrap();
