@@ -16,6 +16,8 @@ use uuid::Uuid;
 ///
 /// Cloning a name declared in code is free; a name read from the wire is
 /// shared behind an `Arc`.
+// Its `Deserialize` impl is in silo.rs: a decoded name is looked up on
+// the silo decoding on this thread.
 #[derive(Clone)]
 pub struct GrainType(pub(crate) TypeName);
 

@@ -132,8 +132,8 @@ pub(crate) fn registered_type(name: &str) -> Option<GrainType> {
 // decoding on this thread (ids stay below the silo).
 impl<'de> serde::Deserialize<'de> for GrainType {
     /// A name that the silo decoding it has registered (see
-    /// [`Silo::decode`](Silo::decode)) comes back as that silo's
-    /// own static name, without allocating; any other is shared.
+    /// [`Silo::decode`]) comes back as that silo's own static name,
+    /// without allocating; any other is shared.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct Name;
         impl serde::de::Visitor<'_> for Name {
