@@ -157,11 +157,9 @@
 //    `GrainContext`, which holds the grain's activation and its silo;
 //    a grain factory is handed the silo; a reference holds its silo.
 mod activation;
-// The wire codec is plumbing for transports, not API: its home is
-// `__private::codec`. The hidden root path remains for the crates that
-// still name it (actor-cluster's link module).
-#[doc(hidden)]
-pub mod codec;
+// The wire codec is plumbing for transports, not API: transports reach
+// it as `__private::codec`.
+mod codec;
 mod context;
 mod envelope;
 mod error;
@@ -209,7 +207,10 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::codec;
+    /// The wire codec (bincode, the runtime's settings) for transports.
+    pub mod codec {
+        pub use crate::codec::*;
+    }
     pub use crate::context::{current_call_id, restart_call_ids_on_this_thread};
     pub use crate::envelope::CallHeader;
     pub use crate::invoke::{Call, ExclusiveCall, Invoke, OnEnd, SharedCall};

@@ -14,7 +14,7 @@ pub(super) fn error_envelope(call_id: u64, e: &actor_core::Error) -> Envelope {
     Envelope {
         call_id,
         kind: Kind::Error as i32,
-        payload: actor_core::codec::encode(e).unwrap_or_default(),
+        payload: actor_core::__private::codec::encode(e).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -28,7 +28,7 @@ pub(super) fn decode_request(
     let grain = |bytes: &[u8]| -> actor_core::Result<GrainId> {
         match silo {
             Some(silo) => silo.decode(bytes),
-            None => actor_core::codec::decode(bytes),
+            None => actor_core::__private::codec::decode(bytes),
         }
     };
     let kind = env.kind();
@@ -93,7 +93,7 @@ pub(super) fn encode_request(call: &EncodedCall, payload: Vec<u8>) -> actor_core
         } else {
             Kind::Request
         } as i32,
-        target: actor_core::codec::encode(&call.target)?,
+        target: actor_core::__private::codec::encode(&call.target)?,
         method: call.method.clone(),
         timeout_micros: u64::try_from(call.timeout.as_micros()).unwrap_or(u64::MAX),
         chain: call
@@ -101,7 +101,7 @@ pub(super) fn encode_request(call: &EncodedCall, payload: Vec<u8>) -> actor_core
             .iter()
             .map(|(g, c)| {
                 Ok(ChainFrame {
-                    grain: actor_core::codec::encode(g)?,
+                    grain: actor_core::__private::codec::encode(g)?,
                     call_id: c.seq(),
                     call_origin: c.origin(),
                 })
@@ -121,7 +121,7 @@ pub(super) fn encode_request(call: &EncodedCall, payload: Vec<u8>) -> actor_core
         parent_span_id: call.trace.map_or(0, |t| t.span_id.0),
         trace_flags: call.trace.map_or(0, |t| u32::from(t.flags)),
         sender: match &call.sender {
-            Some(g) => actor_core::codec::encode(g)?,
+            Some(g) => actor_core::__private::codec::encode(g)?,
             None => Vec::new(),
         },
     })

@@ -136,7 +136,7 @@ fn request<M: Message>(number: u64, target: &GrainId, msg: &M) -> Envelope {
     let call = EncodedCall::new(
         target.clone(),
         M::NAME,
-        actor_core::codec::encode(msg).unwrap(),
+        actor_core::__private::codec::encode(msg).unwrap(),
         BOUND,
     );
     let mut env = encode_request(&call, call.payload.clone()).unwrap();
@@ -146,10 +146,12 @@ fn request<M: Message>(number: u64, target: &GrainId, msg: &M) -> Envelope {
 
 fn reply_of<T: serde::de::DeserializeOwned>(env: &Envelope) -> std::result::Result<T, String> {
     match env.kind() {
-        Kind::Reply => Ok(actor_core::codec::decode(&env.payload).unwrap()),
-        Kind::Error => Err(actor_core::codec::decode::<actor_core::Error>(&env.payload)
-            .unwrap()
-            .to_string()),
+        Kind::Reply => Ok(actor_core::__private::codec::decode(&env.payload).unwrap()),
+        Kind::Error => Err(
+            actor_core::__private::codec::decode::<actor_core::Error>(&env.payload)
+                .unwrap()
+                .to_string(),
+        ),
         other => panic!("not a reply: {other:?}"),
     }
 }
@@ -267,7 +269,7 @@ impl SiloLink for Liar {
                         .map(|call_id| Envelope {
                             call_id,
                             kind: Kind::Reply as i32,
-                            payload: actor_core::codec::encode(&"a lie").unwrap(),
+                            payload: actor_core::__private::codec::encode(&"a lie").unwrap(),
                             ..Default::default()
                         })
                         .chain([Envelope {
@@ -342,7 +344,7 @@ async fn a_peer_cannot_complete_calls_it_was_not_asked() {
         .map(|i| {
             let link = link.clone();
             tokio::spawn(async move {
-                let payload = actor_core::codec::encode(&i).unwrap();
+                let payload = actor_core::__private::codec::encode(&i).unwrap();
                 let call =
                     EncodedCall::new(GrainId::new("t", i64::from(i)), "m", payload.clone(), BOUND);
                 (payload, link.call(call).await)
@@ -387,7 +389,7 @@ async fn chains_from_a_process_with_a_colliding_counter_are_no_deadlock() {
     let other = CallId::from_parts(running.origin() ^ 0x5a5a, running.seq());
     let mut colliding = request(2, &target, &Ping);
     colliding.chain = vec![ChainFrame {
-        grain: actor_core::codec::encode(&target).unwrap(),
+        grain: actor_core::__private::codec::encode(&target).unwrap(),
         call_id: other.seq(),
         call_origin: other.origin(),
     }];
@@ -395,7 +397,7 @@ async fn chains_from_a_process_with_a_colliding_counter_are_no_deadlock() {
     // The turn's own id: a real cycle, refused at once.
     let mut cycle = request(3, &target, &Ping);
     cycle.chain = vec![ChainFrame {
-        grain: actor_core::codec::encode(&target).unwrap(),
+        grain: actor_core::__private::codec::encode(&target).unwrap(),
         call_id: running.seq(),
         call_origin: running.origin(),
     }];

@@ -258,7 +258,7 @@ fn refuse_request(silo: &Silo, env: Envelope, replies: &mpsc::Sender<Envelope>) 
     if env.kind() != Kind::Request {
         return;
     }
-    let error = match actor_core::codec::decode::<GrainId>(&env.target) {
+    let error = match actor_core::__private::codec::decode::<GrainId>(&env.target) {
         Ok(grain) => actor_core::Error::NotHere {
             grain,
             silo: silo.name().to_owned(),

@@ -124,10 +124,10 @@ impl Shared {
     pub(super) fn complete(&self, env: Envelope) {
         let reply = match env.kind() {
             Kind::Reply => Ok(env.payload),
-            Kind::Error => {
-                Err(actor_core::codec::decode::<actor_core::Error>(&env.payload)
-                    .unwrap_or_else(|e| e))
-            }
+            Kind::Error => Err(actor_core::__private::codec::decode::<actor_core::Error>(
+                &env.payload,
+            )
+            .unwrap_or_else(|e| e)),
             other => {
                 tracing::warn!(endpoint = %self.endpoint, kind = ?other, "ignoring a non-reply envelope on a link's reply stream");
                 return;
