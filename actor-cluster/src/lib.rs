@@ -165,7 +165,7 @@ pub use placement::{
     PreferLocalPlacement, RandomPlacement,
 };
 pub use router::{StaticRouter, StaticRouting};
-pub use signal::{ShutdownSignals, Signal, shutdown_signal};
+pub use signal::{ShutdownSignals, Signal, shutdown_signal, stdin_closed};
 pub use sql::SqlMembership;
 pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};
 pub use transport::{BoxedIo, ConnectionLimits, Connector, LinkIo, LinkListener, TcpConnector};

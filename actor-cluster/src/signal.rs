@@ -135,6 +135,34 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = Signal> + Send + 'st
     Ok(async move { signals.recv().await })
 }
 
+/// Resolves when this process's stdin closes (or cannot be read); what is
+/// written to it is ignored. For a silo run by a supervisor that ends it by
+/// closing its pipe (a launcher, a test), beside [`ShutdownSignals`].
+///
+/// It reads on a thread of its own rather than through `tokio::io::stdin`:
+/// tokio reads stdin on its blocking pool, and a runtime waits for its
+/// blocking reads when it shuts down, so a process stopped by a signal
+/// would hang on its open stdin after leaving the cluster. A plain thread
+/// ends with the process.
+pub fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (closed, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 64];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = closed.send(());
+    });
+    rx
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use std::time::Duration;

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actor_cluster::{InMemoryMembership, MembershipTable, ShutdownSignals};
+use actor_cluster::{InMemoryMembership, MembershipTable, ShutdownSignals, stdin_closed};
 use example_hosting::{
     ClusterClient, HelloGrain, HelloGrainRef, Options, READY, Via, play, serve, sqlite_table,
     start_standalone, start_web, wait_for_members,
@@ -116,32 +116,6 @@ async fn run_standalone(options: &Options) -> anyhow::Result<()> {
     member.leave().await?;
     println!("standalone silo left the cluster after hosting {hosted} grains ({why})");
     Ok(())
-}
-
-/// Resolves when this process's stdin closes (or cannot be read).
-///
-/// It reads on a thread of its own rather than through `tokio::io::stdin`:
-/// tokio reads stdin on its blocking pool, and a runtime waits for its
-/// blocking reads when it shuts down, so a process stopped by a signal
-/// would hang on its open stdin after leaving the cluster. A plain thread
-/// ends with the process.
-fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
-    let (closed, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 64];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let _ = closed.send(());
-    });
-    rx
 }
 
 /// The web app with its embedded silo, serving until Ctrl-C or SIGTERM.

@@ -21,12 +21,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use actor_cluster::{ClusterConfig, ShutdownSignals};
+use actor_cluster::{ClusterConfig, ShutdownSignals, stdin_closed};
 use anyhow::{Context, bail};
 use example_local_cluster::{READY, SILOS, sqlite_table, start_silo, traffic_round};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     let i = args.iter().position(|a| a == name)?;
@@ -120,33 +119,6 @@ async fn run_silo(name: &str, args: &[String]) -> anyhow::Result<()> {
     member.leave().await?;
     eprintln!("{name} left the cluster ({})", why.unwrap_or_default());
     Ok(())
-}
-
-/// Resolves when this process's stdin closes (or cannot be read); what is
-/// written to it is ignored.
-///
-/// It reads on a thread of its own rather than through `tokio::io::stdin`:
-/// tokio reads stdin on its blocking pool, and a runtime waits for its
-/// blocking reads when it shuts down, so a silo stopped by a signal would
-/// hang on the launcher's open pipe after leaving the cluster. A plain
-/// thread ends with the process.
-fn stdin_closed() -> oneshot::Receiver<()> {
-    let (closed, rx) = oneshot::channel();
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut stdin = std::io::stdin().lock();
-        let mut buf = [0u8; 64];
-        loop {
-            match stdin.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let _ = closed.send(());
-    });
-    rx
 }
 
 /// The launcher: starts the silos, relays what they say, stops them all.
