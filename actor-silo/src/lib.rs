@@ -1,0 +1,3 @@
+//! The standalone silo binary: a silo configured by file and environment.
+//!
+//! Work in progress (wave 2): see the open issue for this crate.
