@@ -152,7 +152,7 @@ impl ClientRouter {
             let Some(link) = self.link(g).await else {
                 continue;
             };
-            match link.try_call_ref(&call, call.timeout).await {
+            match link.try_call(&call, call.timeout).await {
                 Err(crate::link::NotSent) => {}
                 Ok(Err(actor_core::Error::NotHere { .. })) => {}
                 Ok(outcome) => return outcome,

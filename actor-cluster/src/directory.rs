@@ -608,7 +608,7 @@ impl Directory {
                             self.cache.remove(&call.target);
                         }
                         Some(link) => {
-                            match link.try_call_ref(&call, left).await {
+                            match link.try_call(&call, left).await {
                                 Err(crate::link::NotSent) => {
                                     // The link went down before the call was
                                     // sent: it did not run, route it again.

@@ -59,7 +59,7 @@ impl Node {
 
     /// Tells grain `to` to note a visit, without waiting for it.
     pub async fn poke(&mut self, to: i64, ctx: &GrainContext<Self>) -> Result<(), Error> {
-        ctx.get_grain::<Node>(to).note()
+        Ok(ctx.get_grain::<Node>(to).note()?)
     }
 
     /// Counts a visit (one-way).

@@ -136,6 +136,72 @@ fn display_cycle(cycle: &[GrainId]) -> String {
 /// `Result` with actor-core's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A one-way message the runtime did not deliver, handed back to its
+/// sender with the reason, as tokio's `SendError` hands back what a closed
+/// channel refused. [`GrainRef::tell`](crate::GrainRef::tell) returns it
+/// whenever the message provably never reached a mailbox or a transport
+/// (the silo had stopped, a filter refused it, it could not be encoded):
+/// the caller can retry it, send it elsewhere, or log it without losing
+/// it. `?` turns it into an [`Error`] (dropping the message).
+pub struct SendError<M> {
+    error: Error,
+    message: M,
+}
+
+impl<M> SendError<M> {
+    pub(crate) fn new(error: Error, message: M) -> Self {
+        SendError { error, message }
+    }
+
+    /// Why the message was not delivered.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The undelivered message.
+    pub fn message(&self) -> &M {
+        &self.message
+    }
+
+    /// The undelivered message, taken back.
+    pub fn into_message(self) -> M {
+        self.message
+    }
+
+    /// The reason and the message.
+    pub fn into_parts(self) -> (Error, M) {
+        (self.error, self.message)
+    }
+}
+
+// Neither Debug nor Display needs the message to be printable (as with
+// tokio's `SendError`): what a log wants is the reason.
+impl<M> std::fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> std::fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "message not delivered: {}", self.error)
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<M> From<SendError<M>> for Error {
+    fn from(e: SendError<M>) -> Error {
+        e.error
+    }
+}
+
 /// A boxed error returned by user code (activation hooks, factories).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -124,6 +124,10 @@ pub trait Invoke<G: Grain>: Send {
     /// and delivers the reply to the original caller.
     #[doc(hidden)]
     fn forward(self: Box<Self>, silo: &Silo, router: Arc<dyn Router>, target: GrainId);
+    /// The message itself, for a call that was never queued (its sender
+    /// gets it back, as `SendError` hands it over).
+    #[doc(hidden)]
+    fn into_message(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
 
 fn forward_call<M: Message>(call: Call<M>, silo: &Silo, router: Arc<dyn Router>, target: GrainId) {
@@ -255,6 +259,9 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
     fn forward(self: Box<Self>, silo: &Silo, router: Arc<dyn Router>, target: GrainId) {
         forward_call(self.0, silo, router, target);
     }
+    fn into_message(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.0.msg)
+    }
 }
 
 impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
@@ -294,5 +301,8 @@ impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
     }
     fn forward(self: Box<Self>, silo: &Silo, router: Arc<dyn Router>, target: GrainId) {
         forward_call(self.0, silo, router, target);
+    }
+    fn into_message(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.0.msg)
     }
 }

@@ -180,7 +180,7 @@ mod worker;
 
 pub use context::{CallId, RequestContext};
 pub use envelope::{EncodedCall, EncodedReply};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, Result, SendError};
 pub use filter::{CallInfo, IncomingCallFilter, OutgoingCall, OutgoingCallFilter};
 pub use grain::{DeactivationReason, Grain, GrainMethods, GrainOptions};
 pub use grain_context::GrainContext;

@@ -101,16 +101,19 @@ impl<G: Grain> GrainRef<G> {
             };
             return self.silo.decode(&reply);
         }
-        let idle = self.silo.send_via::<G>(
-            &self.id,
-            G::invocation(Call {
-                header,
-                msg,
-                reply: ReplyTo::Local(tx),
-            }),
-            Some(&self.local),
-            true,
-        )?;
+        let idle = self
+            .silo
+            .send_via::<G>(
+                &self.id,
+                G::invocation(Call {
+                    header,
+                    msg,
+                    reply: ReplyTo::Local(tx),
+                }),
+                Some(&self.local),
+                true,
+            )
+            .map_err(|crate::silo::Unsent(e, _)| *e)?;
         if let Some(act) = idle {
             // The header's deadline is the caller's clock reading plus
             // the timeout: the turn starts from that reading.
@@ -136,21 +139,33 @@ impl<G: Grain> GrainRef<G> {
         }
     }
 
-    /// Sends `msg` one-way: queued in the grain's mailbox, no reply awaited.
-    /// An error here means the call was not queued; a failure of the turn
-    /// itself is only logged. A one-way call has no deadline: it runs
-    /// however long it waits behind other calls.
-    pub fn tell<M, K>(&self, msg: M) -> Result<()>
+    /// Sends `msg` one-way: queued in the grain's mailbox (or handed to
+    /// the transport towards the grain's silo), no reply awaited. A
+    /// failure of the turn itself is only logged. A one-way call has no
+    /// deadline: it runs however long it waits behind other calls.
+    ///
+    /// An error means the message was not delivered, and it comes back
+    /// inside the [`SendError`](crate::SendError) (the silo had stopped, an
+    /// outgoing filter refused it, it could not be encoded). Once handed
+    /// to the transport towards another silo, a loss on the way (that
+    /// silo dies) is logged, not returned: use [`ask`](GrainRef::ask) when
+    /// the sender must know the message ran.
+    pub fn tell<M, K>(&self, msg: M) -> std::result::Result<(), crate::SendError<M>>
     where
         G: Accepts<M, K>,
         M: Message,
     {
+        use crate::error::SendError;
         let timeout = self.timeout.unwrap_or_else(|| self.silo.call_timeout());
-        let header = self
-            .silo
-            .outgoing_header(&self.id, M::NAME, timeout, true)?;
+        let header = match self.silo.outgoing_header(&self.id, M::NAME, timeout, true) {
+            Ok(header) => header,
+            Err(e) => return Err(SendError::new(e, msg)),
+        };
         if let Some(router) = self.route() {
-            let call = self.encode(&msg, header, true)?;
+            let call = match self.encode(&msg, header, true) {
+                Ok(call) => call,
+                Err(e) => return Err(SendError::new(e, msg)),
+            };
             let id = self.id.clone();
             let sent = router.invoke(call);
             tokio::spawn(async move {
@@ -160,18 +175,24 @@ impl<G: Grain> GrainRef<G> {
             });
             return Ok(());
         }
-        self.silo
-            .send_via::<G>(
-                &self.id,
-                G::invocation(Call {
-                    header,
-                    msg,
-                    reply: ReplyTo::None,
-                }),
-                Some(&self.local),
-                false,
-            )
-            .map(|_| ())
+        let call = G::invocation(Call {
+            header,
+            msg,
+            reply: ReplyTo::None,
+        });
+        match self
+            .silo
+            .send_via::<G>(&self.id, call, Some(&self.local), false)
+        {
+            Ok(_) => Ok(()),
+            Err(crate::silo::Unsent(e, call)) => {
+                let msg = call
+                    .into_message()
+                    .downcast::<M>()
+                    .expect("a call to G with M holds an M");
+                Err(SendError::new(*e, *msg))
+            }
+        }
     }
 
     /// The router to send a call through, unless the grain is (or is to

@@ -36,6 +36,7 @@ mod table;
 
 pub use builder::SiloBuilder;
 use table::{ErasedType, Slot};
+pub(crate) use table::Unsent;
 
 /// Default deadline of a call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);

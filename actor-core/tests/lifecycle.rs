@@ -785,9 +785,68 @@ async fn a_halted_silo_fails_every_call_at_once_like_a_crashed_one() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     silo.halt();
     assert!(matches!(g.ask(Add(1)).await, Err(Error::SiloStopped)));
-    assert!(matches!(g.tell(Add(1)), Err(Error::SiloStopped)));
+    let unsent = g.tell(Add(7)).unwrap_err();
+    assert_eq!(unsent.error(), &Error::SiloStopped);
+    assert_eq!(unsent.into_message().0, 7, "the message comes back");
     assert_eq!(silo.activation_count(), 0);
     // The turn already running finishes; nothing ran on_deactivate.
     slow.await.unwrap().unwrap();
     assert_eq!(journal.count("deactivate"), 0);
+}
+
+/// Every way a one-way message can fail to be delivered hands the message
+/// back with the reason, so that nothing a sender meant to send is lost
+/// silently: a filter refusing it, a grain type the silo does not host
+/// (the table's own path, past the header), a silo that has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undelivered_tell_hands_the_message_back() {
+    struct Unhosted;
+    impl Grain for Unhosted {
+        const TYPE_NAME: &'static str = "unhosted";
+    }
+    impl GrainMethods for Unhosted {
+        fn register(m: &mut Methods<Self>) {
+            m.add::<Add, _>();
+        }
+    }
+    impl Handler<Add> for Unhosted {
+        async fn handle(&mut self, Add(n): Add, _: &GrainContext<Self>) -> u64 {
+            n
+        }
+    }
+    struct NoNaps;
+    impl OutgoingCallFilter for NoNaps {
+        fn on_call(&self, call: &mut OutgoingCall<'_>) -> Result<(), String> {
+            if call.method == "nap" {
+                return Err("no naps".into());
+            }
+            Ok(())
+        }
+    }
+    let journal = Journal::default();
+    let silo = builder(&journal).outgoing_filter(NoNaps).start().await.unwrap();
+
+    let refused = silo.get_grain::<Life>(1).tell(Nap(42)).unwrap_err();
+    assert!(
+        matches!(refused.error(), Error::Rejected { reason, .. } if reason == "no naps"),
+        "{refused}"
+    );
+    assert_eq!(refused.message().0, 42);
+
+    let unhosted = silo.get_grain::<Unhosted>(1).tell(Add(5)).unwrap_err();
+    assert!(
+        matches!(unhosted.error(), Error::UnknownGrainType { type_name } if type_name == "unhosted"),
+        "{unhosted}"
+    );
+    let (error, Add(n)) = unhosted.into_parts();
+    assert_eq!(n, 5);
+    // `?` into the crate's error keeps the reason.
+    let as_error: Error = silo.get_grain::<Unhosted>(2).tell(Add(1)).unwrap_err().into();
+    assert_eq!(as_error, error);
+
+    silo.get_grain::<Life>(1).tell(Add(1)).unwrap();
+    silo.shutdown().await;
+    let stopped = silo.get_grain::<Life>(1).tell(Add(9)).unwrap_err();
+    assert_eq!(stopped.error(), &Error::SiloStopped);
+    assert_eq!(stopped.into_message().0, 9);
 }

@@ -94,7 +94,8 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// A call was never sent: the link was down (see [`Link::try_call_ref`]).
+/// A call was never sent: the link was down (see [`Link::try_call`]). The
+/// call did not run, and the caller still holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotSent;
 
@@ -191,7 +192,7 @@ impl Link {
     /// Sends a call and waits for its encoded reply (an empty reply for a
     /// one-way call, once it is queued on the stream).
     pub async fn call(&self, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
-        match self.try_call(call).await {
+        match self.send_owned(call).await {
             Ok(outcome) => outcome,
             Err(_unsent) => Err(self.unavailable()),
         }
@@ -223,10 +224,9 @@ impl Link {
         })
     }
 
-    /// Like [`call`](Link::call), but a call that was never sent (the link
-    /// was already down) comes back as `Err(call)`, so the caller knows it
-    /// did not run and may send it elsewhere.
-    pub async fn try_call(
+    /// [`call`](Link::call)'s body: a call that was never sent (the link
+    /// was already down) comes back as `Err(call)`.
+    async fn send_owned(
         &self,
         mut call: EncodedCall,
     ) -> std::result::Result<actor_core::Result<Vec<u8>>, EncodedCall> {
@@ -254,11 +254,13 @@ impl Link {
         }
     }
 
-    /// Like [`try_call`](Link::try_call), but borrows the call (its
-    /// payload is copied into the envelope) and gives it `timeout` to
-    /// live: for callers that may send the same call elsewhere after a
-    /// "not here".
-    pub async fn try_call_ref(
+    /// Sends `call`, giving it `timeout` to live, for callers that may send
+    /// it elsewhere: a call that was never sent (the link was already
+    /// down) fails with [`NotSent`], so the caller knows it did not run;
+    /// the call is only borrowed (its payload is copied into the
+    /// envelope), so it is still the caller's after any outcome, also
+    /// after a "not here" answer, which means it did not run either.
+    pub async fn try_call(
         &self,
         call: &EncodedCall,
         timeout: Duration,

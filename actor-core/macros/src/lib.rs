@@ -92,7 +92,8 @@
 //!   context), same doc comment: `fn add(&self, n: u64) -> impl Future<Output
 //!   = actor_core::Result<u64>> + Send`, which asks the grain. A method
 //!   marked `#[one_way]` (it must return nothing) becomes `fn bump(&self) ->
-//!   actor_core::Result<()>`, which tells: the call is queued, not awaited.
+//!   Result<(), actor_core::SendError<CounterBump>>`, which tells: the call
+//!   is queued, not awaited; an undelivered one comes back in the error.
 //!   Bring the trait into scope (`use crate::CounterRef;`) to call them.
 //!
 //! The trait is `pub` when a grain method is, and otherwise takes the grain
@@ -753,7 +754,7 @@ fn generate(
         let docs = if m.docs.is_empty() {
             let doc = if m.one_way {
                 format!(
-                    " Sends `{type_name}::{method}` one-way: queued, not awaited; an error means it was not queued."
+                    " Sends `{type_name}::{method}` one-way: queued, not awaited; an error means it was not queued, and hands the message back."
                 )
             } else {
                 format!(" Calls `{type_name}::{method}` and waits for its reply.")
@@ -767,7 +768,7 @@ fn generate(
         // reply that is not `Send`) point at it.
         let span = ident.span();
         let sig = if m.one_way {
-            quote_spanned!(span=> fn #ident(&self #(, #field_names: #field_types)*) -> ::actor_core::Result<()>)
+            quote_spanned!(span=> fn #ident(&self #(, #field_names: #field_types)*) -> ::std::result::Result<(), ::actor_core::SendError<#msg>>)
         } else {
             quote_spanned! {span=>
                 fn #ident(&self #(, #field_names: #field_types)*)

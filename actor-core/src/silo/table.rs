@@ -205,7 +205,7 @@ impl Silo {
     }
 
     /// Queues a call to the grain `id` of type `G`, activating it if needed.
-    pub(crate) fn send<G: Grain>(&self, id: &GrainId, req: Req<G>) -> Result<()> {
+    pub(crate) fn send<G: Grain>(&self, id: &GrainId, req: Req<G>) -> Result<(), Unsent<G>> {
         self.send_via(id, req, None, false).map(|_| ())
     }
 
@@ -221,7 +221,7 @@ impl Silo {
         mut req: Req<G>,
         cache: Option<&OnceLock<Arc<Activation<G>>>>,
         inline: bool,
-    ) -> Result<Option<Arc<Activation<G>>>> {
+    ) -> Result<Option<Arc<Activation<G>>>, Unsent<G>> {
         let start = |act: Arc<Activation<G>>| {
             if inline {
                 Some(act)
@@ -232,7 +232,7 @@ impl Silo {
         };
         if let Some(act) = cache.and_then(OnceLock::get) {
             if self.inner.stopped.load(Ordering::Relaxed) {
-                return Err(Error::SiloStopped);
+                return Err(Unsent(Box::new(Error::SiloStopped), req));
             }
             match act.enqueue(req) {
                 Ok(Enqueued::Queued) => return Ok(None),
@@ -244,11 +244,11 @@ impl Silo {
         }
         loop {
             if self.inner.stopped.load(Ordering::Relaxed) {
-                return Err(Error::SiloStopped);
+                return Err(Unsent(Box::new(Error::SiloStopped), req));
             }
             let Some(slot) = self.inner.table.get(id) else {
                 if self.inner.stopping.load(Ordering::Relaxed) {
-                    return Err(Error::SiloStopped);
+                    return Err(Unsent(Box::new(Error::SiloStopped), req));
                 }
                 // Not active here: activate only if this silo is where the
                 // grain belongs now; otherwise pass the call on (a caller
@@ -258,7 +258,10 @@ impl Silo {
                     req.forward(self, router.clone(), id.clone());
                     return Ok(None);
                 }
-                let entry = self.entry::<G>()?;
+                let entry = match self.entry::<G>() {
+                    Ok(entry) => entry,
+                    Err(e) => return Err(Unsent(Box::new(e), req)),
+                };
                 let slot: Arc<dyn Slot> = match entry.options.stateless_worker {
                     Some(max) => Arc::new(WorkerPool::new(id.clone(), entry, max)),
                     None => Arc::new(Activation::new(id.clone(), entry, Home::Table)),
@@ -316,19 +319,23 @@ impl Silo {
                     Err(back) => req = back,
                 }
             } else {
-                return Err(Error::Config(format!(
-                    "grain id {id} is held by another Rust type with the same TYPE_NAME"
-                )));
+                return Err(Unsent(
+                    Box::new(Error::Config(format!(
+                        "grain id {id} is held by another Rust type with the same TYPE_NAME"
+                    ))),
+                    req,
+                ));
             }
         }
     }
 
     /// Sends a call that an ended activation had queued to a fresh one.
     pub(crate) fn redeliver<G: Grain>(&self, id: &GrainId, req: Req<G>) {
-        // `send` consumes the call only on success; on failure it is gone
-        // with its reply channel, which the caller sees as the silo stopping.
-        if let Err(e) = self.send::<G>(id, req) {
+        // A call that cannot be queued again fails to its caller with the
+        // reason (the silo stopping, mostly).
+        if let Err(Unsent(e, req)) = self.send::<G>(id, req) {
             tracing::debug!(grain = %id, error = %e, "could not redeliver a queued call");
+            req.fail(*e);
         }
     }
 
@@ -370,6 +377,11 @@ pub(crate) trait ErasedType: Send + Sync {
 pub(crate) type EncodedReceiver = oneshot::Receiver<Result<Vec<u8>>>;
 
 /// `Arc<TypeEntry<G>>` behind the erased view.
+/// A call the table could not queue, with the reason: the sender still
+/// owns it (a `tell` hands the message back, a redelivery fails it to its
+/// caller).
+pub(crate) struct Unsent<G: Grain>(pub(crate) Box<Error>, pub(crate) Req<G>);
+
 pub(crate) struct TypeHandle<G: Grain>(pub(crate) Arc<TypeEntry<G>>);
 
 impl<G: Grain> ErasedType for TypeHandle<G> {
@@ -402,7 +414,9 @@ impl<G: Grain> ErasedType for TypeHandle<G> {
             })?;
         let (tx, rx) = oneshot::channel();
         let req = decode(make_header(name), payload, tx)?;
-        let idle = silo.send_via::<G>(target, req, None, true)?;
+        let idle = silo
+            .send_via::<G>(target, req, None, true)
+            .map_err(|Unsent(e, _)| *e)?;
         Ok((
             rx,
             idle.map(|act| activation::inline_drain(act, silo.clone(), sent)),
