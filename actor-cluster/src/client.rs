@@ -42,6 +42,29 @@ impl ClusterClient {
         ClusterClient::connect_via(crate::transport::tcp(), gateways, refresh).await
     }
 
+    /// Like [`connect`](ClusterClient::connect), under mutual TLS: the
+    /// client presents `tls`'s certificate and checks each gateway's
+    /// against the cluster's CA and server name. The silos must accept
+    /// the client's certificate (a name given to
+    /// [`TlsConfig::accept_peer_name`](crate::TlsConfig::accept_peer_name),
+    /// or no names at all).
+    pub async fn connect_with_tls(
+        gateways: Vec<String>,
+        refresh: Duration,
+        tls: &crate::TlsConfig,
+    ) -> Result<Self> {
+        let connector = tls.connector(crate::transport::tcp())?;
+        match ClusterClient::connect_via(connector.clone(), gateways.clone(), refresh).await {
+            Err(e) => {
+                let timeout = Duration::from_secs(2);
+                Err(crate::tls::explain_refusal(&connector, &gateways, timeout)
+                    .await
+                    .unwrap_or(e))
+            }
+            ok => ok,
+        }
+    }
+
     /// Like [`connect`](ClusterClient::connect), reaching the gateways
     /// through `connector` instead of TCP.
     pub async fn connect_via(

@@ -99,6 +99,10 @@ pub struct ClusterConfig {
     /// silent (see [`ConnectionLimits`]; these replace the limits of the
     /// [`LinkListener`] given to [`ClusterSilo::start_on`]).
     pub connections: ConnectionLimits,
+    /// Mutual TLS on every connection the silo serves and opens (links,
+    /// probes, directory and stats calls, and its gateway's clients), or
+    /// `None` for plain TCP. See [`with_tls`](ClusterConfig::with_tls).
+    pub tls: Option<crate::TlsConfig>,
     /// Test-only: turns the activation fence off (no view acks, no leases,
     /// no holds), so that a test can show its oracle catches the duplicate
     /// activations that follow. Never set it elsewhere.
@@ -121,12 +125,23 @@ impl Default for ClusterConfig {
             advertise: None,
             clock: WallClock::default(),
             connections: ConnectionLimits::default(),
+            tls: None,
             unfenced_for_tests: false,
         }
     }
 }
 
 impl ClusterConfig {
+    /// Serves and dials under mutual TLS with `tls`: a peer whose
+    /// certificate the cluster's CA did not sign, that has expired, or
+    /// that lacks the required name is refused in the handshake, before
+    /// it can call, probe or register anything (see docs/security.md).
+    /// It applies on top of whatever transport the silo is given.
+    pub fn with_tls(mut self, tls: crate::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Timings for tests on loopback: probes every 100 ms, dead in about
     /// half a second.
     pub fn fast() -> Self {
@@ -143,6 +158,7 @@ impl ClusterConfig {
             advertise: None,
             clock: WallClock::default(),
             connections: ConnectionLimits::default(),
+            tls: None,
             unfenced_for_tests: false,
         }
     }
@@ -198,6 +214,10 @@ impl ClusterSilo {
             Some(e) => e.clone(),
             None => listener.endpoint().to_owned(),
         };
+        let (listener, connector) = match &config.tls {
+            Some(tls) => (listener.with_tls(tls)?, tls.connector(connector)?),
+            None => (listener, connector),
+        };
         let clock = config.clock.clone();
         let address = SiloAddress::new(endpoint.clone(), clock.now_millis());
         let router = StaticRouter::new(endpoint.clone(), vec![endpoint.clone()]);
@@ -234,6 +254,15 @@ impl ClusterSilo {
         // simulator found such a duplicate on a restart).
         if !config.unfenced_for_tests {
             router.enable_fencing(tokio::time::Instant::now());
+        }
+        if config.tls.is_some() {
+            // A silo the members would refuse writes no row (the
+            // members would only have to vote it out).
+            let trial = config.probe_timeout.max(Duration::from_secs(2));
+            if let Err(e) = crate::tls::check_members(&*table, &connector, trial).await {
+                silo.halt();
+                return Err(e);
+            }
         }
         let mut entry = MembershipEntry::joining(address.clone(), silo.name());
         entry.start_millis = clock.now_millis();

@@ -29,8 +29,10 @@
 //!
 //! What it does not do: run grains (that is actor-core's [`Silo`], which
 //! a [`ClusterSilo`] wraps), store grain state or reminders
-//! (actor-persistence), encrypt links (mutual TLS is not here yet), or
-//! discover silos other than through the membership table.
+//! (actor-persistence), or discover silos other than through the
+//! membership table. Mutual TLS on every connection is opt-in
+//! ([`TlsConfig`], [`ClusterConfig::with_tls`]), and secrets come from a
+//! [`SecretProvider`]: see `docs/security.md`.
 //!
 //! How it works (the membership protocol, the directory's fenced
 //! registration, "not here" and retries) is written down in
@@ -145,9 +147,11 @@ mod membership;
 mod memory;
 mod placement;
 mod router;
+mod secrets;
 mod signal;
 mod sql;
 mod stats;
+mod tls;
 mod transport;
 mod wire;
 
@@ -165,9 +169,14 @@ pub use placement::{
     PreferLocalPlacement, RandomPlacement,
 };
 pub use router::{StaticRouter, StaticRouting};
+pub use secrets::{
+    CommandSecrets, EnvSecrets, FileSecrets, Secret, SecretProvider, read_private_file,
+    url_with_password,
+};
 pub use signal::{ShutdownSignals, Signal, shutdown_signal, stdin_closed};
 pub use sql::SqlMembership;
 pub use stats::{ClusterView, ProcessStats, SiloReport, StatsExtras};
+pub use tls::TlsConfig;
 pub use transport::{BoxedIo, ConnectionLimits, Connector, LinkIo, LinkListener, TcpConnector};
 
 /// The names a program that hosts or calls a cluster uses:

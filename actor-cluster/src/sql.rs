@@ -383,19 +383,9 @@ impl MembershipTable for SqlMembership {
     }
 }
 
-/// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+// The URL without its password, for error messages: the workspace's
+// one helper.
+use actor_core::redact_url as redact;
 
 #[cfg(test)]
 mod tests {

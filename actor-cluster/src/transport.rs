@@ -115,6 +115,7 @@ pub struct LinkListener {
     endpoint: String,
     source: Source,
     limits: ConnectionLimits,
+    tls: Option<crate::tls::TlsAcceptor>,
 }
 
 enum Source {
@@ -127,6 +128,7 @@ impl std::fmt::Debug for LinkListener {
         f.debug_struct("LinkListener")
             .field("endpoint", &self.endpoint)
             .field("limits", &self.limits)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +145,7 @@ impl LinkListener {
             endpoint: endpoint.into(),
             source: Source::Stream(Box::pin(incoming)),
             limits: ConnectionLimits::default(),
+            tls: None,
         }
     }
 
@@ -161,6 +164,7 @@ impl LinkListener {
             endpoint,
             source: Source::Tcp(listener),
             limits: ConnectionLimits::default(),
+            tls: None,
         }
     }
 
@@ -171,6 +175,18 @@ impl LinkListener {
     pub fn with_limits(mut self, limits: ConnectionLimits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Requires a mutual TLS handshake of every connection (see
+    /// [`TlsConfig`](crate::TlsConfig)): within the
+    /// [`handshake_timeout`](ConnectionLimits::handshake_timeout), before
+    /// the silo reads any of its bytes. (A
+    /// [`ClusterSilo`](crate::ClusterSilo) with
+    /// [`ClusterConfig::tls`](crate::ClusterConfig::tls) set does this
+    /// itself.)
+    pub fn with_tls(mut self, tls: &crate::TlsConfig) -> Result<Self> {
+        self.tls = Some(tls.acceptor()?);
+        Ok(self)
     }
 
     /// The limits its connections are served under.
@@ -197,6 +213,10 @@ impl LinkListener {
             Source::Stream(incoming) => Box::pin(futures::StreamExt::map(incoming, |r| {
                 r.map(|io| (io, None))
             })),
+        };
+        let accepted = match self.tls {
+            Some(tls) => tls.handshakes(accepted, limits.handshake_timeout),
+            None => accepted,
         };
         futures::stream::unfold(
             (accepted, Backoff::default()),

@@ -28,27 +28,10 @@ pub(crate) fn check_table_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`.
+// `scheme://user:secret@host/db` -> `scheme://user:***@host/db`: the
+// workspace's one helper.
 #[cfg(any(feature = "postgres", feature = "redis"))]
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_owned(),
-    }
-}
+pub(crate) use actor_core::redact_url as redact;
 
 /// Maps a sqlx error: unreachable or overloaded services are
 /// [`Error::Unavailable`], the rest [`Error::Backend`].
