@@ -6,7 +6,8 @@
 //! idle. This crate is the local runtime every other crate builds on:
 //! identities, typed references, turns and reentrancy, activation
 //! lifecycle, deadlines, deadlock detection, request context, timers, call
-//! filters, tracing and metrics on one silo. Clustering, persistence,
+//! filters and async call layers (middleware around every turn), tracing
+//! and metrics on one silo. Clustering, persistence,
 //! streams and transactions live in their own crates and plug into the
 //! [`SiloBuilder`].
 //!
@@ -149,7 +150,8 @@
 //    then `filter`, `envelope` (a call's header and its serialized form)
 //    and `router`.
 // 3. The grains and the runtime that runs them: `grain`, `message`,
-//    `invoke`, `registry`, `grain_context`, `reference`, `timer`,
+//    `invoke`, `layer` (async middleware around turns), `registry`,
+//    `grain_context`, `reference`, `timer`,
 //    `worker`, `activation` (scheduling state; the turn runner in
 //    `activation/turn`) and, on top, `silo` (the handle; `silo/builder`,
 //    `silo/table`, the activation table). These name one another's
@@ -168,6 +170,7 @@ mod grain;
 mod grain_context;
 mod id;
 mod invoke;
+mod layer;
 mod message;
 mod metrics;
 mod redact;
@@ -186,6 +189,7 @@ pub use filter::{CallInfo, IncomingCallFilter, OutgoingCall, OutgoingCallFilter}
 pub use grain::{DeactivationReason, Grain, GrainMethods, GrainOptions};
 pub use grain_context::GrainContext;
 pub use id::{GrainId, GrainKey, GrainType};
+pub use layer::{CallLayer, Next, TurnOutcome};
 pub use message::{Accepts, Handler, Interleave, Message, SharedHandler, kind};
 pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot};
 pub use redact::{Secret, redact_url};

@@ -35,8 +35,8 @@ mod builder;
 mod table;
 
 pub use builder::SiloBuilder;
-use table::{ErasedType, Slot};
 pub(crate) use table::Unsent;
+use table::{ErasedType, Slot};
 
 /// Default deadline of a call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,6 +66,7 @@ pub(crate) struct SiloInner {
     // A seeded fast hasher: ids come from callers, so keep it keyed.
     table: DashMap<GrainId, Arc<dyn Slot>, foldhash::fast::RandomState>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
+    layers: Vec<Arc<dyn crate::layer::ErasedLayer>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     router: Option<Arc<dyn Router>>,
     extensions: Extensions,
@@ -389,6 +390,10 @@ impl Silo {
 
     pub(crate) fn incoming_filters(&self) -> &[Arc<dyn IncomingCallFilter>] {
         &self.inner.incoming
+    }
+
+    pub(crate) fn layers(&self) -> &[Arc<dyn crate::layer::ErasedLayer>] {
+        &self.inner.layers
     }
 
     /// Builds the header of an outgoing call from the ambient scope and

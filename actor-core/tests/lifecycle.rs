@@ -824,7 +824,11 @@ async fn an_undelivered_tell_hands_the_message_back() {
         }
     }
     let journal = Journal::default();
-    let silo = builder(&journal).outgoing_filter(NoNaps).start().await.unwrap();
+    let silo = builder(&journal)
+        .outgoing_filter(NoNaps)
+        .start()
+        .await
+        .unwrap();
 
     let refused = silo.get_grain::<Life>(1).tell(Nap(42)).unwrap_err();
     assert!(
@@ -841,7 +845,11 @@ async fn an_undelivered_tell_hands_the_message_back() {
     let (error, Add(n)) = unhosted.into_parts();
     assert_eq!(n, 5);
     // `?` into the crate's error keeps the reason.
-    let as_error: Error = silo.get_grain::<Unhosted>(2).tell(Add(1)).unwrap_err().into();
+    let as_error: Error = silo
+        .get_grain::<Unhosted>(2)
+        .tell(Add(1))
+        .unwrap_err()
+        .into();
     assert_eq!(as_error, error);
 
     silo.get_grain::<Life>(1).tell(Add(1)).unwrap();

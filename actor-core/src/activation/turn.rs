@@ -23,6 +23,7 @@ use crate::grain::Grain;
 use crate::grain_context::GrainContext;
 use crate::id::GrainId;
 use crate::invoke::{OnEnd, TurnEnd, panic_message};
+use crate::layer::{Next, TurnOutcome};
 use crate::registry::{ActivationContext, Factory};
 use crate::silo::Silo;
 
@@ -288,8 +289,9 @@ enum GrainAccess<'a, G> {
     Shared(&'a G),
 }
 
-/// Runs one turn: filters, span, request context scope, metrics.
-/// Returns `None` if a filter rejected the call.
+/// Runs one turn: filters, span, request context scope, metrics (and the
+/// silo's layers, if it has any: see `run_layered_turn`).
+/// Returns `None` if a filter or layer refused the call.
 ///
 /// Only what the turn's end needs lives across its await (the rest is
 /// built by `prepare_turn`): this future is part of every drain, which a
@@ -301,7 +303,11 @@ async fn run_turn<'a, G: Grain>(
     grain: GrainAccess<'a, G>,
     started: Instant,
 ) -> Option<TurnEnd> {
-    let (req, scope, span, ending) = prepare_turn(ctx, req, started)?;
+    if !ctx.silo.layers().is_empty() {
+        // Boxed: the drain future keeps only a pointer for this branch.
+        return Box::pin(run_layered_turn(ctx, req, grain, started)).await;
+    }
+    let (req, scope, span, ending) = prepare_turn(ctx, req, started, false)?;
     let on_end = |error: bool| ending.record(error);
     let on_end: OnEnd<'_> = &on_end;
     let turn = match grain {
@@ -315,15 +321,115 @@ async fn run_turn<'a, G: Grain>(
         // make every drain future bigger by the span.
         Some(span) => Box::pin(turn.instrument(span)).await,
     };
-    let ns = ending.elapsed_ns.into_inner();
-    if ns != u64::MAX {
-        end.ended = started.checked_add(Duration::from_nanos(ns));
-    }
-    if let Some(p) = &end.panic {
-        let method = ending.method;
-        tracing::error!(grain = %ctx.activation.id, method, panic = %p, "grain handler panicked; dropping the activation");
-    }
+    ending.finish(&mut end, started, ctx);
     Some(end)
+}
+
+/// A turn on a silo with layers: the layers run, in order, around the
+/// handler, inside the turn's scope and span (see `crate::layer`).
+async fn run_layered_turn<'a, G: Grain>(
+    ctx: &'a GrainContext<G>,
+    req: Req<G>,
+    grain: GrainAccess<'a, G>,
+    started: Instant,
+) -> Option<TurnEnd> {
+    let (req, scope, span, ending) = prepare_turn(ctx, req, started, true)?;
+    let seen = ending.seen.as_deref().expect("prepared for layers");
+    let info = CallInfo {
+        grain: &ctx.activation.id,
+        method: ending.method,
+        context: seen.context.as_ref().expect("prepared for layers"),
+        sender: seen.sender.as_ref(),
+        trace: seen.trace,
+        parent_span: seen.parent_span,
+    };
+    let on_end = |error: bool| ending.record(error);
+    let mut pending = Pending {
+        req: Some(req),
+        grain: Some(grain),
+        ctx,
+        on_end: &on_end,
+        end: None,
+        failed: &ending.failed,
+    };
+    let outcome = {
+        let chain = Next::new(ctx.silo.layers(), &info, &ctx.silo, &mut pending).run();
+        let chain = SCOPE.scope(scope, AssertUnwindSafe(chain).catch_unwind());
+        match span {
+            None => chain.await,
+            Some(span) => chain.instrument(span).await,
+        }
+    };
+    let Pending { req, end, .. } = pending;
+    let method = ending.method;
+    let grain = &ctx.activation.id;
+    match (end, req) {
+        (Some(mut end), _) => {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(grain = %grain, method, error = %e, "a call layer failed after the turn had replied; the caller did not see it");
+                }
+                Err(p) => {
+                    tracing::error!(grain = %grain, method, panic = %panic_message(&*p), "a call layer panicked after the turn had replied");
+                }
+            }
+            ending.finish(&mut end, started, ctx);
+            Some(end)
+        }
+        (None, Some(req)) => {
+            // Refused (or dropped on the floor) before the turn started.
+            let error = match outcome {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => info.reject("a call layer returned without running the call"),
+                Err(p) => Error::Panicked {
+                    grain: grain.clone(),
+                    method: method.to_owned(),
+                    message: format!("in a call layer: {}", panic_message(&*p)),
+                },
+            };
+            ending.metrics.record_error();
+            req.fail(error);
+            None
+        }
+        (None, None) => {
+            // A layer started the turn and dropped it unfinished (a
+            // timeout around `next.run()`, say): the reply channel went
+            // with it, so its caller sees the call fail.
+            tracing::warn!(grain = %grain, method, "a call layer abandoned a turn it had started");
+            Some(TurnEnd {
+                panic: None,
+                ended: None,
+            })
+        }
+    }
+}
+
+/// The turn at the bottom of a layered stack.
+struct Pending<'a, 'e, G: Grain> {
+    req: Option<Req<G>>,
+    grain: Option<GrainAccess<'a, G>>,
+    ctx: &'a GrainContext<G>,
+    on_end: &'e (dyn Fn(bool) + Sync),
+    end: Option<TurnEnd>,
+    failed: &'e std::sync::atomic::AtomicBool,
+}
+
+impl<G: Grain> crate::layer::PendingTurn for Pending<'_, '_, G> {
+    fn start(&mut self) -> Option<crate::invoke::TurnFuture<'_>> {
+        let req = self.req.take()?;
+        let on_end: OnEnd<'_> = self.on_end;
+        Some(match self.grain.take()? {
+            GrainAccess::Exclusive(g) => req.run_exclusive(g, self.ctx, on_end),
+            GrainAccess::Shared(g) => req.run_shared(g, self.ctx, on_end),
+        })
+    }
+
+    fn finish(&mut self, end: TurnEnd) -> TurnOutcome {
+        let ok = end.panic.is_none() && !self.failed.load(std::sync::atomic::Ordering::Relaxed);
+        self.end = Some(end);
+        TurnOutcome { ok }
+    }
 }
 
 /// What a turn does when its handler has its outcome: metrics, the
@@ -337,10 +443,29 @@ struct TurnEnding<'a> {
     started: Instant,
     /// Set once the outcome is known (`u64::MAX` until then).
     elapsed_ns: std::sync::atomic::AtomicU64,
+    /// Whether the handler's reply was an error (for layers).
+    failed: std::sync::atomic::AtomicBool,
 }
 
-impl TurnEnding<'_> {
+impl<'a> TurnEnding<'a> {
+    /// Completes `end` when the turn is over: the time it ended, and the
+    /// log line of a panic.
+    fn finish<G: Grain>(&self, end: &mut TurnEnd, started: Instant, ctx: &GrainContext<G>) {
+        let ns = self.elapsed_ns.load(std::sync::atomic::Ordering::Relaxed);
+        if ns != u64::MAX {
+            end.ended = started.checked_add(Duration::from_nanos(ns));
+        }
+        if let Some(p) = &end.panic {
+            let method = self.method;
+            tracing::error!(grain = %ctx.activation.id, method, panic = %p, "grain handler panicked; dropping the activation");
+        }
+    }
+
     fn record(&self, error: bool) {
+        if error {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let elapsed = self.started.elapsed();
         self.elapsed_ns.store(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1),
@@ -373,6 +498,7 @@ fn prepare_turn<'a, G: Grain>(
     ctx: &'a GrainContext<G>,
     mut req: Req<G>,
     started: Instant,
+    layered: bool,
 ) -> Option<(Req<G>, CallScope, Option<tracing::Span>, TurnEnding<'a>)> {
     let act = &ctx.activation;
     let silo = &ctx.silo;
@@ -389,8 +515,8 @@ fn prepare_turn<'a, G: Grain>(
     let filters = silo.incoming_filters();
     // The turn's own trace context, made now only if filters or a span
     // read it (otherwise on first use, if ever: see `TurnInfo::trace`).
-    let eager =
-        (!filters.is_empty() || parent.is_some()).then(|| crate::trace::child_of(parent_trace));
+    let eager = (layered || !filters.is_empty() || parent.is_some())
+        .then(|| crate::trace::child_of(parent_trace));
     if let Some(trace) = eager
         && !filters.is_empty()
     {
@@ -421,13 +547,14 @@ fn prepare_turn<'a, G: Grain>(
         .as_ref()
         .zip(eager)
         .map(|(p, trace)| turn_span(&act.id, method, p, sender.as_ref(), trace, parent_span));
-    // What the filters see again when the turn ends, boxed: most silos
-    // have no filters.
+    // What the filters see again when the turn ends (and the layers see
+    // around it), boxed: most silos have neither.
     let seen = match eager {
-        Some(trace) if !filters.is_empty() => Some(Box::new(Seen {
+        Some(trace) if layered || !filters.is_empty() => Some(Box::new(Seen {
             sender,
             trace,
             parent_span,
+            context: layered.then(|| context.clone()),
         })),
         _ => None,
     };
@@ -449,6 +576,7 @@ fn prepare_turn<'a, G: Grain>(
         seen,
         started,
         elapsed_ns: std::sync::atomic::AtomicU64::new(u64::MAX),
+        failed: std::sync::atomic::AtomicBool::new(false),
     };
     Some((req, scope, span, ending))
 }
@@ -458,6 +586,8 @@ struct Seen {
     sender: Option<GrainId>,
     trace: crate::trace::TraceContext,
     parent_span: Option<crate::trace::SpanId>,
+    /// The request context as the call brought it, for the layers.
+    context: Option<RequestContext>,
 }
 
 /// The `grain_call` span of a turn, a child of the caller's span.

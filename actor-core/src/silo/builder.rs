@@ -37,6 +37,7 @@ pub struct SiloBuilder {
     registrations: Vec<(TypeId, &'static str, Registration)>,
     options: HashMap<TypeId, GrainOptions>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
+    layers: Vec<Arc<dyn crate::layer::ErasedLayer>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     router: Option<Arc<dyn Router>>,
     extensions: Extensions,
@@ -77,6 +78,7 @@ impl SiloBuilder {
             registrations: Vec::new(),
             options: HashMap::new(),
             incoming: Vec::new(),
+            layers: Vec::new(),
             outgoing: Vec::new(),
             router: None,
             extensions: HashMap::new(),
@@ -219,6 +221,17 @@ impl SiloBuilder {
         self
     }
 
+    /// Adds an async layer around the turn of every call entering a grain
+    /// on this silo: it may await, refuse the call with an error, or run
+    /// the rest of the stack and see how the turn ended (see
+    /// [`CallLayer`](crate::CallLayer) for where layers sit among the
+    /// built-in steps). Layers run in the order added, the first outermost.
+    /// A silo without layers pays nothing for them on any call.
+    pub fn layer(mut self, layer: impl crate::layer::CallLayer) -> Self {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
     /// Adds a filter that sees every call made through this silo.
     pub fn outgoing_filter(mut self, filter: impl OutgoingCallFilter) -> Self {
         self.outgoing.push(Arc::new(filter));
@@ -276,6 +289,7 @@ impl SiloBuilder {
             by_name,
             table: DashMap::default(),
             incoming: self.incoming,
+            layers: self.layers,
             outgoing: self.outgoing,
             router: self.router,
             extensions: self.extensions,
