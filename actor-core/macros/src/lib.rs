@@ -99,6 +99,19 @@
 //! The trait is `pub` when a grain method is, and otherwise takes the grain
 //! methods' visibility.
 //!
+//! ## Transactional methods
+//!
+//! `#[transaction(option)]` on a grain method (option: `create`, `join`,
+//! `create_or_join`, `supported`, `suppress` or `not_allowed`, Orleans'
+//! `TransactionOption`s) makes it part of actor-tx's transactions. The
+//! expansion names `::actor_tx`, so the crate must depend on `actor-tx`:
+//! the message's reply becomes `actor_tx::TxReply<R>`, the handler runs
+//! the method through `actor_tx::serve(TransactionOption::.., "name",
+//! ctx.silo(), async { .. })`, and the reference's method returns
+//! `actor_tx::Result<R>` through `actor_tx::call(grain_ref.ask(msg))`,
+//! which carries the caller's transaction out and its participants back.
+//! A `#[one_way]` method cannot be transactional.
+//!
 //! ## Handlers written by hand
 //!
 //! A grain may also answer messages whose handlers are written outside the
@@ -151,7 +164,9 @@ use syn::{
 /// Mark a `&self` method `#[read_only]` (interleaves with other read-only
 /// calls) or `#[always_interleave]` (interleaves with every shared call),
 /// and a method returning nothing `#[one_way]` (its reference method sends
-/// without waiting). `#[grain_methods(also_handles(Msg, ..))]` lists
+/// without waiting). `#[transaction(create)]` (or `join`, `create_or_join`,
+/// `supported`, `suppress`, `not_allowed`) makes a method transactional
+/// (actor-tx). `#[grain_methods(also_handles(Msg, ..))]` lists
 /// messages whose handlers are written by hand outside the block. See the
 /// crate documentation for the full expansion.
 ///
@@ -172,7 +187,18 @@ pub fn grain_methods(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr, block).into()
 }
 
-const HELPERS: [&str; 3] = ["read_only", "always_interleave", "one_way"];
+const HELPERS: [&str; 4] = ["read_only", "always_interleave", "one_way", "transaction"];
+
+/// The arguments of `#[transaction(..)]` and the `actor_tx::TransactionOption`
+/// variant each stands for.
+const TX_OPTIONS: [(&str, &str); 6] = [
+    ("create", "Create"),
+    ("join", "Join"),
+    ("create_or_join", "CreateOrJoin"),
+    ("supported", "Supported"),
+    ("suppress", "Suppress"),
+    ("not_allowed", "NotAllowed"),
+];
 
 /// Names `GrainRef` (or `Clone`) already answers to: a trait method with
 /// one of them could not be called with method syntax.
@@ -281,6 +307,8 @@ struct Helpers {
     read_only: Option<Attribute>,
     always_interleave: Option<Attribute>,
     one_way: Option<Attribute>,
+    /// `#[transaction(option)]`: the attribute and the option's variant.
+    transaction: Option<(Attribute, Ident)>,
 }
 
 impl Helpers {
@@ -292,6 +320,7 @@ impl Helpers {
         ]
         .into_iter()
         .filter_map(|(name, a)| a.as_ref().map(|a| (name, a)))
+        .chain(self.transaction.as_ref().map(|(a, _)| ("transaction", a)))
     }
 }
 
@@ -303,6 +332,18 @@ fn take_helpers(f: &mut ImplItemFn, errors: &mut Errors) -> Helpers {
             kept.push(attr);
             continue;
         };
+        if *name == "transaction" {
+            match parse_transaction(&attr) {
+                Ok(variant) => {
+                    if helpers.transaction.is_some() {
+                        errors.push(syn::Error::new_spanned(&attr, "duplicate `#[transaction]`"));
+                    }
+                    helpers.transaction = Some((attr, variant));
+                }
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         if attr.meta.require_path_only().is_err() {
             errors.push(syn::Error::new_spanned(
                 &attr.meta,
@@ -326,6 +367,29 @@ fn take_helpers(f: &mut ImplItemFn, errors: &mut Errors) -> Helpers {
     helpers
 }
 
+/// The option of `#[transaction(option)]`, as its `TransactionOption` variant.
+fn parse_transaction(attr: &Attribute) -> syn::Result<Ident> {
+    let names = TX_OPTIONS
+        .iter()
+        .map(|(n, _)| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let wrong = || {
+        syn::Error::new_spanned(
+            &attr.meta,
+            format!(
+                "`#[transaction(..)]` takes one option: one of {names} (as Orleans' `TransactionOption`)"
+            ),
+        )
+    };
+    let arg: Ident = attr.parse_args().map_err(|_| wrong())?;
+    TX_OPTIONS
+        .iter()
+        .find(|(n, _)| arg == n)
+        .map(|(_, v)| Ident::new(v, arg.span()))
+        .ok_or_else(wrong)
+}
+
 /// One `async fn` of the block, checked.
 struct GrainMethod {
     ident: Ident,
@@ -338,6 +402,8 @@ struct GrainMethod {
     exclusive: bool,
     interleave: &'static str,
     one_way: bool,
+    /// The `actor_tx::TransactionOption` variant of a transactional method.
+    transaction: Option<Ident>,
     params: Vec<Param>,
     reply: Option<Type>,
 }
@@ -480,6 +546,13 @@ impl GrainMethod {
             ));
         }
 
+        if let (Some(_), Some((a, _))) = (&helpers.one_way, &helpers.transaction) {
+            errors.push(syn::Error::new_spanned(
+                a,
+                "a `#[one_way]` method cannot be transactional: its caller does not wait for the reply that brings the transaction's participants back; remove one of the attributes",
+            ));
+        }
+
         errors.finish()?;
         let attrs_named = |n: &str| {
             f.attrs
@@ -496,6 +569,7 @@ impl GrainMethod {
             exclusive,
             interleave,
             one_way: helpers.one_way.is_some(),
+            transaction: helpers.transaction.map(|(_, v)| v),
             params,
             reply,
         })
@@ -666,7 +740,15 @@ fn generate(
             Some(t) => replace_self(t.to_token_stream(), self_ty),
             None => quote!(()),
         };
-        let handle_output = m.reply.as_ref().map(|_| quote!(-> #reply));
+        // A transactional method's reply also carries the participants it
+        // added, back to the caller's transaction (actor-tx).
+        let plain_reply = reply.clone();
+        let reply = match &m.transaction {
+            Some(_) => quote!(::actor_tx::TxReply<#reply>),
+            None => reply,
+        };
+        let handle_output =
+            (m.reply.is_some() || m.transaction.is_some()).then(|| quote!(-> #reply));
 
         // The message.
         // The method's own docs go on the reference's method only, so that
@@ -706,12 +788,28 @@ fn generate(
         // Its handler, which calls the method.
         let ctx = Ident::new("ctx", Span::mixed_site());
         let takes_ctx = m.params.iter().any(|p| matches!(p, Param::Context));
-        let ctx_pat = if takes_ctx { quote!(#ctx) } else { quote!(_) };
+        let ctx_pat = if takes_ctx || m.transaction.is_some() {
+            quote!(#ctx)
+        } else {
+            quote!(_)
+        };
         let args = m.params.iter().map(|p| match p {
             Param::Context => quote!(#ctx),
             Param::Field { ident, .. } => quote!(#ident),
         });
         let call = quote_spanned!(ident.span()=> self.#ident(#(#args),*).await);
+        let call = match &m.transaction {
+            Some(option) => quote! {
+                ::actor_tx::serve(
+                    ::actor_tx::TransactionOption::#option,
+                    #method,
+                    ::actor_core::GrainContext::silo(#ctx),
+                    async { #call },
+                )
+                .await
+            },
+            None => call,
+        };
         let pattern = quote!(#msg { #(#field_names),* });
         let kind;
         items.extend(if m.exclusive {
@@ -769,6 +867,12 @@ fn generate(
         let span = ident.span();
         let sig = if m.one_way {
             quote_spanned!(span=> fn #ident(&self #(, #field_names: #field_types)*) -> ::std::result::Result<(), ::actor_core::SendError<#msg>>)
+        } else if m.transaction.is_some() {
+            quote_spanned! {span=>
+                fn #ident(&self #(, #field_names: #field_types)*)
+                    -> impl ::std::future::Future<Output = ::actor_tx::Result<#plain_reply>>
+                    + ::std::marker::Send
+            }
         } else {
             quote_spanned! {span=>
                 fn #ident(&self #(, #field_names: #field_types)*)
@@ -782,10 +886,14 @@ fn generate(
             #docs
             #sig;
         });
+        let body = match &m.transaction {
+            Some(_) => quote!(::actor_tx::call(::actor_core::GrainRef::ask(self, #pattern))),
+            None => quote!(::actor_core::GrainRef::#send(self, #pattern)),
+        };
         trait_impls.extend(quote_spanned! {span=>
             #(#cfgs)*
             #sig {
-                ::actor_core::GrainRef::#send(self, #pattern)
+                #body
             }
         });
     }
