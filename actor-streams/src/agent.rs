@@ -1,0 +1,377 @@
+//! Pulling agents: how the items of a persistent provider's partitions
+//! reach consumers.
+//!
+//! Each partition is pulled by one grain, the partition's agent
+//! (`streams.agent`, keyed by provider and partition). Being a grain, it
+//! has one activation in the cluster (the directory's fenced single
+//! activation), placed by the cluster's placement over the live silos:
+//! no partition is pulled by two silos at once, and when the silo holding
+//! an agent dies, the next keep-alive activates it on a live one. A
+//! keeper task on every silo sends each agent a one-way keep-alive every
+//! second. With an [`Ownership`] set on the silo's streams, an agent that
+//! finds itself on a silo that no longer owns it (a silo joined) closes its
+//! partition and deactivates, and the next keep-alive activates it at the
+//! new owner.
+//!
+//! An agent's turn reads at most `prefetch` items from its partition,
+//! delivers them in order (each awaiting its consumers' turns), and acks
+//! each only after its delivery ended; the broker holds the rest. A silo
+//! that stops leaves its unacked items to the broker, which delivers them
+//! again to the partition's next agent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actor_core::prelude::*;
+use actor_core::{GrainKey, Silo};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::dispatch::{self, Outcome};
+use crate::error::{Error, Result};
+use crate::id::{SequenceToken, StreamId};
+use crate::item::RawItem;
+use crate::metrics::PartitionStats;
+use crate::provider::{BoxFuture, StreamProvider};
+use crate::streams::Streams;
+use crate::subscription::Subscription;
+
+/// Decides whether this silo should host a grain (in a cluster: whether it
+/// owns the grain's id now, e.g. `ClusterSilo::owner_of(id) == endpoint`).
+pub type Ownership = Arc<dyn Fn(&GrainId) -> bool + Send + Sync>;
+
+/// How often each silo's keeper reminds every agent to pull.
+const KEEP_EVERY: Duration = Duration::from_millis(500);
+/// How long a subscription list read from the store is used.
+const SUBSCRIPTIONS_TTL: Duration = Duration::from_secs(1);
+
+/// The partitions of a persistent provider.
+pub trait PartitionSource: Send + Sync + 'static {
+    /// How many partitions there are.
+    fn count(&self) -> u32;
+    /// How many items an agent takes from the broker at once (the bound of
+    /// items in flight per partition).
+    fn prefetch(&self) -> usize;
+    /// Starts pulling `partition`.
+    fn open(&self, partition: u32) -> BoxFuture<'_, Result<Box<dyn PartitionReader>>>;
+    /// The items of `stream` kept from `offset` on, oldest first, for a
+    /// subscription that starts from a token. Only for providers that
+    /// rewind.
+    fn replay<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<Vec<RawItem>>> {
+        let _ = (stream, offset);
+        Box::pin(async move {
+            Err(Error::RewindUnsupported {
+                provider: "this provider".into(),
+                token: offset.to_string(),
+            })
+        })
+    }
+}
+
+/// An item received from a partition.
+#[derive(Debug)]
+pub struct Received {
+    /// The broker's tag, to ack it.
+    pub tag: u64,
+    /// Whether the broker delivered it before (an earlier agent did not
+    /// ack it).
+    pub redelivered: bool,
+    /// The item, or why its bytes are not an item (a foreign producer, a
+    /// changed format): such a message goes to the dead-letter queue.
+    pub item: std::result::Result<RawItem, String>,
+    /// The message as received.
+    pub body: Vec<u8>,
+}
+
+/// A partition being pulled. Dropping it gives its unacked items back to
+/// the broker.
+pub trait PartitionReader: Send + Sync + 'static {
+    /// Waits up to `wait` for items, at most `max`.
+    fn next(&mut self, max: usize, wait: Duration) -> BoxFuture<'_, Result<Vec<Received>>>;
+    /// Acknowledges an item: the broker forgets it.
+    fn ack(&mut self, tag: u64) -> BoxFuture<'_, Result<()>>;
+    /// Sends a message that is not an item to the dead-letter queue with
+    /// its error, then acks it.
+    fn dead_letter<'a>(
+        &'a mut self,
+        received: &'a Received,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// Items the broker holds for the partition beyond those received, if
+    /// it says.
+    fn lag(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// The agent grain of one partition (registered by `with_streams`; not for
+/// direct use).
+#[derive(Default)]
+pub(crate) struct PartitionAgent {
+    reader: Option<Box<dyn PartitionReader>>,
+    pulling: bool,
+    retry_at: Option<Instant>,
+    subscriptions: HashMap<StreamId, (Instant, Arc<Vec<Subscription>>)>,
+    acked: u64,
+}
+
+impl Grain for PartitionAgent {
+    const TYPE_NAME: &'static str = "streams.agent";
+}
+
+/// The key of the agent of `partition` of provider `name`.
+pub(crate) fn agent_key(name: &str, partition: u32) -> GrainKey {
+    GrainKey::from(format!("{name}|{partition}"))
+}
+
+fn parse_key(key: &GrainKey) -> Option<(String, u32)> {
+    let (name, p) = key.as_str()?.rsplit_once('|')?;
+    Some((name.to_owned(), p.parse().ok()?))
+}
+
+/// Keep pulling.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct KeepPulling;
+
+impl Message for KeepPulling {
+    type Reply = ();
+    const NAME: &'static str = "streams.keep_pulling";
+}
+
+/// One pull (a timer tick).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Pull;
+
+impl Message for Pull {
+    type Reply = ();
+    const NAME: &'static str = "streams.pull";
+}
+
+/// Reload the subscriptions of a stream.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ReloadStream(pub(crate) StreamId);
+
+impl Message for ReloadStream {
+    type Reply = ();
+    const NAME: &'static str = "streams.reload_stream";
+}
+
+impl GrainMethods for PartitionAgent {
+    fn register(m: &mut Methods<Self>) {
+        m.add::<KeepPulling, _>()
+            .add::<Pull, _>()
+            .add::<ReloadStream, _>();
+    }
+}
+
+impl Handler<KeepPulling> for PartitionAgent {
+    async fn handle(&mut self, _: KeepPulling, ctx: &GrainContext<Self>) {
+        ctx.delay_deactivation(KEEP_EVERY * 8);
+        if !self.pulling {
+            self.pulling = true;
+            ctx.register_timer(Duration::ZERO, Duration::from_millis(1), || Pull);
+        }
+    }
+}
+
+impl Handler<ReloadStream> for PartitionAgent {
+    async fn handle(&mut self, ReloadStream(stream): ReloadStream, _: &GrainContext<Self>) {
+        self.subscriptions.remove(&stream);
+    }
+}
+
+impl Handler<Pull> for PartitionAgent {
+    async fn handle(&mut self, _: Pull, ctx: &GrainContext<Self>) {
+        let silo = ctx.silo().clone();
+        let Ok(streams) = Streams::of(&silo) else {
+            return;
+        };
+        let Some((name, partition)) = parse_key(ctx.key()) else {
+            return;
+        };
+        if silo.is_stopping() || !streams.owns(ctx.id()) {
+            // Another silo owns this partition now (or this one stops):
+            // give the unacked items back and let the next keep-alive
+            // activate the agent at its owner.
+            self.reader = None;
+            streams
+                .metrics_registry()
+                .partitions
+                .remove(&(name, partition));
+            ctx.deactivate_on_idle();
+            return;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let Ok(provider) = streams.find(&name) else {
+            return;
+        };
+        let Some(source) = provider.partitions() else {
+            return;
+        };
+        if self.reader.is_none() {
+            match source.open(partition).await {
+                Ok(r) => {
+                    self.reader = Some(r);
+                    self.retry_at = None;
+                }
+                Err(e) => {
+                    tracing::warn!(provider = %name, partition, error = %e, "cannot open the partition; retrying in 1 s");
+                    self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    return;
+                }
+            }
+        }
+        let prefetch = source.prefetch().max(1);
+        let reader = self.reader.as_mut().expect("opened above");
+        let batch = match reader.next(prefetch, Duration::from_millis(200)).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(provider = %name, partition, error = %e, "partition read failed; reopening in 1 s");
+                self.reader = None;
+                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                return;
+            }
+        };
+        let key = (name.clone(), partition);
+        streams
+            .metrics_registry()
+            .partitions
+            .entry(key.clone())
+            .or_insert_with(|| PartitionStats {
+                provider: name.clone(),
+                partition,
+                ..Default::default()
+            })
+            .in_flight = batch.len() as u64;
+        let mut lost = false;
+        for received in batch {
+            let reader = self.reader.as_mut().expect("open while items are held");
+            let item = match &received.item {
+                Ok(item) => item,
+                Err(e) => {
+                    tracing::warn!(provider = %name, partition, error = %e, "message is not a stream item; dead-lettered");
+                    if let Err(e) = reader.dead_letter(&received, e).await {
+                        tracing::warn!(error = %e, "cannot dead-letter a message; it stays on the broker");
+                        lost = true;
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let subs = self.subscriptions_of(streams, &name, &item.stream).await;
+            let attempt = if received.redelivered { 2 } else { 1 };
+            match dispatch::deliver(&silo, streams, &name, item, &subs, attempt).await {
+                Outcome::Done => {
+                    let reader = self.reader.as_mut().expect("open while items are held");
+                    if let Err(e) = reader.ack(received.tag).await {
+                        tracing::warn!(error = %e, "ack failed; the broker will deliver the item again");
+                        lost = true;
+                        break;
+                    }
+                    self.acked += 1;
+                }
+                Outcome::Unacked => {
+                    lost = true;
+                    break;
+                }
+            }
+        }
+        if lost {
+            // The channel's remaining unacked items go back to the broker.
+            self.reader = None;
+        }
+        if let Some(mut s) = streams.metrics_registry().partitions.get_mut(&key) {
+            s.in_flight = 0;
+            s.acked = self.acked;
+            s.lag = self.reader.as_ref().and_then(|r| r.lag());
+        }
+        ctx.delay_deactivation(KEEP_EVERY * 8);
+    }
+}
+
+impl PartitionAgent {
+    async fn subscriptions_of(
+        &mut self,
+        streams: &Streams,
+        provider: &str,
+        stream: &StreamId,
+    ) -> Arc<Vec<Subscription>> {
+        if let Some((at, subs)) = self.subscriptions.get(stream)
+            && at.elapsed() < SUBSCRIPTIONS_TTL
+        {
+            return subs.clone();
+        }
+        let subs = match streams.store().of_stream(provider, stream).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::warn!(%stream, error = %e, "cannot load subscriptions; using the last known");
+                return self
+                    .subscriptions
+                    .get(stream)
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+            }
+        };
+        self.subscriptions
+            .insert(stream.clone(), (Instant::now(), subs.clone()));
+        subs
+    }
+}
+
+/// Starts the keeper of provider `name`'s `count` agents on `silo`.
+pub(crate) fn start_keeper(silo: Silo, name: String, count: u32) {
+    tokio::spawn(async move {
+        loop {
+            if silo.is_stopping() {
+                return;
+            }
+            for p in 0..count {
+                let agent = silo.get_grain::<PartitionAgent>(agent_key(&name, p));
+                if agent.tell(KeepPulling).is_err() && silo.is_stopping() {
+                    return;
+                }
+            }
+            tokio::time::sleep(KEEP_EVERY).await;
+        }
+    });
+}
+
+/// Tells the agent of `stream`'s partition to reload its subscriptions.
+#[allow(dead_code)] // the broker providers call it
+pub(crate) fn reload(silo: &Silo, name: &str, count: u32, stream: &StreamId) {
+    let agent = silo.get_grain::<PartitionAgent>(agent_key(name, stream.partition(count)));
+    let _ = agent.tell(ReloadStream(stream.clone()));
+}
+
+/// Delivers the kept items of `sub`'s stream from `token` on to `sub`
+/// alone (a subscription that starts from a token).
+pub(crate) async fn replay(
+    silo: &Silo,
+    name: &str,
+    provider: &dyn StreamProvider,
+    sub: &Subscription,
+    token: SequenceToken,
+) -> Result<()> {
+    let streams = Streams::of(silo)?;
+    let (Some(source), Some(offset)) = (provider.partitions(), token.offset) else {
+        return Err(Error::RewindUnsupported {
+            provider: name.to_owned(),
+            token: token.to_string(),
+        });
+    };
+    let items = source.replay(&sub.stream, offset).await?;
+    let only = std::slice::from_ref(sub);
+    for item in &items {
+        // Only this subscription: the implicit consumers and the other
+        // subscriptions had these items already.
+        dispatch::deliver_to(silo, streams, name, item, only).await;
+    }
+    Ok(())
+}

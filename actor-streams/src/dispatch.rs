@@ -1,0 +1,260 @@
+//! Delivery of one item to its consumers: the implicit subscribers of its
+//! namespace and the explicit subscriptions of its stream, each through
+//! the grain call path (so the consumer is activated wherever placement
+//! puts it), awaiting the consumer's turn.
+//!
+//! A failed turn is tried again up to the policy's attempts, then the item
+//! goes to dead letters with its error; an item that does not decode as
+//! the consumer's type is dead-lettered at once. Only a silo that is
+//! stopping leaves an item undelivered ([`Outcome::Unacked`]), so that a
+//! persistent provider does not ack it and the broker hands it to another
+//! silo.
+
+use std::time::Duration;
+
+use actor_core::{EncodedCall, GrainId, Silo, TraceContext};
+
+use crate::item::{Ack, RawItem, WireDelivery};
+use crate::streams::Streams;
+use crate::subscription::{DeadLetter, Subscription, SubscriptionId, now_millis};
+
+/// How deliveries are tried.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeliveryPolicy {
+    /// Deliveries of one item to one consumer before it is dead-lettered
+    /// (at least 1).
+    pub max_attempts: u32,
+    /// The pause before each new attempt.
+    pub retry_backoff: Duration,
+    /// The deadline of one delivery (the consumer's turn).
+    pub turn_timeout: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(100),
+            turn_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// `attempts` deliveries of an item before it is dead-lettered.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The pause before each new attempt.
+    pub fn retry_backoff(mut self, pause: Duration) -> Self {
+        self.retry_backoff = pause;
+        self
+    }
+
+    /// The deadline of one delivery.
+    pub fn turn_timeout(mut self, timeout: Duration) -> Self {
+        self.turn_timeout = timeout;
+        self
+    }
+}
+
+/// What became of an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Every consumer acknowledged it, or it was dead-lettered for those
+    /// that did not: the provider may ack it.
+    Done,
+    /// The silo is stopping, or a dead letter could not be stored: leave
+    /// it unacked, for the broker to deliver again.
+    Unacked,
+}
+
+struct Target {
+    grain: GrainId,
+    method: String,
+    subscription: Option<SubscriptionId>,
+}
+
+/// Delivers `item` to every consumer; `attempt` is the number of the first
+/// delivery (above 1 when the broker redelivers it).
+pub(crate) async fn deliver(
+    silo: &Silo,
+    streams: &Streams,
+    provider: &str,
+    item: &RawItem,
+    explicit: &[Subscription],
+    attempt: u32,
+) -> Outcome {
+    deliver_inner(silo, streams, provider, item, explicit, attempt, true).await
+}
+
+/// Delivers `item` to the subscriptions `only` (a replay).
+pub(crate) async fn deliver_to(
+    silo: &Silo,
+    streams: &Streams,
+    provider: &str,
+    item: &RawItem,
+    only: &[Subscription],
+) -> Outcome {
+    deliver_inner(silo, streams, provider, item, only, 1, false).await
+}
+
+async fn deliver_inner(
+    silo: &Silo,
+    streams: &Streams,
+    provider: &str,
+    item: &RawItem,
+    explicit: &[Subscription],
+    attempt: u32,
+    implicit: bool,
+) -> Outcome {
+    let implicit = if implicit {
+        streams.implicit_for(&item.stream.namespace)
+    } else {
+        &[]
+    };
+    let mut targets: Vec<Target> = implicit
+        .iter()
+        .map(|c| Target {
+            grain: GrainId::new(c.grain_type, item.stream.key.clone()),
+            method: c.method.to_owned(),
+            subscription: None,
+        })
+        .collect();
+    targets.extend(explicit.iter().map(|s| Target {
+        grain: s.consumer.clone(),
+        method: s.method.clone(),
+        subscription: Some(s.id.clone()),
+    }));
+    if targets.is_empty() {
+        return Outcome::Done;
+    }
+    let counters = streams.counters(&item.stream.namespace);
+    counters
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = futures::future::join_all(
+        targets
+            .iter()
+            .map(|t| deliver_one(silo, streams, provider, item, t, attempt)),
+    )
+    .await;
+    counters
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if outcomes.contains(&Outcome::Unacked) {
+        Outcome::Unacked
+    } else {
+        Outcome::Done
+    }
+}
+
+async fn deliver_one(
+    silo: &Silo,
+    streams: &Streams,
+    provider: &str,
+    item: &RawItem,
+    target: &Target,
+    first_attempt: u32,
+) -> Outcome {
+    use std::sync::atomic::Ordering::Relaxed;
+    let policy = streams.policy();
+    let counters = streams.counters(&item.stream.namespace);
+    let trace = item
+        .traceparent
+        .as_deref()
+        .and_then(|t| TraceContext::from_traceparent(t).ok());
+    let mut attempt = first_attempt.max(1);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        if attempt > 1 {
+            counters.redelivered.fetch_add(1, Relaxed);
+        }
+        let wire = WireDelivery {
+            stream: item.stream.clone(),
+            token: item.token,
+            attempt,
+            subscription: target.subscription.clone(),
+            item: item.payload.clone(),
+        };
+        let payload = match actor_core::__private::codec::encode(&wire) {
+            Ok(p) => p,
+            Err(e) => {
+                return dead_letter(streams, provider, item, target, e.to_string(), tries).await;
+            }
+        };
+        let mut call = EncodedCall::new(
+            target.grain.clone(),
+            target.method.clone(),
+            payload,
+            policy.turn_timeout,
+        );
+        call.trace = trace;
+        let error = match silo.invoke_encoded(call).await {
+            Ok(reply) => match actor_core::__private::codec::decode::<Ack>(&reply) {
+                Ok(Ok(())) => {
+                    counters.delivered.fetch_add(1, Relaxed);
+                    return Outcome::Done;
+                }
+                Ok(Err(e)) => e.0,
+                Err(e) => format!("undecodable reply: {e}"),
+            },
+            // The item does not decode as the consumer's type: it never
+            // will, so it is dead at once.
+            Err(actor_core::Error::Serialization(e)) => {
+                return dead_letter(streams, provider, item, target, e, tries).await;
+            }
+            Err(actor_core::Error::SiloStopped) if silo.is_stopping() => return Outcome::Unacked,
+            Err(e) => e.to_string(),
+        };
+        if silo.is_stopping() {
+            return Outcome::Unacked;
+        }
+        if tries >= policy.max_attempts {
+            return dead_letter(streams, provider, item, target, error, tries).await;
+        }
+        tracing::debug!(stream = %item.stream, consumer = %target.grain, %error, attempt, "delivery failed; trying again");
+        tokio::time::sleep(policy.retry_backoff).await;
+        attempt += 1;
+    }
+}
+
+async fn dead_letter(
+    streams: &Streams,
+    provider: &str,
+    item: &RawItem,
+    target: &Target,
+    error: String,
+    attempts: u32,
+) -> Outcome {
+    tracing::warn!(stream = %item.stream, consumer = %target.grain, token = %item.token, %error, attempts, "item dead-lettered");
+    streams
+        .counters(&item.stream.namespace)
+        .dead_lettered
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let letter = DeadLetter {
+        provider: provider.to_owned(),
+        stream: item.stream.clone(),
+        token: item.token,
+        consumer: target.grain.clone(),
+        subscription: target.subscription.clone(),
+        method: target.method.clone(),
+        error,
+        attempts,
+        payload: item.payload.clone(),
+        at_millis: now_millis(),
+    };
+    match streams.store().add_dead_letter(letter).await {
+        Ok(()) => Outcome::Done,
+        Err(e) => {
+            // Not acked then: a persistent provider delivers it again
+            // rather than lose it.
+            tracing::error!(error = %e, stream = %item.stream, "cannot store a dead letter; leaving the item unacked");
+            Outcome::Unacked
+        }
+    }
+}
