@@ -146,6 +146,7 @@ mod link;
 mod membership;
 mod memory;
 mod placement;
+mod request_limits;
 mod router;
 mod secrets;
 mod signal;
