@@ -165,7 +165,7 @@ impl ClientRouter {
     async fn call(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {
         let gateways = self.gateways.lock().clone();
         // Start at a gateway chosen by the grain, so load spreads.
-        let start = (crate::router::grain_hash(&call.target) as usize) % gateways.len().max(1);
+        let start = (crate::hash::grain_hash(&call.target) as usize) % gateways.len().max(1);
         for i in 0..gateways.len() {
             let g = &gateways[(start + i) % gateways.len()];
             // Only a call that provably did not run moves on to the next

@@ -1,6 +1,6 @@
 //! A silo in a cluster: it joins the membership table, serves its link,
-//! heartbeats, probes its peers, votes on suspects and keeps its router's
-//! member list equal to the active silos in the table.
+//! heartbeats, probes its peers, votes on suspects and keeps its view of
+//! ownership (`crate::fence`) equal to the active silos in the table.
 //!
 //! Failure detection follows Orleans' protocol: a peer that misses
 //! `missed_probes` probes in a row gets a timestamped suspicion vote in the
@@ -21,9 +21,9 @@ use tokio::task::JoinHandle;
 
 use crate::directory::{Directory, DirectoryRouting, serve_member};
 use crate::error::{Error, Result};
+use crate::fence::Ownership;
 use crate::link::{LinkService, Prober};
 use crate::membership::{MembershipEntry, MembershipTable, SiloAddress, SiloStatus, Suspicion};
-use crate::router::StaticRouter;
 use crate::stats::{ClusterView, StatsService};
 use crate::transport::{ConnectionLimits, Connector, LinkListener};
 
@@ -168,7 +168,7 @@ impl ClusterConfig {
 pub struct ClusterSilo {
     silo: Silo,
     address: SiloAddress,
-    router: Arc<StaticRouter>,
+    ownership: Arc<Ownership>,
     directory: Arc<Directory>,
     table: Arc<dyn MembershipTable>,
     serving: Arc<AtomicBool>,
@@ -220,12 +220,11 @@ impl ClusterSilo {
         };
         let clock = config.clock.clone();
         let address = SiloAddress::new(endpoint.clone(), clock.now_millis());
-        let router = StaticRouter::new(endpoint.clone(), vec![endpoint.clone()]);
-        router.use_connector(connector.clone());
+        let ownership = Arc::new(Ownership::new(endpoint.clone(), vec![endpoint.clone()]));
         let serving = Arc::new(AtomicBool::new(true));
         let directory = Directory::new(
             address.clone(),
-            router.clone(),
+            ownership.clone(),
             connector.clone(),
             config.placement.clone(),
             config.probe_timeout.max(Duration::from_millis(500)),
@@ -238,22 +237,21 @@ impl ClusterSilo {
             .extension(ClusterView::new(
                 address.clone(),
                 table.clone(),
-                router.clone(),
+                ownership.clone(),
             ))
             .start()
             .await
             .map_err(|e| Error::Config(e.to_string()))?;
-        router.attach(&silo);
         directory.attach(&silo);
 
         // Fenced from the start: nothing is activated here before this
         // silo has a view that every member has applied. The lease starts
         // expired and is granted with the first view: until then the
-        // router's only member is this silo, which would otherwise own
+        // view's only member is this silo, which would otherwise own
         // (and activate) every grain it is asked for while it joins (the
         // simulator found such a duplicate on a restart).
         if !config.unfenced_for_tests {
-            router.enable_fencing(tokio::time::Instant::now());
+            ownership.enable_fencing(tokio::time::Instant::now());
         }
         if config.tls.is_some() {
             // A silo the members would refuse writes no row (the
@@ -273,7 +271,7 @@ impl ClusterSilo {
             .with_liveness(address.generation, serving.clone())
             .with_applied_view(applied.clone())
             .with_gateways({
-                // The directory's view, not the router's: it changes last,
+                // The directory's view, not the fence's: it changes last,
                 // so a client never learns of a change its gateway does
                 // not route by yet.
                 let directory = directory.clone();
@@ -302,7 +300,7 @@ impl ClusterSilo {
                 return Err(e);
             }
         };
-        router.set_view(
+        ownership.set_view(
             snap.with_status(SiloStatus::Active)
                 .map(|e| e.silo.endpoint.clone())
                 .collect(),
@@ -325,9 +323,9 @@ impl ClusterSilo {
                 && e.suspicions.iter().any(|v| now_ms - v.at_millis <= recent)
         });
         if recently_dead {
-            router.hold_until(tokio::time::Instant::now() + config.lease * 2);
+            ownership.hold_until(tokio::time::Instant::now() + config.lease * 2);
         }
-        router.renew_lease(tokio::time::Instant::now() + config.lease);
+        ownership.renew_lease(tokio::time::Instant::now() + config.lease);
         let loads = {
             let directory = directory.clone();
             let every = config.probe_interval;
@@ -353,7 +351,7 @@ impl ClusterSilo {
             lease_lost: false,
             me: address.clone(),
             table: table.clone(),
-            router: router.clone(),
+            ownership: ownership.clone(),
             directory: directory.clone(),
             silo: silo.clone(),
             serving: serving.clone(),
@@ -365,7 +363,7 @@ impl ClusterSilo {
         Ok(ClusterSilo {
             silo,
             address,
-            router,
+            ownership,
             directory,
             table,
             serving,
@@ -386,7 +384,7 @@ impl ClusterSilo {
 
     /// The active silos this silo places grains on now.
     pub fn active_members(&self) -> Vec<String> {
-        self.router.members()
+        self.ownership.members()
     }
 
     /// The endpoint that owns `id`'s directory partition in this silo's
@@ -395,7 +393,7 @@ impl ClusterSilo {
     /// not active anywhere. An activation placed earlier stays where it
     /// is when silos join; see [`location_of`](ClusterSilo::location_of).
     pub fn owner_of(&self, id: &actor_core::GrainId) -> String {
-        self.router.owner(id)
+        self.ownership.owner(id)
     }
 
     /// Where this silo last saw `id`'s activation: this silo's endpoint if
@@ -500,7 +498,7 @@ struct Agent {
     lease_lost: bool,
     me: SiloAddress,
     table: Arc<dyn MembershipTable>,
-    router: Arc<StaticRouter>,
+    ownership: Arc<Ownership>,
     directory: Arc<Directory>,
     silo: Silo,
     serving: Arc<AtomicBool>,
@@ -546,7 +544,7 @@ impl Agent {
                 }
                 Some(_) => {}
             }
-            self.router
+            self.ownership
                 .renew_lease(tokio::time::Instant::now() + self.config.lease);
             self.lease_lost = false;
             let active: Vec<SiloAddress> = snap
@@ -554,12 +552,12 @@ impl Agent {
                 .map(|e| e.silo.clone())
                 .collect();
             let endpoints: Vec<String> = active.iter().map(|a| a.endpoint.clone()).collect();
-            if endpoints != self.router.members() {
+            if endpoints != self.ownership.members() {
                 tracing::info!(silo = %self.me, members = ?endpoints, "membership changed");
                 // Silos declared dead may still run grains until their
                 // lease runs out: hold new activations until then.
                 let gone_by_votes = self
-                    .router
+                    .ownership
                     .members()
                     .iter()
                     .filter(|m| !endpoints.contains(m))
@@ -569,10 +567,10 @@ impl Agent {
                             .any(|(e, _)| &e.silo.endpoint == m && !e.suspicions.is_empty())
                     });
                 if gone_by_votes {
-                    self.router
+                    self.ownership
                         .hold_until(tokio::time::Instant::now() + self.config.lease * 2);
                 }
-                self.router.set_view(endpoints, snap.version.0);
+                self.ownership.set_view(endpoints, snap.version.0);
             }
             // Activations stay where they are; grains whose directory
             // partition moved are claimed at their new owner before this
@@ -597,7 +595,7 @@ impl Agent {
     /// After a failed read: once the lease has run out, stop serving
     /// grains (others may activate them once they declare this silo dead).
     async fn check_lease(&mut self) {
-        if self.router.lease_valid() || self.lease_lost {
+        if self.ownership.lease_valid() || self.lease_lost {
             return;
         }
         self.lease_lost = true;
@@ -620,7 +618,7 @@ impl Agent {
             if let Ok((generation, applied)) = result
                 && generation == peer.generation
             {
-                self.router.set_acked(&peer.endpoint, applied);
+                self.ownership.set_acked(&peer.endpoint, applied);
                 self.misses.remove(peer);
                 continue;
             }

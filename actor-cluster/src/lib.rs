@@ -127,8 +127,9 @@
 //! - [`LinkListener`], [`Connector`], [`ConnectionLimits`]: transports and
 //!   their limits.
 //! - [`Link::connect`] (with [`LinkOptions`]), [`LinkService::serve`] and
-//!   [`StaticRouter`]: the silo link on its own, over a fixed list of
-//!   silos, without membership (for benchmarks and tests of the link).
+//!   [`StaticRouter`], the test router: the silo link on its own, over a
+//!   fixed list of silos, without membership, directory or fence (for
+//!   benchmarks and tests of the link).
 //! - [`prelude`]: the names a program that hosts or calls a cluster uses.
 //!
 //! ## Feature flags
@@ -142,6 +143,8 @@ mod client;
 mod cluster;
 mod directory;
 mod error;
+mod fence;
+mod hash;
 mod link;
 mod membership;
 mod memory;
@@ -169,7 +172,7 @@ pub use placement::{
     ActivationCountPlacement, Candidate, HashPlacement, Placement, PlacementContext, Placements,
     PreferLocalPlacement, RandomPlacement,
 };
-pub use router::{StaticRouter, StaticRouting};
+pub use router::StaticRouter;
 pub use secrets::{
     CommandSecrets, EnvSecrets, FileSecrets, Secret, SecretProvider, read_private_file,
     url_with_password,
@@ -194,7 +197,7 @@ pub mod prelude {
 /// notice.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::hash::rendezvous_owner;
     pub use crate::link::{CallReply, NotSent};
     pub use crate::membership::now_millis;
-    pub use crate::router::rendezvous_owner;
 }

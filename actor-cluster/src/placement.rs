@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use actor_core::{Grain, GrainId};
 
-use crate::router::rendezvous_owner;
+use crate::hash::rendezvous_owner;
 
 /// One silo a grain may be placed on, with its last known activation
 /// count.

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use crate::error::{Error, Result};
+use crate::fence::Ownership;
 use crate::membership::{MembershipSnapshot, MembershipTable, SiloAddress};
-use crate::router::StaticRouter;
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 mod pb {
@@ -145,7 +145,7 @@ impl StatsExtras {
 pub struct ClusterView {
     me: SiloAddress,
     table: Arc<dyn MembershipTable>,
-    router: Arc<StaticRouter>,
+    ownership: Arc<Ownership>,
     clients: DashMap<String, SiloStatsClient<tonic::transport::Channel>>,
 }
 
@@ -161,12 +161,12 @@ impl ClusterView {
     pub(crate) fn new(
         me: SiloAddress,
         table: Arc<dyn MembershipTable>,
-        router: Arc<StaticRouter>,
+        ownership: Arc<Ownership>,
     ) -> Self {
         ClusterView {
             me,
             table,
-            router,
+            ownership,
             clients: DashMap::new(),
         }
     }
@@ -183,7 +183,7 @@ impl ClusterView {
 
     /// The active silos this silo places grains on now.
     pub fn active_members(&self) -> Vec<String> {
-        self.router.members()
+        self.ownership.members()
     }
 
     /// Reads the membership table (every row, with status, start time,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actor_cluster::{
     BoxedIo, Connector, DEFAULT_MAX_FRAME, Link, LinkListener, LinkOptions, LinkService,
-    StaticRouter, StaticRouting,
+    StaticRouter,
 };
 use actor_core::prelude::*;
 use actor_core::{EncodedCall, Error};
@@ -91,7 +91,7 @@ async fn cluster(n: usize, max_frame: usize) -> Vec<Member> {
         let silo = Silo::builder()
             .name(format!("silo{i}"))
             .grain::<Node>()
-            .router(Arc::new(StaticRouting(router.clone())))
+            .router(router.clone())
             .start()
             .await
             .unwrap();
@@ -579,7 +579,7 @@ async fn beside(other: &str) -> (String, Arc<StaticRouter>, Silo, tokio::task::J
     let router = StaticRouter::new(me.clone(), vec![me.clone(), other.to_owned()]);
     let silo = Silo::builder()
         .grain::<Node>()
-        .router(Arc::new(StaticRouting(router.clone())))
+        .router(router.clone())
         .start()
         .await
         .unwrap();
@@ -681,7 +681,7 @@ async fn a_one_way_call_names_its_sender_across_silos() {
             .name(format!("silo{i}"))
             .grain::<Node>()
             .incoming_filter(senders.clone())
-            .router(Arc::new(StaticRouting(router.clone())))
+            .router(router.clone())
             .start()
             .await
             .unwrap();

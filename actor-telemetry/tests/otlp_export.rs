@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actor_cluster::{DEFAULT_MAX_FRAME, LinkListener, LinkService, StaticRouter, StaticRouting};
+use actor_cluster::{DEFAULT_MAX_FRAME, LinkListener, LinkService, StaticRouter};
 use actor_core::prelude::*;
 use actor_core::{TRACEPARENT, TraceContext};
 use actor_telemetry::collector::{Collector, ReceivedSpan as Received, str_attr};
@@ -141,7 +141,7 @@ async fn cluster(endpoint: Option<&str>) -> Vec<Member> {
             .name(name)
             .grain::<Front>()
             .grain::<Back>()
-            .router(Arc::new(StaticRouting(router.clone())))
+            .router(router.clone())
             .with_telemetry(&telemetry)
             .start()
             .await

@@ -23,12 +23,14 @@ mod batch_stream;
 mod client;
 mod envelope;
 mod gateways;
+mod pool;
 mod prober;
 mod server;
 mod sweeper;
 
 pub use client::{CallReply, Link, LinkOptions, NotSent};
 pub(crate) use gateways::fetch_gateways;
+pub(crate) use pool::LinkPool;
 pub(crate) use prober::Prober;
 pub use server::LinkService;
 

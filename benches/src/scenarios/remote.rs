@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_cluster::{DEFAULT_MAX_FRAME, LinkListener, LinkService, StaticRouter, StaticRouting};
+use actor_cluster::{DEFAULT_MAX_FRAME, LinkListener, LinkService, StaticRouter};
 use actor_core::GrainId;
 use actor_core::prelude::*;
 use cpu_time::ProcessTime;
@@ -128,7 +128,7 @@ pub(crate) fn serve_peer() -> Result<(), String> {
         let silo = Silo::builder()
             .name("bench-peer")
             .grain::<EchoGrain>()
-            .router(Arc::new(StaticRouting(router.clone())))
+            .router(router.clone())
             .start()
             .await
             .map_err(|e| e.to_string())?;
@@ -237,7 +237,7 @@ async fn ours(peer: &Peer, first: i64, keys: u64) -> (Call, Silo, tokio::task::J
     let silo = Silo::builder()
         .name("bench-caller")
         .grain::<EchoGrain>()
-        .router(Arc::new(StaticRouting(router.clone())))
+        .router(router.clone())
         .start()
         .await
         .expect("silo starts");
