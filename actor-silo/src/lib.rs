@@ -95,6 +95,7 @@ mod config;
 mod error;
 mod health;
 mod ledger;
+mod process;
 mod run;
 
 pub use config::{
@@ -106,6 +107,7 @@ pub use ledger::{
     Appended, LEDGER_TYPE, Ledger, LedgerAppend, LedgerOps, LedgerRef, LedgerState, Record,
     RecordFile, now_micros,
 };
+pub use process::run_process;
 pub use run::RunningSilo;
 
 /// The first word of the line the binary prints once it serves.

@@ -1,0 +1,298 @@
+//! The oracles: duplicate activations from the silos' record files, lost
+//! acknowledged writes from the database, and the percentiles of the
+//! figures.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use actor_silo::Record;
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::error::{Error, Result};
+
+/// One activation's live interval, as its records show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Interval {
+    /// The silo that hosted it.
+    pub silo: String,
+    /// The activation id.
+    pub activation: String,
+    /// Its first record's start (its load), in Unix microseconds.
+    pub start_us: i64,
+    /// Its last record's end, in Unix microseconds.
+    pub end_us: i64,
+    /// How many appends it stored.
+    pub stored: u64,
+}
+
+/// Two activations of one grain whose live intervals overlap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Duplicate {
+    /// The grain.
+    pub grain: String,
+    /// The earlier activation.
+    pub first: Interval,
+    /// The later one, which started before the earlier one's last turn
+    /// ended.
+    pub second: Interval,
+}
+
+/// Every activation interval of every grain in `files` (torn last lines
+/// of killed silos are skipped).
+pub fn intervals(files: &[PathBuf]) -> Result<BTreeMap<String, Vec<Interval>>> {
+    let mut by_activation: BTreeMap<(String, String), Interval> = BTreeMap::new();
+    for f in files {
+        let records = match actor_silo::RecordFile::read(f) {
+            Ok(r) => r,
+            // A silo killed before its first activation wrote nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(Error::Io {
+                    path: f.clone(),
+                    source,
+                });
+            }
+        };
+        for Record {
+            grain,
+            activation,
+            silo,
+            kind,
+            start_us,
+            end_us,
+            ok,
+            ..
+        } in records
+        {
+            let e = by_activation
+                .entry((grain, activation.clone()))
+                .or_insert(Interval {
+                    silo,
+                    activation,
+                    start_us,
+                    end_us,
+                    stored: 0,
+                });
+            e.start_us = e.start_us.min(start_us);
+            e.end_us = e.end_us.max(end_us);
+            if kind == "append" && ok {
+                e.stored += 1;
+            }
+        }
+    }
+    let mut out: BTreeMap<String, Vec<Interval>> = BTreeMap::new();
+    for ((grain, _), i) in by_activation {
+        out.entry(grain).or_default().push(i);
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|i| i.start_us);
+    }
+    Ok(out)
+}
+
+/// The overlapping pairs: strong single activation says there are none.
+pub fn duplicates(intervals: &BTreeMap<String, Vec<Interval>>) -> Vec<Duplicate> {
+    let mut out = Vec::new();
+    for (grain, v) in intervals {
+        // Sorted by start: each overlaps any earlier one that ends after
+        // it starts.
+        for (j, later) in v.iter().enumerate() {
+            for earlier in &v[..j] {
+                if earlier.end_us > later.start_us {
+                    out.push(Duplicate {
+                        grain: grain.clone(),
+                        first: earlier.clone(),
+                        second: later.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An acknowledged op missing from its grain's stored state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LostWrite {
+    /// The grain.
+    pub grain: String,
+    /// The op.
+    pub op: u64,
+}
+
+/// The acknowledged ops missing from `stored`.
+pub fn lost_writes(
+    acked: &BTreeMap<String, Vec<u64>>,
+    stored: &BTreeMap<String, Vec<u64>>,
+) -> Vec<LostWrite> {
+    let mut out = Vec::new();
+    for (grain, ops) in acked {
+        let have: HashSet<u64> = stored
+            .get(grain)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        for op in ops {
+            if !have.contains(op) {
+                out.push(LostWrite {
+                    grain: grain.clone(),
+                    op: *op,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Every ledger's stored ops, read from `{prefix}_state` in PostgreSQL.
+pub async fn stored_ledgers(url: &str, prefix: &str) -> Result<BTreeMap<String, Vec<u64>>> {
+    let db = |source| Error::Database {
+        url: url.to_owned(),
+        source,
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(db)?;
+    let rows = sqlx::query(&format!(
+        "SELECT grain_id, payload FROM {prefix}_state WHERE grain_type = $1"
+    ))
+    .bind(actor_silo::LEDGER_TYPE)
+    .fetch_all(&pool)
+    .await
+    .map_err(db)?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let id: String = row.get(0);
+        let payload: Vec<u8> = row.get(1);
+        let key = id.rsplit_once("/s:").map(|x| x.1).unwrap_or(&id).to_owned();
+        let state: actor_silo::LedgerState = serde_json::from_slice(&payload)
+            .map_err(|e| Error::Usage(format!("the stored state of {id} is not a ledger: {e}")))?;
+        out.insert(key, state.ops);
+    }
+    pool.close().await;
+    Ok(out)
+}
+
+/// Drops the run's state tables.
+pub(crate) async fn drop_state(url: &str, prefix: &str) -> Result<()> {
+    let db = |source| Error::Database {
+        url: url.to_owned(),
+        source,
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .map_err(db)?;
+    for t in ["state", "events", "snapshots"] {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {prefix}_{t}"))
+            .execute(&pool)
+            .await
+            .map_err(db)?;
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// Nearest-rank percentile `p` (0-100) of `v`, `None` if empty.
+pub fn percentile(v: &[i64], p: f64) -> Option<i64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    Some(s[rank.clamp(1, s.len()) - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv(silo: &str, a: &str, s: i64, e: i64) -> Interval {
+        Interval {
+            silo: silo.into(),
+            activation: a.into(),
+            start_us: s,
+            end_us: e,
+            stored: 1,
+        }
+    }
+
+    #[test]
+    fn overlapping_activations_are_duplicates_and_successive_ones_are_not() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "g1".to_string(),
+            vec![iv("s0", "a", 0, 10), iv("s1", "b", 11, 20)],
+        );
+        assert!(duplicates(&m).is_empty());
+        m.insert(
+            "g2".to_string(),
+            vec![iv("s0", "c", 0, 10), iv("s1", "d", 5, 20)],
+        );
+        let d = duplicates(&m);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].grain, "g2");
+    }
+
+    #[test]
+    fn records_make_intervals_per_activation() {
+        let dir = std::env::temp_dir().join(format!("chaos-oracle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("s0-0.records.jsonl");
+        let line = |a: &str, kind: &str, s: i64, e: i64| {
+            serde_json::to_string(&Record {
+                grain: "g1".into(),
+                activation: a.into(),
+                silo: "s0".into(),
+                kind: kind.into(),
+                start_us: s,
+                end_us: e,
+                op: 1,
+                ok: true,
+            })
+            .unwrap()
+        };
+        let text = format!(
+            "{}\n{}\n{}\n{{\"grain\":\"g1\",\"act",
+            line("a", "activate", 1, 2),
+            line("a", "append", 3, 4),
+            line("b", "append", 3, 9)
+        );
+        std::fs::write(&f, text).unwrap();
+        let m = intervals(&[f, dir.join("missing.jsonl")]).unwrap();
+        let v = &m["g1"];
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].start_us, v[0].end_us, v[0].stored), (1, 4, 1));
+        assert_eq!(duplicates(&m).len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_acknowledged_op_is_lost() {
+        let acked = BTreeMap::from([("g".to_string(), vec![1, 2, 3])]);
+        let stored = BTreeMap::from([("g".to_string(), vec![1, 3, 4])]);
+        assert_eq!(
+            lost_writes(&acked, &stored),
+            vec![LostWrite {
+                grain: "g".into(),
+                op: 2
+            }]
+        );
+        assert!(
+            lost_writes(&acked, &BTreeMap::from([("g".to_string(), vec![3, 2, 1])])).is_empty()
+        );
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<i64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50));
+        assert_eq!(percentile(&v, 99.0), Some(99));
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}
