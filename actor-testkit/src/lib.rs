@@ -65,6 +65,7 @@ mod error;
 mod faults;
 mod network;
 mod oracle;
+pub mod serializability;
 pub mod sim;
 
 pub use cluster::{TestCluster, TestClusterBuilder};

@@ -54,6 +54,12 @@ impl<H: Grain> TransactionClient for GrainContext<H> {
     }
 }
 
+impl<C: TransactionClient + ?Sized> TransactionClient for Arc<C> {
+    fn grain_ref<G: Grain>(&self, key: GrainKey) -> GrainRef<G> {
+        (**self).grain_ref(key)
+    }
+}
+
 impl<C: TransactionClient + ?Sized> TransactionClient for &C {
     fn grain_ref<G: Grain>(&self, key: GrainKey) -> GrainRef<G> {
         (**self).grain_ref(key)
@@ -76,6 +82,9 @@ pub struct TransactionOptions {
     pub timeout: Duration,
     /// How long one lock request may wait (default 5 s).
     pub lock_timeout: Duration,
+    /// The transaction's age for wait-die (default: its start time). Give
+    /// a retry the priority of the first attempt to keep its age.
+    pub priority: Option<Priority>,
 }
 
 impl Default for TransactionOptions {
@@ -83,6 +92,7 @@ impl Default for TransactionOptions {
         TransactionOptions {
             timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(5),
+            priority: None,
         }
     }
 }
@@ -91,6 +101,12 @@ impl TransactionOptions {
     /// These options with `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// These options with a fixed `priority` (age).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
         self
     }
 
@@ -223,7 +239,8 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    attempt(client, options, Priority::now(), body()).await
+    let priority = options.priority.unwrap_or_else(Priority::now);
+    attempt(client, options, priority, body()).await
 }
 
 /// How [`retry_transaction`] retries: at most `attempts` runs, with
@@ -264,7 +281,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let priority = Priority::now();
+    let priority = options.priority.unwrap_or_else(Priority::now);
     let mut backoff = policy.first_backoff;
     let mut run = 1;
     loop {

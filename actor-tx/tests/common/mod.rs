@@ -158,3 +158,57 @@ pub fn ci() -> bool {
 pub fn unique_prefix() -> String {
     format!("tx_{}", uuid::Uuid::new_v4().simple())
 }
+
+/// A small deterministic random number generator (xorshift), so that a
+/// failing run can be replayed from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Records an attempt in `history` from what its calls observed.
+pub fn record(
+    history: &actor_testkit::serializability::TransactionHistory,
+    tx: &str,
+    committed: bool,
+    seen: &[Observed],
+) {
+    let mut rec = actor_testkit::serializability::TxRecord::new(tx, committed);
+    for o in seen {
+        let key = format!("account/{}", o.account);
+        rec = rec.read(key.clone(), o.read.as_deref());
+        if o.wrote {
+            rec = rec.write(key, o.read.as_deref());
+        }
+    }
+    history.record(rec);
+}
+
+/// A client of its own for `cluster` (the cluster's own client borrows the
+/// cluster, which a test that kills silos needs mutably).
+pub async fn own_client(
+    cluster: &actor_testkit::TestCluster,
+    silos: usize,
+) -> std::sync::Arc<actor_cluster::ClusterClient> {
+    let gateways = (0..silos)
+        .map(|i| cluster.silo(i).address().endpoint.clone())
+        .collect();
+    let client = actor_cluster::ClusterClient::connect_via(
+        cluster.network().connector("tx-client"),
+        gateways,
+        std::time::Duration::from_millis(500),
+    )
+    .await
+    .unwrap();
+    std::sync::Arc::new(client)
+}
