@@ -56,54 +56,20 @@ const SCHEMA: [&str; 2] = [
         PRIMARY KEY (cluster_id, endpoint, generation))",
 ];
 
-/// A backend `SqlMembership` knows: URLs with this scheme need this crate
-/// feature, which this build may or may not have.
-#[derive(Debug, Clone, Copy)]
-struct Backend {
-    scheme: &'static str,
-    name: &'static str,
-    feature: &'static str,
-    built: bool,
-}
+use actor_core::__private::sql_url;
 
-/// The backends of this build, by URL scheme.
-const BACKENDS: [Backend; 3] = [
-    Backend {
-        scheme: "sqlite",
-        name: "SQLite",
-        feature: "sqlite",
-        built: cfg!(feature = "sqlite"),
-    },
-    Backend {
-        scheme: "postgres",
-        name: "PostgreSQL",
-        feature: "postgres",
-        built: cfg!(feature = "postgres"),
-    },
-    Backend {
-        scheme: "postgresql",
-        name: "PostgreSQL",
-        feature: "postgres",
-        built: cfg!(feature = "postgres"),
-    },
-];
+/// The SQL backends of this build, by URL scheme.
+const BACKENDS: [sql_url::Backend; 3] =
+    sql_url::backends(cfg!(feature = "sqlite"), cfg!(feature = "postgres"));
 
 /// Refuses a URL whose backend is known but not built, naming the feature
 /// that builds it. Other schemes go on to sqlx, which reports them.
-fn check_backend(url: &str, shown: &str, backends: &[Backend]) -> Result<()> {
-    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-    match backends
-        .iter()
-        .find(|b| b.scheme.eq_ignore_ascii_case(scheme))
-    {
-        Some(b) if !b.built => Err(Error::Config(format!(
-            "membership table at {shown}: this build of actor-cluster has no {name} driver; \
-             enable its `{feature}` feature (actor-cluster = {{ features = [\"{feature}\"] }})",
-            name = b.name,
-            feature = b.feature,
-        ))),
-        _ => Ok(()),
-    }
+fn check_backend(url: &str, shown: &str) -> Result<()> {
+    check_backend_in(url, shown, &BACKENDS)
+}
+
+fn check_backend_in(url: &str, shown: &str, backends: &[sql_url::Backend]) -> Result<()> {
+    sql_url::check(url, shown, backends, "membership table", "actor-cluster").map_err(Error::Config)
 }
 
 /// The membership table of one cluster in SQLite or PostgreSQL.
@@ -127,14 +93,10 @@ impl SqlMembership {
         connect_timeout: std::time::Duration,
     ) -> Result<Self> {
         let shown = redact(url);
-        check_backend(url, &shown, &BACKENDS)?;
+        check_backend(url, &shown)?;
         sqlx::any::install_default_drivers();
-        let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
-            // Create the file on first use.
-            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-        } else {
-            url.to_owned()
-        };
+        // Create the file on first use.
+        let url = sql_url::creating_sqlite_file(url);
         let unavailable = |source| Error::TableUnavailable {
             url: shown.clone(),
             source,
@@ -145,7 +107,7 @@ impl SqlMembership {
             .connect(&url)
             .await
             .map_err(unavailable)?;
-        if url.starts_with("sqlite:") {
+        if sql_url::is_sqlite(&url) {
             // WAL lets readers in other processes go on while one writes.
             sqlx::query("PRAGMA journal_mode=WAL")
                 .execute(&pool)
@@ -389,44 +351,25 @@ use actor_core::redact_url as redact;
 
 #[cfg(test)]
 mod tests {
-    use super::{BACKENDS, Backend, Error, check_backend};
+    use super::{Error, check_backend_in, sql_url};
 
-    /// The backends as a build with `sqlite` only has them.
-    fn sqlite_only() -> Vec<Backend> {
-        BACKENDS
-            .iter()
-            .map(|b| Backend {
-                built: b.feature == "sqlite",
-                ..*b
-            })
-            .collect()
-    }
-
+    /// This crate's wording of the shared check (`sql_url::check` has the
+    /// cases): the table, the crate and its feature.
     #[test]
     fn a_url_whose_backend_is_not_built_names_the_feature() {
-        let only = sqlite_only();
-        for url in [
-            "postgres://u@h/db",
-            "postgresql://u@h/db",
-            "POSTGRES://u@h/db",
-        ] {
-            let err = check_backend(url, url, &only).unwrap_err();
-            assert!(matches!(err, Error::Config(_)), "{err}");
-            let msg = err.to_string();
-            assert!(msg.contains("PostgreSQL"), "{msg}");
-            assert!(msg.contains("`postgres` feature"), "{msg}");
-            assert!(msg.contains(url), "{msg}");
-        }
-        assert!(check_backend("sqlite://m.db", "sqlite://m.db", &only).is_ok());
-        // Schemes it does not know are sqlx's to report, as before.
-        assert!(check_backend("mysql://h/db", "mysql://h/db", &only).is_ok());
-
-        let none: Vec<_> = BACKENDS
-            .iter()
-            .map(|b| Backend { built: false, ..*b })
-            .collect();
-        let err = check_backend("sqlite://m.db", "sqlite://m.db", &none).unwrap_err();
-        assert!(err.to_string().contains("`sqlite` feature"), "{err}");
+        let sqlite_only = sql_url::backends(true, false);
+        let url = "postgres://u@h/db";
+        let err = check_backend_in(url, url, &sqlite_only).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("membership table at postgres://u@h/db"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("actor-cluster = { features = [\"postgres\"] }"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -178,6 +178,7 @@ mod reference;
 mod registry;
 mod router;
 mod silo;
+mod sql_url;
 mod timer;
 mod trace;
 mod worker;
@@ -220,6 +221,10 @@ pub mod __private {
     pub use crate::context::{current_call_id, restart_call_ids_on_this_thread};
     pub use crate::envelope::CallHeader;
     pub use crate::invoke::{Call, ExclusiveCall, Invoke, OnEnd, SharedCall};
+    /// Database URLs before sqlx sees them (see the module).
+    pub mod sql_url {
+        pub use crate::sql_url::*;
+    }
     pub use serde;
     pub use serde_bytes;
 }

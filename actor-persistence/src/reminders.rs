@@ -143,57 +143,20 @@ const REMINDERS_DDL: &str = "CREATE TABLE IF NOT EXISTS grain_reminders (
     period_ms BIGINT NOT NULL,
     PRIMARY KEY (grain_key, name))";
 
-/// A SQL backend of reminders: URLs with this scheme need this crate
-/// feature, which this build may or may not have.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[derive(Debug, Clone, Copy)]
-struct Backend {
-    scheme: &'static str,
-    name: &'static str,
-    feature: &'static str,
-    built: bool,
-}
+use actor_core::__private::sql_url;
 
 /// The SQL backends of this build, by URL scheme.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-const BACKENDS: [Backend; 3] = [
-    Backend {
-        scheme: "sqlite",
-        name: "SQLite",
-        feature: "sqlite",
-        built: cfg!(feature = "sqlite"),
-    },
-    Backend {
-        scheme: "postgres",
-        name: "PostgreSQL",
-        feature: "postgres",
-        built: cfg!(feature = "postgres"),
-    },
-    Backend {
-        scheme: "postgresql",
-        name: "PostgreSQL",
-        feature: "postgres",
-        built: cfg!(feature = "postgres"),
-    },
-];
+const BACKENDS: [sql_url::Backend; 3] =
+    sql_url::backends(cfg!(feature = "sqlite"), cfg!(feature = "postgres"));
 
 /// Refuses a URL whose backend is known but not built, naming the feature
 /// that builds it; other schemes go on to sqlx, which reports them.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-fn check_backend(url: &str, shown: &str, backends: &[Backend]) -> Result<()> {
-    let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-    match backends
-        .iter()
-        .find(|b| b.scheme.eq_ignore_ascii_case(scheme))
-    {
-        Some(b) if !b.built => Err(Error::Config(format!(
-            "reminder table at {shown}: this build of actor-persistence has no {name} driver; \
-             enable its `{feature}` feature (actor-persistence = {{ features = [\"{feature}\"] }})",
-            name = b.name,
-            feature = b.feature,
-        ))),
-        _ => Ok(()),
-    }
+fn check_backend(url: &str, shown: &str, backends: &[sql_url::Backend]) -> Result<()> {
+    sql_url::check(url, shown, backends, "reminder table", "actor-persistence")
+        .map_err(Error::Config)
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -205,11 +168,7 @@ impl SqlReminders {
         let shown = url.split('@').next_back().unwrap_or(url).to_owned();
         check_backend(url, &shown, &BACKENDS)?;
         sqlx::any::install_default_drivers();
-        let full = if url.starts_with("sqlite:") && !url.contains("mode=") {
-            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-        } else {
-            url.to_owned()
-        };
+        let full = sql_url::creating_sqlite_file(url);
         let unavailable = |e: sqlx::Error| Error::Unavailable {
             provider: "reminders".into(),
             url: shown.clone(),
@@ -479,35 +438,23 @@ impl SiloBuilderRemindersExt for actor_core::SiloBuilder {
 
 #[cfg(all(test, any(feature = "sqlite", feature = "postgres")))]
 mod tests {
-    use super::{BACKENDS, Backend, Error, check_backend};
+    use super::{Error, check_backend, sql_url};
 
+    /// This crate's wording of the shared check (`sql_url::check` has the
+    /// cases): the table, the crate and its feature.
     #[test]
     fn a_url_whose_backend_is_not_built_names_the_feature() {
-        let sqlite_only: Vec<_> = BACKENDS
-            .iter()
-            .map(|b| Backend {
-                built: b.feature == "sqlite",
-                ..*b
-            })
-            .collect();
-        for url in ["postgres://h/db", "postgresql://h/db"] {
-            let err = check_backend(url, url, &sqlite_only).unwrap_err();
-            assert!(matches!(err, Error::Config(_)), "{err}");
-            let msg = err.to_string();
-            assert!(msg.contains("PostgreSQL"), "{msg}");
-            assert!(msg.contains("`postgres` feature"), "{msg}");
-        }
-        assert!(check_backend("sqlite://r.db", "sqlite://r.db", &sqlite_only).is_ok());
-
-        let postgres_only: Vec<_> = BACKENDS
-            .iter()
-            .map(|b| Backend {
-                built: b.feature == "postgres",
-                ..*b
-            })
-            .collect();
-        let err = check_backend("sqlite://r.db", "sqlite://r.db", &postgres_only).unwrap_err();
-        assert!(err.to_string().contains("`sqlite` feature"), "{err}");
+        let sqlite_only = sql_url::backends(true, false);
+        let err = check_backend("postgres://h/db", "postgres://h/db", &sqlite_only).unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("reminder table at postgres://h/db"), "{msg}");
+        assert!(
+            msg.contains("actor-persistence = { features = [\"postgres\"] }"),
+            "{msg}"
+        );
+        let postgres_only = sql_url::backends(false, true);
+        assert!(check_backend("sqlite://r.db", "sqlite://r.db", &postgres_only).is_err());
         assert!(check_backend("postgres://h/db", "postgres://h/db", &postgres_only).is_ok());
     }
 }
