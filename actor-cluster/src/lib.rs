@@ -139,6 +139,7 @@
 //!
 //! A URL whose feature is off is refused with [`Error::Config`] naming it.
 
+mod authorization;
 mod client;
 mod cluster;
 mod directory;
@@ -159,6 +160,7 @@ mod tls;
 mod transport;
 mod wire;
 
+pub use authorization::RoleAuthorization;
 pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo, WallClock};
 pub use error::{Error, Result};
