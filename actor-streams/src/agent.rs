@@ -267,7 +267,13 @@ impl Handler<Pull> for PartitionAgent {
             };
             let subs = self.subscriptions_of(streams, &name, &item.stream).await;
             let attempt = if received.redelivered { 2 } else { 1 };
-            match dispatch::deliver(&silo, streams, &name, item, &subs, attempt).await {
+            // A silo that stops (or is killed) mid-delivery gives the
+            // item back at once rather than when the consumer's turn ends.
+            let delivered = tokio::select! {
+                o = dispatch::deliver(&silo, streams, &name, item, &subs, attempt) => o,
+                () = stopping(&silo) => Outcome::Unacked,
+            };
+            match delivered {
                 Outcome::Done => {
                     let reader = self.reader.as_mut().expect("open while items are held");
                     if let Err(e) = reader.ack(received.tag).await {
@@ -325,6 +331,13 @@ impl PartitionAgent {
     }
 }
 
+/// Resolves once `silo` is stopping.
+async fn stopping(silo: &Silo) {
+    while !silo.is_stopping() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Starts the keeper of provider `name`'s `count` agents on `silo`.
 pub(crate) fn start_keeper(silo: Silo, name: String, count: u32) {
     tokio::spawn(async move {
@@ -344,7 +357,7 @@ pub(crate) fn start_keeper(silo: Silo, name: String, count: u32) {
 }
 
 /// Tells the agent of `stream`'s partition to reload its subscriptions.
-#[allow(dead_code)] // the broker providers call it
+#[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
 pub(crate) fn reload(silo: &Silo, name: &str, count: u32, stream: &StreamId) {
     let agent = silo.get_grain::<PartitionAgent>(agent_key(name, stream.partition(count)));
     let _ = agent.tell(ReloadStream(stream.clone()));

@@ -22,6 +22,13 @@
 //! | provider | where items wait | delivery |
 //! |---|---|---|
 //! | [`MemoryStreams`] | the stream grain's mailbox, in the cluster | best effort, ordered per stream |
+//! | [`RabbitStreams`] | durable RabbitMQ queues, one per partition | at least once, ordered per stream, acked after the consumer's turn |
+//!
+//! A persistent provider's partitions are pulled by agents, one grain per
+//! partition, so the cluster's placement spreads them over the live silos
+//! and its single activation keeps a partition from being pulled by two
+//! silos at once; when a silo dies, its partitions' agents are activated
+//! on the others (see [`PartitionSource`], [`Streams::set_ownership`]).
 //!
 //! Every item carries a [`SequenceToken`] written by its producer; a
 //! consumer drops redeliveries with [`Dedup`]. A consumer whose turn keeps
@@ -95,6 +102,7 @@
 //!
 //! - `sqlite` (default): [`SqlSubscriptions`] on SQLite.
 //! - `postgres`: [`SqlSubscriptions`] on PostgreSQL.
+//! - `rabbitmq` (default): [`RabbitStreams`], RabbitMQ through lapin.
 
 mod agent;
 mod dispatch;
@@ -104,6 +112,8 @@ mod item;
 mod memory;
 mod metrics;
 mod provider;
+#[cfg(feature = "rabbitmq")]
+mod rabbitmq;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql_subscriptions;
 mod streams;
@@ -117,6 +127,8 @@ pub use item::{Ack, Delivery, DeliveryError, RawItem, StreamItem};
 pub use memory::MemoryStreams;
 pub use metrics::{NamespaceStats, PartitionStats, StreamMetrics};
 pub use provider::{BoxFuture, StreamProvider};
+#[cfg(feature = "rabbitmq")]
+pub use rabbitmq::{DEFAULT_RABBITMQ_URL, RabbitStreams};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sql_subscriptions::SqlSubscriptions;
 pub use streams::{

@@ -37,6 +37,7 @@ pub struct StreamsBuilder {
     implicit: Vec<(Arc<str>, ImplicitConsumer)>,
     store: Option<Arc<dyn SubscriptionStore>>,
     policy: DeliveryPolicy,
+    pulling: bool,
 }
 
 impl std::fmt::Debug for StreamsBuilder {
@@ -102,6 +103,16 @@ impl StreamsBuilder {
         self
     }
 
+    /// Whether this silo keeps the persistent providers' partition agents
+    /// pulling (on by default). A silo that only publishes turns it off;
+    /// in a cluster, agents may still be placed on it by the other silos'
+    /// keepers, so turn it off only on silos outside any cluster or on
+    /// every silo that should not pull.
+    pub fn pulling(mut self, on: bool) -> Self {
+        self.pulling = on;
+        self
+    }
+
     fn build(self) -> Result<Streams> {
         let mut providers = HashMap::new();
         for (name, p) in self.providers {
@@ -132,6 +143,7 @@ impl StreamsBuilder {
                 policy: self.policy,
                 metrics: Registry::default(),
                 ownership: parking_lot::RwLock::new(None),
+                pulling: self.pulling,
             }),
         })
     }
@@ -170,6 +182,7 @@ struct Inner {
     policy: DeliveryPolicy,
     metrics: Registry,
     ownership: parking_lot::RwLock<Option<Ownership>>,
+    pulling: bool,
 }
 
 /// The streams of a silo (its extension; cheap to clone). Reach them with
@@ -197,6 +210,7 @@ impl Streams {
             implicit: Vec::new(),
             store: None,
             policy: DeliveryPolicy::default(),
+            pulling: true,
         }
     }
 
@@ -312,7 +326,7 @@ impl Streams {
                 }
             }
         }
-        for (name, p) in self.providers() {
+        for (name, p) in self.providers().filter(|_| self.inner.pulling) {
             if let Some(parts) = p.partitions() {
                 crate::agent::start_keeper(silo.clone(), name.clone(), parts.count());
             }
