@@ -238,6 +238,7 @@ impl ClusterSilo {
                 address.clone(),
                 table.clone(),
                 ownership.clone(),
+                connector.clone(),
             ))
             .start()
             .await

@@ -147,6 +147,8 @@ pub struct ClusterView {
     table: Arc<dyn MembershipTable>,
     ownership: Arc<Ownership>,
     clients: DashMap<String, SiloStatsClient<tonic::transport::Channel>>,
+    /// How the silo reaches its peers (TLS when the cluster has it).
+    connector: Arc<dyn crate::Connector>,
 }
 
 impl std::fmt::Debug for ClusterView {
@@ -162,12 +164,14 @@ impl ClusterView {
         me: SiloAddress,
         table: Arc<dyn MembershipTable>,
         ownership: Arc<Ownership>,
+        connector: Arc<dyn crate::Connector>,
     ) -> Self {
         ClusterView {
             me,
             table,
             ownership,
             clients: DashMap::new(),
+            connector,
         }
     }
 
@@ -201,11 +205,9 @@ impl ClusterView {
         let client = match self.clients.get(endpoint) {
             Some(c) => c.clone(),
             None => {
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-                    .map_err(|e| Error::Config(format!("bad silo endpoint `{endpoint}`: {e}")))?
-                    .connect_timeout(timeout)
-                    .timeout(timeout)
-                    .connect_lazy();
+                // Through the silo's connector, as its links: over TLS
+                // when the cluster has it.
+                let channel = crate::transport::lazy_channel(&self.connector, endpoint, timeout)?;
                 let c = SiloStatsClient::new(channel);
                 self.clients.insert(endpoint.to_owned(), c.clone());
                 c

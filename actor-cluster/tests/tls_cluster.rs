@@ -196,6 +196,13 @@ async fn a_tls_cluster_serves_members_and_clients_and_refuses_everyone_else() {
         let (n, _) = s.silo().get_grain::<Visits>(0).visit().await.unwrap();
         assert!(n >= 2);
     }
+    // The stats service (the dashboard's peer reports) goes over TLS too.
+    let view = actor_cluster::ClusterView::of(silos[0].silo()).unwrap();
+    for peer in &silos[1..] {
+        view.peer_report(&peer.address().endpoint, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
     let before = rows(&table).await;
     assert_eq!(before.1.len(), 3, "{before:?}");
 
@@ -369,4 +376,46 @@ async fn a_silo_without_tls_is_voted_out_and_gets_no_call_through() {
     .await;
     let (_, silo) = a.silo().get_grain::<Visits>(1).visit().await.unwrap();
     assert!(silo == "a" || silo == "b", "{silo}");
+}
+
+/// Handshakes run side by side: connections that never send a byte hold
+/// up no one, and are closed at the handshake timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_hold_up_no_one_and_are_closed() {
+    let ca = Ca::new("grains test cluster CA");
+    let table: Arc<dyn MembershipTable> = Arc::new(InMemoryMembership::new());
+    let mut config = ClusterConfig::fast().with_tls(
+        ca.config(&ca, &[SILO_NAME], false)
+            .accept_peer_name(CLIENT_NAME),
+    );
+    config.connections.handshake_timeout = Duration::from_millis(500);
+    let silo = ClusterSilo::start(
+        Silo::builder().name("a").grain::<Visits>(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        table,
+        config,
+    )
+    .await
+    .unwrap();
+    let endpoint = silo.address().endpoint.clone();
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(&endpoint).await.unwrap());
+    }
+    let client = ClusterClient::connect_with_tls(
+        vec![endpoint.clone()],
+        Duration::from_secs(1),
+        &ca.config(&ca, &[CLIENT_NAME], false),
+    )
+    .await
+    .unwrap();
+    let (n, _) = client.get_grain::<Visits>(7).visit().await.unwrap();
+    assert_eq!(n, 1);
+    for mut stream in idle {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a connection that never started its handshake is closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
 }
