@@ -48,6 +48,9 @@ pub struct ChaosConfig {
     pub lease: Duration,
     /// Keep the run's state tables in the database afterwards.
     pub keep_state: bool,
+    /// Every pause lasts this long instead of the drawn time (to pause
+    /// past the others' fence, say).
+    pub pause: Option<Duration>,
 }
 
 impl ChaosConfig {
@@ -69,25 +72,32 @@ impl ChaosConfig {
             call_timeout: Duration::from_secs(10),
             lease: actor_cluster::ClusterConfig::default().lease,
             keep_state: false,
+            pause: None,
         }
     }
 
     /// The schedule this configuration runs.
     pub fn schedule(&self) -> Vec<Fault> {
-        schedule::generate(
+        let mut s = schedule::generate(
             self.seed,
             &self.faults,
             self.fault_count,
             self.silos,
             self.lease,
-        )
+        );
+        if let Some(p) = self.pause {
+            for f in s.iter_mut().filter(|f| f.kind == FaultKind::Pause) {
+                f.hold_ms = p.as_millis() as u64;
+            }
+        }
+        s
     }
 
     /// The command line that replays this run.
     pub fn replay_command(&self) -> String {
         let faults: Vec<&str> = self.faults.iter().map(|f| f.name()).collect();
         format!(
-            "cargo run --release -p actor-chaos -- --seed {} --silos {} --grains {} --workers {} --faults {} --count {} --lease-ms {}",
+            "cargo run -p actor-chaos -- --seed {} --silos {} --grains {} --workers {} --faults {} --count {} --lease-ms {}",
             self.seed,
             self.silos,
             self.grains,
@@ -95,7 +105,10 @@ impl ChaosConfig {
             faults.join(","),
             self.fault_count,
             self.lease.as_millis()
-        )
+        ) + &self
+            .pause
+            .map(|p| format!(" --pause-ms {}", p.as_millis()))
+            .unwrap_or_default()
     }
 }
 

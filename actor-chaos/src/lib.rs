@@ -51,7 +51,7 @@
 //! ## Running it
 //!
 //! ```text
-//! cargo run --release -p actor-chaos -- --silos 5 --grains 10000 --count 12 --seed 7
+//! cargo run -p actor-chaos -- --silos 5 --grains 10000 --count 12 --seed 7
 //! ```
 //!
 //! `cargo test -p actor-chaos` runs a bounded form (3 silos, a few

@@ -62,3 +62,47 @@ async fn a_kill_a_pause_and_a_partition_lose_nothing_and_never_activate_twice() 
     );
     assert!(report.passed, "{report:#?}");
 }
+
+/// A silo paused past the others' fence (dead declaration + two leases,
+/// about 13-14 s with the default timings) must not run turns when it
+/// resumes before it learns it was declared dead. It does today: on
+/// SIGCONT it runs the calls queued on its links within milliseconds,
+/// before its membership agent reads the table, and the oracle finds
+/// overlapping activations (29 with seed 3; 6 of those stale turns were
+/// even stored before the new activation's first write, which then
+/// conflicted). Ignored until the runtime fences turns by its own lease
+/// clock (issue 17, item 6); run it with `-- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails today: a resumed silo runs turns before it reads that it is dead (issue 17, item 6)"]
+async fn a_pause_past_the_fence_never_activates_twice() {
+    if !postgres_up() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "PostgreSQL is not running on 127.0.0.1:5432 (CI=true: the chaos test needs it)"
+        );
+        eprintln!("skipped: PostgreSQL is not running on 127.0.0.1:5432");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ChaosConfig::new(
+        vec![env!("CARGO_BIN_EXE_chaos").to_owned(), "silo".into()],
+        dir.path().to_owned(),
+    );
+    config.grains = 300;
+    config.workers = 16;
+    config.faults = vec![FaultKind::Pause];
+    config.fault_count = 2;
+    config.pause = Some(Duration::from_secs(17));
+    config.database_url = DATABASE.into();
+    config.seed = 3;
+    let report = tokio::time::timeout(Duration::from_secs(400), actor_chaos::run(config))
+        .await
+        .expect("the run ends")
+        .expect("the run could be carried out");
+    assert_eq!(
+        report.duplicate_activations, 0,
+        "{:#?}",
+        report.duplicate_examples
+    );
+    assert_eq!(report.lost_writes, 0, "{:#?}", report.lost_examples);
+}
