@@ -154,11 +154,6 @@ pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// A table prefix no other run uses.
-pub fn unique_prefix() -> String {
-    format!("tx_{}", uuid::Uuid::new_v4().simple())
-}
-
 /// A small deterministic random number generator (xorshift), so that a
 /// failing run can be replayed from its seed.
 pub struct Rng(u64);
