@@ -568,6 +568,24 @@ mod tests {
         assert!(endpoint_host("not a host:1").is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes, parsing them as PEM and endpoints as
+        /// server names returns an error or a value, never a panic.
+        #[test]
+        fn arbitrary_input_never_panics(
+            ca in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            endpoint in ".{0,64}",
+        ) {
+            let mut pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+            pem.extend_from_slice(&ca);
+            pem.extend_from_slice(b"\n-----END CERTIFICATE-----\n");
+            let _ = TlsConfig::from_pem(&pem, &pem, &key);
+            let _ = TlsConfig::from_pem(&ca, &ca, &key);
+            let _ = endpoint_host(&endpoint);
+        }
+    }
+
     #[test]
     fn bad_pem_is_a_clear_error() {
         let err = TlsConfig::from_pem(b"nothing", b"", b"").unwrap_err();

@@ -1,5 +1,6 @@
 //! Each secret provider finds its secrets, refuses what is unsafe, and
 //! never shows a value: not in `Debug`, not in an error, not in a log.
+#![cfg(unix)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
