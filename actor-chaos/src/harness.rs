@@ -51,6 +51,9 @@ pub struct ChaosConfig {
     /// Every pause lasts this long instead of the drawn time (to pause
     /// past the others' fence, say).
     pub pause: Option<Duration>,
+    /// Every killed silo stays down this long instead of the drawn time
+    /// (longer than detection: the others see it dead before it is back).
+    pub down: Option<Duration>,
 }
 
 impl ChaosConfig {
@@ -73,6 +76,7 @@ impl ChaosConfig {
             lease: actor_cluster::ClusterConfig::default().lease,
             keep_state: false,
             pause: None,
+            down: None,
         }
     }
 
@@ -85,9 +89,14 @@ impl ChaosConfig {
             self.silos,
             self.lease,
         );
-        if let Some(p) = self.pause {
-            for f in s.iter_mut().filter(|f| f.kind == FaultKind::Pause) {
-                f.hold_ms = p.as_millis() as u64;
+        for f in &mut s {
+            let over = match f.kind {
+                FaultKind::Pause => self.pause,
+                FaultKind::Kill => self.down,
+                _ => None,
+            };
+            if let Some(d) = over {
+                f.hold_ms = d.as_millis() as u64;
             }
         }
         s
@@ -109,6 +118,10 @@ impl ChaosConfig {
             .pause
             .map(|p| format!(" --pause-ms {}", p.as_millis()))
             .unwrap_or_default()
+            + &self
+                .down
+                .map(|p| format!(" --down-ms {}", p.as_millis()))
+                .unwrap_or_default()
     }
 }
 

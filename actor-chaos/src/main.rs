@@ -12,7 +12,7 @@ use actor_chaos::{ChaosConfig, Error, FaultKind, NetworkMode};
 const USAGE: &str = "usage: chaos [--silos N (3, up to 5)] [--grains K (10000)] [--workers W (64)] \
 [--seed S (1)] [--faults kill,pause,partition,cpu-load] [--count C (8)] \
 [--database-url postgres://postgres@127.0.0.1:5432/test] [--out DIR] \
-[--network auto|namespaces|loopback] [--call-timeout-ms MS] [--lease-ms MS (5000)] [--pause-ms MS] [--silo-bin PATH] [--keep-state]";
+[--network auto|namespaces|loopback] [--call-timeout-ms MS] [--lease-ms MS (5000)] [--pause-ms MS] [--down-ms MS] [--silo-bin PATH] [--keep-state]";
 
 fn parse(args: &[String]) -> Result<ChaosConfig, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::Usage(e.to_string()))?;
@@ -42,6 +42,7 @@ fn parse(args: &[String]) -> Result<ChaosConfig, Error> {
             "--silo-bin" => c.silo_command = vec![value()?],
             "--lease-ms" => c.lease = Duration::from_millis(num(value()?)?.max(1)),
             "--pause-ms" => c.pause = Some(Duration::from_millis(num(value()?)?)),
+            "--down-ms" => c.down = Some(Duration::from_millis(num(value()?)?)),
             "--keep-state" => c.keep_state = true,
             "--network" => {
                 c.network = match value()?.as_str() {
