@@ -77,11 +77,29 @@ pub struct TurnEnd {
     pub(crate) ended: Option<Instant>,
 }
 
-/// Called when a turn has its outcome (`true`: an error), just before the
-/// reply is sent, so that metrics and filters have seen the call by the time
-/// its caller resumes.
+/// Told when a turn has its outcome, just before the reply is sent, so
+/// that metrics and filters have seen the call by the time its caller
+/// resumes.
 #[doc(hidden)]
-pub type OnEnd<'a> = &'a (dyn Fn(bool) + Sync);
+pub trait TurnObserver: Sync {
+    /// The turn ended (`true`: with an error). Returns whether the reply
+    /// is to be held (handed to [`hold`](TurnObserver::hold)) instead of
+    /// sent now: call layers send it once they have run.
+    fn ended(&self, error: bool) -> bool;
+    /// Keeps the reply of a turn for which `ended` said so.
+    fn hold(&self, reply: HeldReply) {
+        reply(None);
+    }
+}
+
+/// A successful turn's reply, held for the call layers: sent when called,
+/// as it is, or replaced by the error a layer returned after the turn.
+#[doc(hidden)]
+pub type HeldReply = Box<dyn FnOnce(Option<Error>) + Send>;
+
+/// The observer of a turn.
+#[doc(hidden)]
+pub type OnEnd<'a> = &'a dyn TurnObserver;
 
 /// Bytes a turn's future may take to run without a heap allocation of its
 /// own (held inside the activation's drain task); a larger one is boxed.
@@ -175,8 +193,13 @@ async fn finish<M: Message>(
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => {
             let error = M::is_error(&r);
-            on_end(error);
-            reply.send(Ok(r));
+            if on_end.ended(error) {
+                on_end.hold(Box::new(move |instead: Option<Error>| {
+                    reply.send(instead.map_or(Ok(r), Err));
+                }));
+            } else {
+                reply.send(Ok(r));
+            }
             TurnEnd {
                 panic: None,
                 ended: None,
@@ -184,7 +207,7 @@ async fn finish<M: Message>(
         }
         Err(p) => {
             let message = panic_message(&*p);
-            on_end(true);
+            on_end.ended(true);
             reply.send(Err(Error::Panicked {
                 grain: grain.clone(),
                 method: M::NAME.to_owned(),
@@ -235,7 +258,7 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
         ctx: &'a GrainContext<G>,
         on_end: OnEnd<'a>,
     ) -> TurnFuture<'a> {
-        on_end(true);
+        on_end.ended(true);
         // The scheduler never runs an exclusive call as a shared turn.
         let grain = ctx.activation.id.clone();
         Invoke::<G>::fail(

@@ -19,9 +19,11 @@
 //! 3. the synchronous [`IncomingCallFilter`](crate::IncomingCallFilter)s,
 //!    in the order added;
 //! 4. the [`CallLayer`]s, in the order added;
-//! 5. the handler, with its panic guard; its reply goes to the caller as
-//!    soon as it returns, before the layers' code after `next.run()`
-//!    resumes.
+//! 5. the handler, with its panic guard. Its reply waits for the layers:
+//!    it reaches the caller once the outermost layer has returned, or, if
+//!    a layer returns an error after `next.run()` (a commit that failed,
+//!    say), that error reaches the caller instead. A handler's panic is
+//!    answered at once (the turn is over and the activation dropped).
 //!
 //! A silo without layers skips step 4 entirely: no box, no allocation and
 //! no dynamic call per turn. Each layer costs one boxed future per call.
@@ -61,9 +63,9 @@ pub trait CallLayer: Send + Sync + 'static {
     /// caller gets that error; use [`CallInfo::reject`] for a refusal),
     /// or `next.run().await` to run the rest of the stack.
     ///
-    /// An error returned *after*
-    /// `next.run()` cannot reach the caller, who has its reply already; it
-    /// is logged.
+    /// The turn's reply is held until the outermost layer returns: an
+    /// error a layer returns *after* `next.run()` replaces it (the turn
+    /// has run; its effects on the grain stay).
     fn call<'a>(
         &'a self,
         call: &'a CallInfo<'a>,

@@ -220,7 +220,9 @@ pub mod __private {
     }
     pub use crate::context::{current_call_id, restart_call_ids_on_this_thread};
     pub use crate::envelope::CallHeader;
-    pub use crate::invoke::{Call, ExclusiveCall, Invoke, OnEnd, SharedCall};
+    pub use crate::invoke::{
+        Call, ExclusiveCall, HeldReply, Invoke, OnEnd, SharedCall, TurnObserver,
+    };
     /// Database URLs before sqlx sees them (see the module).
     pub mod sql_url {
         pub use crate::sql_url::*;

@@ -249,3 +249,46 @@ async fn filters_run_before_layers() {
     );
     silo.shutdown().await;
 }
+
+/// The reply waits for the layers: what a layer records after the turn is
+/// there when the caller resumes, and an error it returns after the turn
+/// reaches the caller instead of the reply (the turn's effects stay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_waits_for_the_layers_which_may_replace_it_with_an_error() {
+    struct Veto(Arc<Log>);
+    impl CallLayer for Veto {
+        async fn call(&self, call: &CallInfo<'_>, next: Next<'_>) -> Result<TurnOutcome, Error> {
+            let outcome = next.run().await?;
+            // Something after the turn takes a while (a commit, say).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.0.push(format!("after {}", call.method));
+            if call.context.value("veto").is_some() {
+                return Err(call.reject("vetoed after the turn"));
+            }
+            Ok(outcome)
+        }
+    }
+    let log = Arc::new(Log::default());
+    let silo = silo_with(|b| b.layer(Veto(log.clone())), &log)
+        .start()
+        .await
+        .unwrap();
+    let acct = silo.get_grain::<Account>(9);
+    assert_eq!(acct.deposit(4).await.unwrap(), 4);
+    assert_eq!(
+        log.take(),
+        ["turn", "after deposit"],
+        "the layer finished first"
+    );
+    let vetoed = RequestContext::new()
+        .with("veto", "1")
+        .scope(acct.deposit(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&vetoed, Error::Rejected { reason, .. } if reason == "vetoed after the turn"),
+        "{vetoed}"
+    );
+    assert_eq!(acct.deposit(0).await.unwrap(), 5, "the vetoed turn had run");
+    silo.shutdown().await;
+}

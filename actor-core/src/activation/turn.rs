@@ -304,12 +304,13 @@ async fn run_turn<'a, G: Grain>(
     started: Instant,
 ) -> Option<TurnEnd> {
     if !ctx.silo.layers().is_empty() {
-        // Boxed: the drain future keeps only a pointer for this branch.
-        return Box::pin(run_layered_turn(ctx, req, grain, started)).await;
+        // Boxed, and made out of line: the drain future keeps only a
+        // pointer for this branch, and this function stays small enough
+        // to be inlined into the drain on the path without layers.
+        return layered_turn(ctx, req, grain, started).await;
     }
     let (req, scope, span, ending) = prepare_turn(ctx, req, started, false)?;
-    let on_end = |error: bool| ending.record(error);
-    let on_end: OnEnd<'_> = &on_end;
+    let on_end: OnEnd<'_> = &ending;
     let turn = match grain {
         GrainAccess::Exclusive(g) => req.run_exclusive(g, ctx, on_end),
         GrainAccess::Shared(g) => req.run_shared(g, ctx, on_end),
@@ -325,6 +326,16 @@ async fn run_turn<'a, G: Grain>(
     Some(end)
 }
 
+#[inline(never)]
+fn layered_turn<'a, G: Grain>(
+    ctx: &'a GrainContext<G>,
+    req: Req<G>,
+    grain: GrainAccess<'a, G>,
+    started: Instant,
+) -> BoxFuture<'a, Option<TurnEnd>> {
+    Box::pin(run_layered_turn(ctx, req, grain, started))
+}
+
 /// A turn on a silo with layers: the layers run, in order, around the
 /// handler, inside the turn's scope and span (see `crate::layer`).
 async fn run_layered_turn<'a, G: Grain>(
@@ -335,26 +346,37 @@ async fn run_layered_turn<'a, G: Grain>(
 ) -> Option<TurnEnd> {
     let (req, scope, span, ending) = prepare_turn(ctx, req, started, true)?;
     let seen = ending.seen.as_deref().expect("prepared for layers");
-    let info = CallInfo {
-        grain: &ctx.activation.id,
-        method: ending.method,
-        context: seen.context.as_ref().expect("prepared for layers"),
-        sender: seen.sender.as_ref(),
-        trace: seen.trace,
-        parent_span: seen.parent_span,
+    let observer = Layered {
+        ending: &ending,
+        held: parking_lot::Mutex::new(None),
     };
-    let on_end = |error: bool| ending.record(error);
     let mut pending = Pending {
         req: Some(req),
         grain: Some(grain),
         ctx,
-        on_end: &on_end,
+        on_end: &observer,
         end: None,
         failed: &ending.failed,
     };
     let outcome = {
-        let chain = Next::new(ctx.silo.layers(), &info, &ctx.silo, &mut pending).run();
-        let chain = SCOPE.scope(scope, AssertUnwindSafe(chain).catch_unwind());
+        let pending = &mut pending;
+        // Inside the turn's scope: the layers see the request context the
+        // call brought (and may call grains with it).
+        let chain = async move {
+            let context = RequestContext::current();
+            let info = CallInfo {
+                grain: &ctx.activation.id,
+                method: ending.method,
+                context: &context,
+                sender: seen.sender.as_ref(),
+                trace: seen.trace,
+                parent_span: seen.parent_span,
+            };
+            AssertUnwindSafe(Next::new(ctx.silo.layers(), &info, &ctx.silo, pending).run())
+                .catch_unwind()
+                .await
+        };
+        let chain = SCOPE.scope(scope, chain);
         match span {
             None => chain.await,
             Some(span) => chain.instrument(span).await,
@@ -365,14 +387,23 @@ async fn run_layered_turn<'a, G: Grain>(
     let grain = &ctx.activation.id;
     match (end, req) {
         (Some(mut end), _) => {
-            match outcome {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(grain = %grain, method, error = %e, "a call layer failed after the turn had replied; the caller did not see it");
-                }
+            // The reply waited for the layers: it goes now, or the error a
+            // layer returned after the turn goes instead.
+            let instead = match outcome {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e),
                 Err(p) => {
-                    tracing::error!(grain = %grain, method, panic = %panic_message(&*p), "a call layer panicked after the turn had replied");
+                    let message = format!("in a call layer: {}", panic_message(&*p));
+                    tracing::error!(grain = %grain, method, panic = %message, "a call layer panicked after the turn");
+                    Some(Error::Panicked {
+                        grain: grain.clone(),
+                        method: method.to_owned(),
+                        message,
+                    })
                 }
+            };
+            if let Some(reply) = observer.held.lock().take() {
+                reply(instead);
             }
             ending.finish(&mut end, started, ctx);
             Some(end)
@@ -381,7 +412,11 @@ async fn run_layered_turn<'a, G: Grain>(
             // Refused (or dropped on the floor) before the turn started.
             let error = match outcome {
                 Ok(Err(e)) => e,
-                Ok(Ok(_)) => info.reject("a call layer returned without running the call"),
+                Ok(Ok(_)) => Error::Rejected {
+                    grain: grain.clone(),
+                    method: method.to_owned(),
+                    reason: "a call layer returned without running the call".to_owned(),
+                },
                 Err(p) => Error::Panicked {
                     grain: grain.clone(),
                     method: method.to_owned(),
@@ -405,12 +440,29 @@ async fn run_layered_turn<'a, G: Grain>(
     }
 }
 
+/// What a layered turn tells its observer: the ending as always, and the
+/// reply held until the layers have run.
+struct Layered<'a, 'e> {
+    ending: &'e TurnEnding<'a>,
+    held: parking_lot::Mutex<Option<crate::invoke::HeldReply>>,
+}
+
+impl crate::invoke::TurnObserver for Layered<'_, '_> {
+    fn ended(&self, error: bool) -> bool {
+        self.ending.record(error);
+        true
+    }
+    fn hold(&self, reply: crate::invoke::HeldReply) {
+        *self.held.lock() = Some(reply);
+    }
+}
+
 /// The turn at the bottom of a layered stack.
 struct Pending<'a, 'e, G: Grain> {
     req: Option<Req<G>>,
     grain: Option<GrainAccess<'a, G>>,
     ctx: &'a GrainContext<G>,
-    on_end: &'e (dyn Fn(bool) + Sync),
+    on_end: &'e dyn crate::invoke::TurnObserver,
     end: Option<TurnEnd>,
     failed: &'e std::sync::atomic::AtomicBool,
 }
@@ -447,9 +499,18 @@ struct TurnEnding<'a> {
     failed: std::sync::atomic::AtomicBool,
 }
 
+impl crate::invoke::TurnObserver for TurnEnding<'_> {
+    #[inline]
+    fn ended(&self, error: bool) -> bool {
+        self.record(error);
+        false
+    }
+}
+
 impl<'a> TurnEnding<'a> {
     /// Completes `end` when the turn is over: the time it ended, and the
     /// log line of a panic.
+    #[inline(always)]
     fn finish<G: Grain>(&self, end: &mut TurnEnd, started: Instant, ctx: &GrainContext<G>) {
         let ns = self.elapsed_ns.load(std::sync::atomic::Ordering::Relaxed);
         if ns != u64::MAX {
@@ -554,7 +615,6 @@ fn prepare_turn<'a, G: Grain>(
             sender,
             trace,
             parent_span,
-            context: layered.then(|| context.clone()),
         })),
         _ => None,
     };
@@ -586,8 +646,6 @@ struct Seen {
     sender: Option<GrainId>,
     trace: crate::trace::TraceContext,
     parent_span: Option<crate::trace::SpanId>,
-    /// The request context as the call brought it, for the layers.
-    context: Option<RequestContext>,
 }
 
 /// The `grain_call` span of a turn, a child of the caller's span.
