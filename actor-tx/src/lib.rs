@@ -30,6 +30,9 @@
 //!
 //! impl Grain for Account {
 //!     const TYPE_NAME: &'static str = "account";
+//!     // `&self` methods that interleave: a call waiting for a lock never
+//!     // holds up the account's other calls (see docs/transactions.md).
+//!     fn options() -> GrainOptions { GrainOptions::new().reentrant() }
 //! }
 //!
 //! #[grain_methods]

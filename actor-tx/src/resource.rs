@@ -129,6 +129,15 @@ impl Grain for TxResource {
     fn options() -> GrainOptions {
         GrainOptions::new().reentrant()
     }
+
+    /// A prepare record loaded from storage is resolved by the sweep even
+    /// if no transaction asks for the lock.
+    async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
+        if self.inner.lock().writer.is_some() {
+            self.ensure_sweeper(ctx);
+        }
+        Ok(())
+    }
 }
 
 /// How [`TxResource::commit_as_manager`] ended.

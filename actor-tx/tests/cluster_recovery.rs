@@ -175,3 +175,130 @@ async fn manager_dies_during_confirmation() {
     );
     assert!(committed(&seen, a, b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_participant_dies_and_its_successor_commits() {
+    let storage = MemoryTxStorage::new();
+    let (reached_tx, mut reached) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let armed = Arc::new(AtomicBool::new(false));
+    let mut cluster = {
+        let (armed, reached_tx, go) = (armed.clone(), reached_tx.clone(), go.clone());
+        TestCluster::builder()
+            .silos(3)
+            .configure(move |_, b| {
+                let (armed, reached_tx, go) = (armed.clone(), reached_tx.clone(), go.clone());
+                let hook: StepHook = Arc::new(move |at, _tx| {
+                    let hit = at == Step::AfterPrepare && armed.swap(false, Ordering::SeqCst);
+                    let (reached_tx, go) = (reached_tx.clone(), go.clone());
+                    Box::pin(async move {
+                        if hit {
+                            // Hold the manager here while the test kills a
+                            // prepared participant's silo, then go on.
+                            let waiting = go.notified();
+                            let _ = reached_tx.send(());
+                            waiting.await;
+                        }
+                    })
+                });
+                let config = TransactionsConfig::new(storage.clone())
+                    .sweep_every(Duration::from_millis(50))
+                    .on_step(hook);
+                Account::register(b.with_transactions_config(config))
+            })
+            .build()
+            .await
+            .unwrap()
+    };
+    // Two accounts whose balance participants live on different silos.
+    let owner = |key: &str| {
+        let id = GrainId::new(
+            "actor-tx.state",
+            format!("account/s:{key}/balance").as_str(),
+        );
+        cluster.silo(0).owner_of(&id)
+    };
+    let a_key = "pa-0".to_owned();
+    let b_key = (1..)
+        .map(|i| format!("pa-{i}"))
+        .find(|k| owner(k) != owner(&a_key))
+        .unwrap();
+    let victim_name = owner(&b_key);
+    let victim = (0..3)
+        .find(|i| cluster.silo(*i).address().endpoint == victim_name)
+        .unwrap();
+
+    let client = common::own_client(&cluster, 3).await;
+    let (a, b) = (
+        client.get_grain::<Account>(a_key.as_str()),
+        client.get_grain::<Account>(b_key.as_str()),
+    );
+    a.deposit_alone(100).await.unwrap().unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let transfer = {
+        let (client, a, b) = (client.clone(), a.clone(), b.clone());
+        tokio::spawn(async move {
+            let options = TransactionOptions::default().timeout(Duration::from_secs(5));
+            run_transaction_with(&client, &options, || async move {
+                a.change(-10).await??; // a's balance: the manager
+                b.change(10).await??;
+                Ok(())
+            })
+            .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), reached.recv())
+        .await
+        .expect("the prepares finished")
+        .unwrap();
+    cluster.kill_silo(victim).unwrap();
+    go.notify_one();
+    let seen = tokio::time::timeout(Duration::from_secs(30), transfer)
+        .await
+        .expect("the caller gets an outcome")
+        .unwrap();
+    assert!(
+        seen.is_ok(),
+        "every participant was prepared: it commits ({seen:?})"
+    );
+    cluster
+        .wait_until_stable(Duration::from_secs(20))
+        .await
+        .unwrap();
+    // The participant's successor (on another silo) finds its prepare
+    // record and applies the commit.
+    let id = GrainId::new("account", b_key.as_str());
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match actor_tx::lock_status(&*client, &id, "balance").await {
+            Ok(s) if s.is_free() => break,
+            other => assert!(tokio::time::Instant::now() < until, "still held: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = client.clone();
+    let (ba, bb) = actor_tx::retry_transaction(
+        &*client,
+        &TransactionOptions::default(),
+        &actor_tx::RetryPolicy::default(),
+        || {
+            let c = c.clone();
+            let (ak, bk) = (a_key.clone(), b_key.clone());
+            async move {
+                Ok((
+                    c.get_grain::<Account>(ak.as_str())
+                        .balance()
+                        .await??
+                        .balance,
+                    c.get_grain::<Account>(bk.as_str())
+                        .balance()
+                        .await??
+                        .balance,
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!((ba, bb), (90, 10));
+}

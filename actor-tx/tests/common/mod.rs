@@ -35,6 +35,12 @@ pub struct Account {
 
 impl Grain for Account {
     const TYPE_NAME: &'static str = "account";
+
+    // Its methods take `&self` (transactional state needs no more): a
+    // method waiting for a lock never holds up the grain's other calls.
+    fn options() -> GrainOptions {
+        GrainOptions::new().reentrant()
+    }
 }
 
 impl Account {
@@ -58,7 +64,7 @@ impl Account {
     /// Adds `amount` (negative: takes it); an overdraw aborts the
     /// transaction.
     #[transaction(join)]
-    pub async fn change(&mut self, amount: i64) -> actor_tx::Result<Observed> {
+    pub async fn change(&self, amount: i64) -> actor_tx::Result<Observed> {
         let v = version();
         let (read, balance) = self
             .balance

@@ -28,6 +28,13 @@ pub struct Account {
 
 impl Grain for Account {
     const TYPE_NAME: &'static str = "bank-account";
+
+    // Its methods take `&self` (transactional state needs no more), so a
+    // transfer waiting for a lock here never holds up the account's other
+    // calls.
+    fn options() -> GrainOptions {
+        GrainOptions::new().reentrant()
+    }
 }
 
 #[grain_methods]
