@@ -116,7 +116,7 @@ pub(crate) struct PartitionAgent {
     reader: Option<Box<dyn PartitionReader>>,
     pulling: bool,
     retry_at: Option<Instant>,
-    subscriptions: HashMap<StreamId, (Instant, Arc<Vec<Subscription>>)>,
+    subscriptions: HashMap<StreamId, (Instant, u64, Arc<Vec<Subscription>>)>,
     acked: u64,
 }
 
@@ -309,8 +309,10 @@ impl PartitionAgent {
         provider: &str,
         stream: &StreamId,
     ) -> Arc<Vec<Subscription>> {
-        if let Some((at, subs)) = self.subscriptions.get(stream)
+        let version = streams.subscriptions_version();
+        if let Some((at, v, subs)) = self.subscriptions.get(stream)
             && at.elapsed() < SUBSCRIPTIONS_TTL
+            && *v == version
         {
             return subs.clone();
         }
@@ -321,12 +323,12 @@ impl PartitionAgent {
                 return self
                     .subscriptions
                     .get(stream)
-                    .map(|(_, s)| s.clone())
+                    .map(|(_, _, s)| s.clone())
                     .unwrap_or_default();
             }
         };
         self.subscriptions
-            .insert(stream.clone(), (Instant::now(), subs.clone()));
+            .insert(stream.clone(), (Instant::now(), version, subs.clone()));
         subs
     }
 }
@@ -357,7 +359,10 @@ pub(crate) fn start_keeper(silo: Silo, name: String, count: u32) {
 }
 
 /// Tells the agent of `stream`'s partition to reload its subscriptions.
-#[cfg_attr(not(feature = "rabbitmq"), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "rabbitmq", feature = "jetstream")),
+    allow(dead_code)
+)]
 pub(crate) fn reload(silo: &Silo, name: &str, count: u32, stream: &StreamId) {
     let agent = silo.get_grain::<PartitionAgent>(agent_key(name, stream.partition(count)));
     let _ = agent.tell(ReloadStream(stream.clone()));

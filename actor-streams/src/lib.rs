@@ -23,6 +23,7 @@
 //! |---|---|---|
 //! | [`MemoryStreams`] | the stream grain's mailbox, in the cluster | best effort, ordered per stream |
 //! | [`RabbitStreams`] | durable RabbitMQ queues, one per partition | at least once, ordered per stream, acked after the consumer's turn |
+//! | [`NatsStreams`] | a NATS JetStream stream, a durable pull consumer per partition | at least once, ordered per stream, acked after the turn, redelivered after `ack_wait`, rewind from a token |
 //!
 //! A persistent provider's partitions are pulled by agents, one grain per
 //! partition, so the cluster's placement spreads them over the live silos
@@ -103,12 +104,15 @@
 //! - `sqlite` (default): [`SqlSubscriptions`] on SQLite.
 //! - `postgres`: [`SqlSubscriptions`] on PostgreSQL.
 //! - `rabbitmq` (default): [`RabbitStreams`], RabbitMQ through lapin.
+//! - `jetstream` (default): [`NatsStreams`], NATS JetStream through async-nats.
 
 mod agent;
 mod dispatch;
 mod error;
 mod id;
 mod item;
+#[cfg(feature = "jetstream")]
+mod jetstream;
 mod memory;
 mod metrics;
 mod provider;
@@ -124,6 +128,8 @@ pub use dispatch::DeliveryPolicy;
 pub use error::{Error, Result};
 pub use id::{Dedup, SequenceToken, StreamId};
 pub use item::{Ack, Delivery, DeliveryError, RawItem, StreamItem};
+#[cfg(feature = "jetstream")]
+pub use jetstream::{DEFAULT_NATS_URL, NatsStreams};
 pub use memory::MemoryStreams;
 pub use metrics::{NamespaceStats, PartitionStats, StreamMetrics};
 pub use provider::{BoxFuture, StreamProvider};

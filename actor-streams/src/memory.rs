@@ -102,7 +102,7 @@ impl StreamProvider for MemoryStreams {
 pub(crate) struct MemoryStreamGrain {
     /// The explicit subscriptions of each stream seen, loaded on the first
     /// item and after each change.
-    subscriptions: HashMap<StreamId, Arc<Vec<Subscription>>>,
+    subscriptions: HashMap<StreamId, (u64, Arc<Vec<Subscription>>)>,
 }
 
 impl Grain for MemoryStreamGrain {
@@ -137,9 +137,10 @@ impl Handler<Push> for MemoryStreamGrain {
             return tracing::error!("a stream grain runs on a silo without streams");
         };
         for item in &push.items {
+            let version = streams.subscriptions_version();
             let subs = match self.subscriptions.get(&item.stream) {
-                Some(s) => s.clone(),
-                None => {
+                Some((v, s)) if *v == version => s.clone(),
+                _ => {
                     let loaded = match streams
                         .store()
                         .of_stream(&push.provider, &item.stream)
@@ -152,7 +153,7 @@ impl Handler<Push> for MemoryStreamGrain {
                         }
                     };
                     self.subscriptions
-                        .insert(item.stream.clone(), loaded.clone());
+                        .insert(item.stream.clone(), (version, loaded.clone()));
                     loaded
                 }
             };

@@ -144,6 +144,7 @@ impl StreamsBuilder {
                 metrics: Registry::default(),
                 ownership: parking_lot::RwLock::new(None),
                 pulling: self.pulling,
+                subscriptions_version: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -183,6 +184,10 @@ struct Inner {
     metrics: Registry,
     ownership: parking_lot::RwLock<Option<Ownership>>,
     pulling: bool,
+    /// Bumped by every subscribe and unsubscribe made through this silo:
+    /// the deliverers on this silo reload their subscription lists when it
+    /// moves (those on other silos hear of it by message).
+    subscriptions_version: std::sync::atomic::AtomicU64,
 }
 
 /// The streams of a silo (its extension; cheap to clone). Reach them with
@@ -306,6 +311,18 @@ impl Streams {
         &self.inner.metrics
     }
 
+    pub(crate) fn subscriptions_version(&self) -> u64 {
+        self.inner
+            .subscriptions_version
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn subscriptions_changed(&self) {
+        self.inner
+            .subscriptions_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub(crate) fn policy(&self) -> &DeliveryPolicy {
         &self.inner.policy
     }
@@ -406,15 +423,21 @@ impl ProviderHandle {
             )));
         }
         if created {
+            self.streams.subscriptions_changed();
             self.provider
                 .subscriptions_changed(&self.silo, &self.name, &sub.stream);
         }
         Ok(self.handle(sub))
     }
 
-    /// Like [`subscribe`](Self::subscribe), first delivering the items
-    /// from `token` on. Only providers that keep a numbered log can; the
-    /// others fail with [`Error::RewindUnsupported`].
+    /// Like [`subscribe`](Self::subscribe), and also delivers the kept
+    /// items of the stream from `token` on (its `offset`) to this
+    /// subscription. The replay runs in the background once the
+    /// subscription exists, so replayed items may interleave with new ones
+    /// (their tokens tell them apart; [`Dedup`](crate::Dedup) drops
+    /// repeats). Only providers that keep a numbered log can rewind
+    /// (JetStream); the others, and a token without an offset, fail with
+    /// [`Error::RewindUnsupported`] before anything is subscribed.
     pub async fn subscribe_from<G, T>(
         &self,
         consumer: &GrainRef<G>,
@@ -432,7 +455,19 @@ impl ProviderHandle {
             });
         }
         let handle = self.subscribe(consumer, stream).await?;
-        crate::agent::replay(&self.silo, &self.name, &*self.provider, &handle.sub, token).await?;
+        // In the background: the consumer may be subscribing from its own
+        // turn, and the replayed items are turns of that same grain.
+        let (silo, name, provider, sub) = (
+            self.silo.clone(),
+            self.name.clone(),
+            self.provider.clone(),
+            handle.sub.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = crate::agent::replay(&silo, &name, &*provider, &sub, token).await {
+                tracing::warn!(subscription = %sub.id, error = %e, "replay from a token failed");
+            }
+        });
         Ok(handle)
     }
 
@@ -591,6 +626,7 @@ impl<T> SubscriptionHandle<T> {
     /// `Ok(false)` if it was already gone.
     pub async fn unsubscribe(self) -> Result<bool> {
         let gone = self.handle.streams.store().remove(&self.sub.id).await?;
+        self.handle.streams.subscriptions_changed();
         self.handle.provider.subscriptions_changed(
             &self.handle.silo,
             &self.handle.name,
