@@ -48,6 +48,12 @@ async fn a_transfer_commits_on_both_sides() {
         vec![-30],
         "the second state committed too"
     );
+    let m = actor_tx::SiloTransactionsExt::transaction_metrics(&silo);
+    assert!(
+        m.committed >= 2,
+        "the transfer and the seed were managed here: {m:?}"
+    );
+    assert!(m.lock_waits >= 4, "{m:?}");
     silo.shutdown().await;
 }
 
