@@ -7,6 +7,8 @@
 //! The file-descriptor test re-runs this test binary as the silo process
 //! (the ignored test `silo_process`) under `prlimit --nofile=64`.
 
+mod common;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +27,7 @@ const BOUND: Duration = Duration::from_secs(60);
 const SILO_ENV: &str = "CONNECTION_LIMITS_SILO";
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test timed out")
+    common::bounded(BOUND, f).await
 }
 
 /// Counts its calls.

@@ -9,19 +9,18 @@
 //! client processes (the ignored test `client_process`, told what to do
 //! through the environment).
 
+mod common;
+
 use std::collections::{BTreeSet, HashMap};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actor_cluster::{
-    ClusterClient, ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable,
-};
+use actor_cluster::{ClusterClient, ClusterSilo, InMemoryMembership, MembershipTable};
 use actor_core::prelude::*;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpListener;
 
 const BOUND: Duration = Duration::from_secs(120);
 const CLIENTS: usize = 4;
@@ -32,9 +31,7 @@ const ENDPOINT: &str = "GATEWAY_CLIENTS_ENDPOINT";
 const NAME: &str = "GATEWAY_CLIENTS_NAME";
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test timed out")
+    common::bounded(BOUND, f).await
 }
 
 /// Answers `Echo(text)` with its key, the text and how many calls it has
@@ -75,14 +72,7 @@ impl GrainMethods for EchoGrain {
 }
 
 async fn member(name: &str, table: &Arc<dyn MembershipTable>) -> ClusterSilo {
-    ClusterSilo::start(
-        Silo::builder().name(name).grain::<EchoGrain>(),
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        table.clone(),
-        ClusterConfig::fast(),
-    )
-    .await
-    .unwrap()
+    common::member(Silo::builder().name(name).grain::<EchoGrain>(), table).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

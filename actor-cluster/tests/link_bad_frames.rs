@@ -7,6 +7,8 @@
 //! length it does not send), over a tonic channel; the replies are read
 //! with tonic's decoder into this file's copy of the link's messages.
 
+mod common;
+
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,9 +25,7 @@ use tonic::codegen::http;
 const BOUND: Duration = Duration::from_secs(30);
 
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(BOUND, f)
-        .await
-        .expect("test timed out")
+    common::bounded(BOUND, f).await
 }
 
 /// Naps.

@@ -2,12 +2,13 @@
 //! table and its peers' reports; an unreachable or stopped peer is a
 //! clear error within the timeout, not a hang.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actor_cluster::{
-    ClusterConfig, ClusterSilo, ClusterView, Error, InMemoryMembership, MembershipTable,
-    SiloStatus, StatsExtras,
+    ClusterSilo, ClusterView, Error, InMemoryMembership, MembershipTable, SiloStatus, StatsExtras,
 };
 use actor_core::prelude::*;
 use tokio::net::TcpListener;
@@ -35,14 +36,7 @@ async fn member(name: &str, table: &Arc<dyn MembershipTable>) -> ClusterSilo {
     builder
         .extension_mut::<StatsExtras>()
         .add("test.answer", || serde_json::json!(42));
-    ClusterSilo::start(
-        builder,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        table.clone(),
-        ClusterConfig::fast(),
-    )
-    .await
-    .unwrap()
+    common::member(builder, table).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

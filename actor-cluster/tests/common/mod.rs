@@ -6,11 +6,36 @@ pub mod oracle;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::future::Future;
+use std::time::Duration;
+
 use actor_cluster::{
-    InMemoryMembership, MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress,
-    TableVersion,
+    ClusterConfig, ClusterSilo, InMemoryMembership, MembershipEntry, MembershipSnapshot,
+    MembershipTable, RowEtag, SiloAddress, TableVersion,
 };
+use actor_core::SiloBuilder;
 use futures::future::BoxFuture;
+
+/// `f`, or a panic naming the test as hung after `bound`: every test
+/// here ends by itself.
+pub async fn bounded<F: Future>(bound: Duration, f: F) -> F::Output {
+    tokio::time::timeout(bound, f)
+        .await
+        .expect("test timed out")
+}
+
+/// A cluster silo of `builder` on a free loopback port over `table`, with
+/// the tests' fast timings.
+pub async fn member(builder: SiloBuilder, table: &Arc<dyn MembershipTable>) -> ClusterSilo {
+    ClusterSilo::start(
+        builder,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        table.clone(),
+        ClusterConfig::fast(),
+    )
+    .await
+    .unwrap()
+}
 
 /// A view of a shared in-memory membership table that can be cut off:
 /// every call fails as unavailable while `cut` is set (a table outage, or
