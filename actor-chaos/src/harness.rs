@@ -225,7 +225,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report> {
         source,
     })?;
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let tag = format!("{}{n}", std::process::id());
+    let tag = format!("{}x{n}", std::process::id());
     let run_id = format!("{tag}_{}", now_millis() % 1_000_000);
     let cluster_id = format!("chaos-{run_id}");
     let prefix = format!("chaos_{run_id}");

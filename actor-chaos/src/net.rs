@@ -135,9 +135,22 @@ impl Network {
     }
 
     async fn namespaces(tag: &str, n: usize, database: &str) -> Result<Network> {
-        // A /24 per run, from the process id, so that two runs at once
-        // (two test binaries) do not collide.
-        let subnet = 20 + (std::process::id() % 200);
+        remove_stale();
+        // A /24 per run that no other run's bridge has (two test binaries
+        // may run at once); runs of one process pick theirs one at a time.
+        static PICK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _pick = PICK.lock().await;
+        let used = Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let subnet = (20..=250)
+            .find(|x| !used.contains(&format!("10.213.{x}.")))
+            .ok_or_else(|| Error::Network {
+                command: "ip addr".into(),
+                message: "no free 10.213.X.0/24 subnet for the run".into(),
+            })?;
         let bridge = format!("chb{tag}");
         let mut net = Network {
             kind: "namespaces",
@@ -251,6 +264,41 @@ impl Network {
                 self.proxies[i].set_open(up);
                 Ok(())
             }
+        }
+    }
+}
+
+/// Removes the namespaces and bridges of runs whose process is gone (a
+/// harness killed before it could clean up). Names carry the pid:
+/// `ch<pid>x<run>s<i>`, `chb<pid>x<run>`.
+fn remove_stale() {
+    let gone = |name: &str, prefix: &str| -> bool {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            return false;
+        };
+        let Some((pid, _)) = rest.split_once('x') else {
+            return false;
+        };
+        pid.parse::<u32>()
+            .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let list = |args: &[&str]| {
+        Command::new("ip")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    for line in list(&["netns", "list"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if !name.starts_with("chb") && gone(name, "ch") {
+            let _ = run(&["ip", "netns", "del", name]);
+        }
+    }
+    for line in list(&["-o", "link", "show", "type", "bridge"]).lines() {
+        let name = line.split(": ").nth(1).unwrap_or("").trim();
+        if gone(name, "chb") {
+            let _ = run(&["ip", "link", "del", name]);
         }
     }
 }
@@ -380,6 +428,33 @@ mod tests {
             "127.0.0.1:5432".parse().unwrap()
         );
         assert!(database_target("postgres://db.example:5432/x").is_err());
+    }
+
+    #[test]
+    fn namespaces_of_a_dead_harness_are_removed() {
+        // pid 4194305 is above Linux's pid_max: never a live process.
+        let ns = "ch4194305x0s0";
+        let bridge = "chb4194305x0";
+        if run(&["ip", "netns", "add", ns]).is_err() {
+            eprintln!("skipped: cannot make network namespaces here");
+            return;
+        }
+        run(&["ip", "link", "add", bridge, "type", "bridge"]).unwrap();
+        // A live one (this process) stays.
+        let mine = format!("ch{}x99s0", std::process::id());
+        run(&["ip", "netns", "add", &mine]).unwrap();
+        remove_stale();
+        let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let netns = String::from_utf8_lossy(&netns.stdout).into_owned();
+        let links = Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        let _ = run(&["ip", "netns", "del", &mine]);
+        assert!(!netns.contains(ns), "{netns}");
+        assert!(netns.contains(&mine), "{netns}");
+        assert!(!links.contains(bridge), "{links}");
     }
 
     #[tokio::test]
