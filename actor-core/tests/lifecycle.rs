@@ -1,3 +1,5 @@
+// Over 800 lines on purpose: the lifecycle's tests share one grain (`Life`)
+// and one journal; split by topic when it grows further.
 //! Activation lifecycle: activation failures, panics, idle collection,
 //! deactivation on request, keep-alive, timeouts, timers, filters,
 //! stateless workers, serialized dispatch, independent silos, shutdown.

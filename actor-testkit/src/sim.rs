@@ -1,3 +1,5 @@
+// Over 800 lines on purpose: the simulated hosts, the nemesis and the
+// replay share the simulated world's types; its oracles are in oracle.rs.
 //! Deterministic simulation: the cluster under turmoil.
 //!
 //! Each silo is a turmoil host running the production [`ClusterSilo`]:

@@ -1,3 +1,5 @@
+// One file on purpose: a course port reads top to bottom beside the
+// exercise it ports.
 //! # Course exercise 09: a distributed lock
 //!
 //! **The original** (DistributedLockWithRedis) runs two processes that

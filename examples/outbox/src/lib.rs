@@ -1,3 +1,5 @@
+// One file on purpose: a course port reads top to bottom beside the
+// exercise it ports.
 //! # Course exercise 06: a durable outbox drained by several silos
 //!
 //! **The original** (EventsOutOfProcessByDatabase) writes events into an

@@ -1,3 +1,5 @@
+// One file on purpose: a course port reads top to bottom beside the
+// exercise it ports.
 //! # Course exercise 10: an order saga with compensation
 //!
 //! **The original** (Saga with MassTransit) has three services: a website
