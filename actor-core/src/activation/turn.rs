@@ -338,12 +338,10 @@ struct TurnEnding<'a> {
     started: Instant,
     /// Set once the outcome is known (`u64::MAX` until then).
     elapsed_ns: std::sync::atomic::AtomicU64,
-    /// Whether the handler's reply was an error (for layers).
-    failed: std::sync::atomic::AtomicBool,
 }
 
 impl crate::invoke::TurnObserver for TurnEnding<'_> {
-    #[inline]
+    #[inline(always)]
     fn ended(&self, error: bool) -> bool {
         self.record(error);
         false
@@ -365,11 +363,8 @@ impl<'a> TurnEnding<'a> {
         }
     }
 
+    #[inline(always)]
     fn record(&self, error: bool) {
-        if error {
-            self.failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
         let elapsed = self.started.elapsed();
         self.elapsed_ns.store(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1),
@@ -479,7 +474,6 @@ fn prepare_turn<'a, G: Grain>(
         seen,
         started,
         elapsed_ns: std::sync::atomic::AtomicU64::new(u64::MAX),
-        failed: std::sync::atomic::AtomicBool::new(false),
     };
     Some((req, scope, span, ending))
 }

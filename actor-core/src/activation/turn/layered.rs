@@ -42,6 +42,7 @@ async fn run_layered_turn<'a, G: Grain>(
     let observer = Layered {
         ending: &ending,
         held: parking_lot::Mutex::new(None),
+        failed: std::sync::atomic::AtomicBool::new(false),
     };
     let mut pending = Pending {
         req: Some(req),
@@ -49,7 +50,7 @@ async fn run_layered_turn<'a, G: Grain>(
         ctx,
         on_end: &observer,
         end: None,
-        failed: &ending.failed,
+        failed: &observer.failed,
     };
     let outcome = {
         let pending = &mut pending;
@@ -138,10 +139,16 @@ async fn run_layered_turn<'a, G: Grain>(
 struct Layered<'a, 'e> {
     ending: &'e TurnEnding<'a>,
     held: parking_lot::Mutex<Option<crate::invoke::HeldReply>>,
+    /// Whether the handler's reply was an error.
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl crate::invoke::TurnObserver for Layered<'_, '_> {
     fn ended(&self, error: bool) -> bool {
+        if error {
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.ending.record(error);
         true
     }
