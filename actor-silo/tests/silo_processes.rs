@@ -279,3 +279,53 @@ async fn a_bad_configuration_exits_2_saying_what_is_wrong() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_alone_configures_a_silo_with_its_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let mut child = Command::new(EXE)
+        .env("SILO_MEMBERSHIP_URL", &url)
+        .env("SILO_NAME", "env-only")
+        .env("SILO_LISTEN", "127.0.0.1:0")
+        .env("SILO_HEALTH_BIND", "off")
+        .env("SILO_DASHBOARD", "on")
+        .env("SILO_DASHBOARD_BIND", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let words: Vec<String> = tokio::time::timeout(START, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("silo exited");
+            if line.starts_with(READY) {
+                return line.split_whitespace().map(str::to_owned).collect();
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // READY <name> <pid> <endpoint> <health> <dashboard>
+    assert_eq!(words[1], "env-only");
+    assert_eq!(words[4], "-", "health endpoints off");
+    let dash = words[5]
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    assert_eq!(http_status(&dash, "/").await, 200, "the dashboard serves");
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
