@@ -232,3 +232,23 @@ async fn add_storage(
         });
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silo_leaving_or_gone_is_not_ready_but_still_alive() {
+        let leaving = Arc::new(AtomicBool::new(false));
+        let probe = Probe {
+            member: std::sync::Weak::new(),
+            leaving: leaving.clone(),
+        };
+        // The member is gone (its leave took it): not ready.
+        assert_eq!(probe.ready(), Err("leaving the cluster"));
+        assert_eq!(probe.alive(), Ok(()));
+        leaving.store(true, Ordering::SeqCst);
+        assert_eq!(probe.ready(), Err("leaving the cluster"));
+        assert_eq!(probe.alive(), Ok(()));
+    }
+}
