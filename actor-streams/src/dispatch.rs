@@ -29,6 +29,11 @@ pub struct DeliveryPolicy {
     pub retry_backoff: Duration,
     /// The deadline of one delivery (the consumer's turn).
     pub turn_timeout: Duration,
+    /// How long a consumer whose silo cannot be reached is tried before
+    /// the item is left unacked (a persistent provider delivers it again
+    /// later; the memory provider drops it). Such failures do not count
+    /// towards dead letters.
+    pub unreachable_for: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -37,6 +42,7 @@ impl Default for DeliveryPolicy {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(100),
             turn_timeout: Duration::from_secs(30),
+            unreachable_for: Duration::from_secs(60),
         }
     }
 }
@@ -57,6 +63,13 @@ impl DeliveryPolicy {
     /// The deadline of one delivery.
     pub fn turn_timeout(mut self, timeout: Duration) -> Self {
         self.turn_timeout = timeout;
+        self
+    }
+
+    /// How long an unreachable consumer is tried before the item is left
+    /// unacked.
+    pub fn unreachable_for(mut self, wait: Duration) -> Self {
+        self.unreachable_for = wait;
         self
     }
 }
@@ -169,6 +182,7 @@ async fn deliver_one(
         .and_then(|t| TraceContext::from_traceparent(t).ok());
     let mut attempt = first_attempt.max(1);
     let mut tries = 0;
+    let mut unreachable_since: Option<tokio::time::Instant> = None;
     loop {
         tries += 1;
         if attempt > 1 {
@@ -209,8 +223,30 @@ async fn deliver_one(
                 return dead_letter(streams, provider, item, target, e, tries).await;
             }
             Err(actor_core::Error::SiloStopped) if silo.is_stopping() => return Outcome::Unacked,
+            // The consumer's silo is unreachable or going away: not the
+            // consumer's fault, so it does not count towards dead letters.
+            // The grain comes back elsewhere once the cluster has declared
+            // its silo dead; until then, try again.
+            Err(
+                e @ (actor_core::Error::SiloUnavailable { .. }
+                | actor_core::Error::SiloStopped
+                | actor_core::Error::NotHere { .. }),
+            ) => {
+                if silo.is_stopping() {
+                    return Outcome::Unacked;
+                }
+                let waited = unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+                if waited.elapsed() > policy.unreachable_for {
+                    tracing::warn!(stream = %item.stream, consumer = %target.grain, error = %e, "consumer unreachable; leaving the item unacked");
+                    return Outcome::Unacked;
+                }
+                tries -= 1;
+                tokio::time::sleep(policy.retry_backoff.max(Duration::from_millis(50))).await;
+                continue;
+            }
             Err(e) => e.to_string(),
         };
+        unreachable_since = None;
         if silo.is_stopping() {
             return Outcome::Unacked;
         }

@@ -67,6 +67,7 @@ mod network;
 mod oracle;
 pub mod serializability;
 pub mod sim;
+mod stream_history;
 
 pub use cluster::{TestCluster, TestClusterBuilder};
 pub use error::{Result, TestClusterError};
@@ -76,3 +77,4 @@ pub use oracle::{
     ActivationEvent, ActivationOracle, CallHistory, CallOutcome, DuplicateActivation,
     HistoryViolation, ReadStart, WriteHistory, WriteViolation,
 };
+pub use stream_history::{StreamHistory, StreamViolation};
