@@ -21,7 +21,6 @@ pub(crate) const MAX_CONTEXT_KEY: usize = 256;
 /// passed, so a huge context costs no more than the limit to check.
 // Called where a request envelope is decoded (link/envelope.rs,
 // `decode_request`); until that call is in, only the tests use it.
-#[allow(dead_code)]
 pub(crate) fn check_context<'a>(
     target: &GrainId,
     method: &str,

@@ -38,6 +38,14 @@ pub(super) fn decode_request(
         )));
     }
     let target = grain(&env.target)?;
+    // A request context from the network is untrusted input: bounded.
+    crate::request_limits::check_context(
+        &target,
+        &env.method,
+        env.context
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str())),
+    )?;
     let trace = trace_from_envelope(&env);
     let sender = env.sender;
     let mut call = EncodedCall::new(
