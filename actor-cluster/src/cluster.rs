@@ -233,6 +233,10 @@ impl ClusterSilo {
         );
         let silo = builder
             .router(Arc::new(DirectoryRouting(directory.clone())))
+            // No turn runs past this silo's lease: a silo paused (or cut
+            // off) longer than its lease runs nothing queued when it
+            // resumes, before its agent has read whether it is dead.
+            .turn_fence(ownership.turn_fence())
             // For tools (the dashboard): membership and peers' reports.
             .extension(ClusterView::new(
                 address.clone(),
@@ -285,8 +289,13 @@ impl ClusterSilo {
         let stats = StatsService::new(silo.clone(), serving.clone());
         let listener = listener.with_limits(config.connections);
         let server = serve_member(service, directory.clone(), stats, listener);
+        // The lease counts from before the read that grants it: a reply
+        // that was delayed (or read by a process that was paused) must not
+        // stretch it.
+        let mut read_at = tokio::time::Instant::now();
         let joined = async {
             set_own_status(&*table, &address, SiloStatus::Active, &clock).await?;
+            read_at = tokio::time::Instant::now();
             table.read_all().await
         };
         let snap = match joined.await {
@@ -326,7 +335,7 @@ impl ClusterSilo {
         if recently_dead {
             ownership.hold_until(tokio::time::Instant::now() + config.lease * 2);
         }
-        ownership.renew_lease(tokio::time::Instant::now() + config.lease);
+        ownership.renew_lease(read_at + config.lease);
         let loads = {
             let directory = directory.clone();
             let every = config.probe_interval;
@@ -515,6 +524,10 @@ impl Agent {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            // The lease counts from before the read, not from its answer:
+            // an answer that waited (in a socket, or in a process that was
+            // paused) says nothing about the time since it was sent.
+            let read_at = tokio::time::Instant::now();
             let read = tokio::time::timeout(self.config.lease, self.table.read_all()).await;
             let snap = match read {
                 Ok(Ok(s)) => s,
@@ -545,8 +558,7 @@ impl Agent {
                 }
                 Some(_) => {}
             }
-            self.ownership
-                .renew_lease(tokio::time::Instant::now() + self.config.lease);
+            self.ownership.renew_lease(read_at + self.config.lease);
             self.lease_lost = false;
             let active: Vec<SiloAddress> = snap
                 .with_status(SiloStatus::Active)

@@ -15,6 +15,8 @@ use crate::hash::MemberSet;
 /// What this silo may own and activate now (see the module docs).
 pub(crate) struct Ownership {
     me: String,
+    /// The silo's turns stop at its lease's end (see `TurnFence`).
+    turns: std::sync::Arc<actor_core::TurnFence>,
     members: parking_lot::RwLock<std::sync::Arc<MemberSet>>,
     fence: parking_lot::Mutex<Fence>,
 }
@@ -37,6 +39,7 @@ impl Ownership {
         members.sort();
         members.dedup();
         Ownership {
+            turns: std::sync::Arc::new(actor_core::TurnFence::new()),
             me: me.into(),
             members: parking_lot::RwLock::new(std::sync::Arc::new(MemberSet::new(members))),
             fence: parking_lot::Mutex::new(Fence::default()),
@@ -59,9 +62,17 @@ impl Ownership {
             .open(&self.me, &members.list, Instant::now())
     }
 
+    /// The fence of the silo's turns, which follows its lease once the
+    /// lease was first granted: give it to the silo's builder.
+    pub(crate) fn turn_fence(&self) -> std::sync::Arc<actor_core::TurnFence> {
+        self.turns.clone()
+    }
+
     /// Turns fencing on (the membership agent does): from now on, new
     /// activations wait for every member to apply the current view, for
     /// dead silos' leases to run out, and for this silo's own lease.
+    /// (Turns are not fenced until the first lease is granted: before it
+    /// the silo has no grain of the cluster to run.)
     pub(crate) fn enable_fencing(&self, lease_until: Instant) {
         let mut f = self.fence.lock();
         f.enabled = true;
@@ -69,11 +80,16 @@ impl Ownership {
     }
 
     /// Extends this silo's lease (after a successful read of the table that
-    /// shows it active).
+    /// shows it active); with fencing on, its turns may run until then.
     pub(crate) fn renew_lease(&self, until: Instant) {
         let mut f = self.fence.lock();
         if f.lease_until.is_none_or(|t| until > t) {
             f.lease_until = Some(until);
+        }
+        if f.enabled
+            && let Some(t) = f.lease_until
+        {
+            self.turns.close_after(t);
         }
     }
 

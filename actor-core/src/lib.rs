@@ -181,6 +181,7 @@ mod silo;
 mod sql_url;
 mod timer;
 mod trace;
+mod turn_fence;
 mod worker;
 
 pub use context::{CallId, RequestContext};
@@ -200,6 +201,7 @@ pub use router::Router;
 pub use silo::{DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Silo, SiloBuilder};
 pub use timer::TimerHandle;
 pub use trace::{SpanId, TRACEPARENT, TraceContext, TraceId, TraceParentError};
+pub use turn_fence::TurnFence;
 
 /// Declares grain methods from an `impl` block; see the crate docs.
 pub use actor_core_macros::grain_methods;

@@ -67,6 +67,7 @@ pub(crate) struct SiloInner {
     table: DashMap<GrainId, Arc<dyn Slot>, foldhash::fast::RandomState>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
     layers: Vec<Arc<dyn crate::layer::ErasedLayer>>,
+    turn_fence: Option<Arc<crate::turn_fence::TurnFence>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     router: Option<Arc<dyn Router>>,
     extensions: Extensions,
@@ -394,6 +395,10 @@ impl Silo {
 
     pub(crate) fn layers(&self) -> &[Arc<dyn crate::layer::ErasedLayer>] {
         &self.inner.layers
+    }
+
+    pub(crate) fn turn_fence(&self) -> Option<&crate::turn_fence::TurnFence> {
+        self.inner.turn_fence.as_deref()
     }
 
     /// Builds the header of an outgoing call from the ambient scope and

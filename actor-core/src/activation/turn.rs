@@ -341,30 +341,8 @@ struct TurnEnding<'a> {
 }
 
 impl crate::invoke::TurnObserver for TurnEnding<'_> {
-    #[inline(always)]
+    /// Records the turn (see `record`); the reply goes at once.
     fn ended(&self, error: bool) -> bool {
-        self.record(error);
-        false
-    }
-}
-
-impl<'a> TurnEnding<'a> {
-    /// Completes `end` when the turn is over: the time it ended, and the
-    /// log line of a panic.
-    #[inline(always)]
-    fn finish<G: Grain>(&self, end: &mut TurnEnd, started: Instant, ctx: &GrainContext<G>) {
-        let ns = self.elapsed_ns.load(std::sync::atomic::Ordering::Relaxed);
-        if ns != u64::MAX {
-            end.ended = started.checked_add(Duration::from_nanos(ns));
-        }
-        if let Some(p) = &end.panic {
-            let method = self.method;
-            tracing::error!(grain = %ctx.activation.id, method, panic = %p, "grain handler panicked; dropping the activation");
-        }
-    }
-
-    #[inline(always)]
-    fn record(&self, error: bool) {
         let elapsed = self.started.elapsed();
         self.elapsed_ns.store(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1),
@@ -385,6 +363,29 @@ impl<'a> TurnEnding<'a> {
                 f.on_response(&info, elapsed, !error);
             }
         }
+        false
+    }
+}
+
+impl<'a> TurnEnding<'a> {
+    /// Completes `end` when the turn is over: the time it ended, and the
+    /// log line of a panic.
+    #[inline(always)]
+    fn finish<G: Grain>(&self, end: &mut TurnEnd, started: Instant, ctx: &GrainContext<G>) {
+        let ns = self.elapsed_ns.load(std::sync::atomic::Ordering::Relaxed);
+        if ns != u64::MAX {
+            end.ended = started.checked_add(Duration::from_nanos(ns));
+        }
+        if let Some(p) = &end.panic {
+            let method = self.method;
+            tracing::error!(grain = %ctx.activation.id, method, panic = %p, "grain handler panicked; dropping the activation");
+        }
+    }
+
+    /// The turn has its outcome: the method's metrics, the filters'
+    /// `on_response`, and the time it ended.
+    fn record(&self, error: bool) {
+        crate::invoke::TurnObserver::ended(self, error);
     }
 }
 
@@ -401,6 +402,18 @@ fn prepare_turn<'a, G: Grain>(
 ) -> Option<(Req<G>, CallScope, Option<tracing::Span>, TurnEnding<'a>)> {
     let act = &ctx.activation;
     let silo = &ctx.silo;
+    if let Some(fence) = silo.turn_fence()
+        && !fence.allows(started)
+    {
+        // Past the silo's own lease: another silo may run this grain by
+        // now. The call did not run; its caller looks the grain up again.
+        act.entry.metrics.method(req.header().method).record_error();
+        req.fail(Error::NotHere {
+            grain: act.id.clone(),
+            silo: silo.name().to_owned(),
+        });
+        return None;
+    }
     let h = req.header_mut();
     let method = h.method;
     let context = std::mem::take(&mut h.context);

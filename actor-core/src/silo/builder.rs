@@ -38,6 +38,7 @@ pub struct SiloBuilder {
     options: HashMap<TypeId, GrainOptions>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
     layers: Vec<Arc<dyn crate::layer::ErasedLayer>>,
+    turn_fence: Option<Arc<crate::turn_fence::TurnFence>>,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     router: Option<Arc<dyn Router>>,
     extensions: Extensions,
@@ -79,6 +80,7 @@ impl SiloBuilder {
             options: HashMap::new(),
             incoming: Vec::new(),
             layers: Vec::new(),
+            turn_fence: None,
             outgoing: Vec::new(),
             router: None,
             extensions: HashMap::new(),
@@ -232,6 +234,17 @@ impl SiloBuilder {
         self
     }
 
+    /// Runs turns only before `fence`'s deadline (see [`TurnFence`]): a
+    /// turn that would start later fails its call with
+    /// [`Error::NotHere`](crate::Error::NotHere) without running.
+    /// actor-cluster sets it to the silo's membership lease.
+    ///
+    /// [`TurnFence`]: crate::TurnFence
+    pub fn turn_fence(mut self, fence: Arc<crate::turn_fence::TurnFence>) -> Self {
+        self.turn_fence = Some(fence);
+        self
+    }
+
     /// Adds a filter that sees every call made through this silo.
     pub fn outgoing_filter(mut self, filter: impl OutgoingCallFilter) -> Self {
         self.outgoing.push(Arc::new(filter));
@@ -290,6 +303,7 @@ impl SiloBuilder {
             table: DashMap::default(),
             incoming: self.incoming,
             layers: self.layers,
+            turn_fence: self.turn_fence,
             outgoing: self.outgoing,
             router: self.router,
             extensions: self.extensions,
