@@ -403,19 +403,8 @@ fn check_host_port(field: &str, s: &str) -> Result<()> {
     }
 }
 
-/// A URL with its password hidden, for errors and logs.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let cred = &url[s + 3..at];
-            match cred.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+/// A URL without its password, for messages: the workspace's one helper.
+pub(crate) use actor_core::redact_url as redact;
 
 fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<()> {
     use toml::Value;
