@@ -124,6 +124,36 @@ async fn deliver_inner(
     attempt: u32,
     implicit: bool,
 ) -> Outcome {
+    let targets = targets(streams, item, explicit, implicit);
+    if targets.is_empty() {
+        return Outcome::Done;
+    }
+    let counters = streams.counters(&item.stream.namespace);
+    counters
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = futures::future::join_all(
+        targets
+            .iter()
+            .map(|t| deliver_one(silo, streams, provider, item, t, attempt, 0)),
+    )
+    .await;
+    counters
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if outcomes.contains(&Outcome::Unacked) {
+        Outcome::Unacked
+    } else {
+        Outcome::Done
+    }
+}
+
+fn targets(
+    streams: &Streams,
+    item: &RawItem,
+    explicit: &[Subscription],
+    implicit: bool,
+) -> Vec<Target> {
     let implicit = if implicit {
         streams.implicit_for(&item.stream.namespace)
     } else {
@@ -142,27 +172,108 @@ async fn deliver_inner(
         method: s.method.clone(),
         subscription: Some(s.id.clone()),
     }));
+    targets
+}
+
+/// Delivers a batch of items of one stream (a memory provider's push):
+/// each consumer gets every item queued in order at once, and the replies
+/// are awaited together; an item whose first delivery failed goes through
+/// the retry path of [`deliver`] on its own, after the batch.
+pub(crate) async fn deliver_batch(
+    silo: &Silo,
+    streams: &Streams,
+    provider: &str,
+    items: &[RawItem],
+    explicit: &[Subscription],
+) -> Outcome {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(first) = items.first() else {
+        return Outcome::Done;
+    };
+    let targets = targets(streams, first, explicit, true);
     if targets.is_empty() {
         return Outcome::Done;
     }
-    let counters = streams.counters(&item.stream.namespace);
-    counters
-        .in_flight
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let outcomes = futures::future::join_all(
-        targets
-            .iter()
-            .map(|t| deliver_one(silo, streams, provider, item, t, attempt)),
-    )
+    let counters = streams.counters(&first.stream.namespace);
+    let policy = streams.policy();
+    let n = (items.len() * targets.len()) as i64;
+    counters.in_flight.fetch_add(n, Relaxed);
+    let mut pending = Vec::with_capacity(items.len() * targets.len());
+    let mut unstored = false;
+    for target in &targets {
+        for (i, item) in items.iter().enumerate() {
+            let queued = encode_call(item, target, 1, policy.turn_timeout)
+                .map_err(actor_core::Error::Serialization)
+                .and_then(|call| silo.queue_encoded(call));
+            if let Err(actor_core::Error::Serialization(e)) = queued {
+                // It will never decode: dead at once, as in `deliver`.
+                if dead_letter(streams, provider, item, target, e, 1).await == Outcome::Unacked {
+                    unstored = true;
+                }
+                continue;
+            }
+            pending.push((i, target, queued));
+        }
+    }
+    let mut again = Vec::new();
+    let timeout = policy.turn_timeout;
+    let replies = futures::future::join_all(pending.into_iter().map(|(i, t, q)| async move {
+        let ok = match q {
+            Ok(reply) => matches!(
+                tokio::time::timeout(timeout, reply).await,
+                Ok(Ok(r)) if matches!(actor_core::__private::codec::decode::<Ack>(&r), Ok(Ok(())))
+            ),
+            Err(_) => false,
+        };
+        (i, t, ok)
+    }))
     .await;
-    counters
-        .in_flight
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    if outcomes.contains(&Outcome::Unacked) {
+    for (i, t, ok) in replies {
+        if ok {
+            counters.delivered.fetch_add(1, Relaxed);
+        } else {
+            again.push((i, t));
+        }
+    }
+    counters.in_flight.fetch_sub(n, Relaxed);
+    let mut outcome = if unstored {
         Outcome::Unacked
     } else {
         Outcome::Done
+    };
+    for (i, t) in again {
+        if deliver_one(silo, streams, provider, &items[i], t, 2, 1).await == Outcome::Unacked {
+            outcome = Outcome::Unacked;
+        }
     }
+    outcome
+}
+
+fn encode_call(
+    item: &RawItem,
+    target: &Target,
+    attempt: u32,
+    timeout: Duration,
+) -> Result<EncodedCall, String> {
+    let wire = WireDelivery {
+        stream: item.stream.clone(),
+        token: item.token,
+        attempt,
+        subscription: target.subscription.clone(),
+        item: item.payload.clone(),
+    };
+    let payload = actor_core::__private::codec::encode(&wire).map_err(|e| e.to_string())?;
+    let mut call = EncodedCall::new(
+        target.grain.clone(),
+        target.method.clone(),
+        payload,
+        timeout,
+    );
+    call.trace = item
+        .traceparent
+        .as_deref()
+        .and_then(|t| TraceContext::from_traceparent(t).ok());
+    Ok(call)
 }
 
 async fn deliver_one(
@@ -172,6 +283,7 @@ async fn deliver_one(
     item: &RawItem,
     target: &Target,
     first_attempt: u32,
+    tried: u32,
 ) -> Outcome {
     use std::sync::atomic::Ordering::Relaxed;
     let policy = streams.policy();
@@ -181,7 +293,7 @@ async fn deliver_one(
         .as_deref()
         .and_then(|t| TraceContext::from_traceparent(t).ok());
     let mut attempt = first_attempt.max(1);
-    let mut tries = 0;
+    let mut tries = tried;
     let mut unreachable_since: Option<tokio::time::Instant> = None;
     loop {
         tries += 1;

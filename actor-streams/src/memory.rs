@@ -136,33 +136,30 @@ impl Handler<Push> for MemoryStreamGrain {
         let Ok(streams) = Streams::of(silo) else {
             return tracing::error!("a stream grain runs on a silo without streams");
         };
-        for item in &push.items {
-            let version = streams.subscriptions_version();
-            let subs = match self.subscriptions.get(&item.stream) {
-                Some((v, s)) if *v == version => s.clone(),
-                _ => {
-                    let loaded = match streams
-                        .store()
-                        .of_stream(&push.provider, &item.stream)
-                        .await
-                    {
-                        Ok(s) => Arc::new(s),
-                        Err(e) => {
-                            tracing::warn!(stream = %item.stream, error = %e, "cannot load the stream's subscriptions; delivering to implicit consumers only");
-                            Arc::new(Vec::new())
-                        }
-                    };
-                    self.subscriptions
-                        .insert(item.stream.clone(), (version, loaded.clone()));
-                    loaded
-                }
-            };
-            if dispatch::deliver(silo, streams, &push.provider, item, &subs, 1).await
-                == dispatch::Outcome::Unacked
-            {
-                tracing::debug!(stream = %item.stream, "silo stopping: memory stream items dropped");
-                return;
+        // A push holds items of one stream (one publish or batch).
+        let Some(stream) = push.items.first().map(|i| i.stream.clone()) else {
+            return;
+        };
+        let version = streams.subscriptions_version();
+        let subs = match self.subscriptions.get(&stream) {
+            Some((v, s)) if *v == version => s.clone(),
+            _ => {
+                let loaded = match streams.store().of_stream(&push.provider, &stream).await {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::warn!(%stream, error = %e, "cannot load the stream's subscriptions; delivering to implicit consumers only");
+                        Arc::new(Vec::new())
+                    }
+                };
+                self.subscriptions
+                    .insert(stream.clone(), (version, loaded.clone()));
+                loaded
             }
+        };
+        if dispatch::deliver_batch(silo, streams, &push.provider, &push.items, &subs).await
+            == dispatch::Outcome::Unacked
+        {
+            tracing::debug!(%stream, "silo stopping: memory stream items dropped");
         }
     }
 }
