@@ -4,33 +4,13 @@
 //! deadlines, call chains (deadlock detection) and request context cross
 //! the hop in the serialized envelope.
 
-use std::sync::{Arc, OnceLock};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use actor_core::Error;
 use actor_core::prelude::*;
-use actor_core::{EncodedCall, Error, Router};
-use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-
-/// Grains with even integer keys live on silo 0, odd ones on silo 1.
-struct Pair {
-    me: usize,
-    silos: Arc<OnceLock<[Silo; 2]>>,
-}
-
-fn home(id: &GrainId) -> usize {
-    id.key.as_int().unwrap_or(0).rem_euclid(2) as usize
-}
-
-impl Router for Pair {
-    fn is_local(&self, id: &GrainId) -> bool {
-        home(id) == self.me
-    }
-    fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
-        let target = self.silos.get().expect("both silos started")[home(&call.target)].clone();
-        Box::pin(async move { target.invoke_encoded(call).await })
-    }
-}
 
 #[derive(Default)]
 struct Node {
@@ -92,24 +72,7 @@ impl Handler<Nap> for Node {
 }
 
 async fn pair() -> [Silo; 2] {
-    let cell = Arc::new(OnceLock::new());
-    let mut silos = Vec::new();
-    for me in 0..2 {
-        let silo = Silo::builder()
-            .name(format!("silo{me}"))
-            .grain::<Node>()
-            .router(Arc::new(Pair {
-                me,
-                silos: cell.clone(),
-            }))
-            .start()
-            .await
-            .unwrap();
-        silos.push(silo);
-    }
-    let silos: [Silo; 2] = silos.try_into().unwrap();
-    cell.set(silos.clone()).ok().unwrap();
-    silos
+    common::two_silos(|me| Silo::builder().name(format!("silo{me}")).grain::<Node>()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +94,7 @@ async fn the_same_reference_reaches_the_one_activation_wherever_it_lives() {
     }
     for key in 0..50i64 {
         let id = GrainId::new("node", key);
-        let at = home(&id);
+        let at = common::home(&id);
         assert!(silos[at].is_active(&id), "{id} lives on silo {at}");
         assert!(
             !silos[1 - at].is_active(&id),

@@ -3,34 +3,13 @@
 //! external caller's `traceparent` in the request context is honoured and
 //! a malformed one is ignored without failing the call.
 
-use std::sync::{Arc, Mutex, OnceLock};
+mod common;
+
+use std::sync::{Arc, Mutex};
 
 use actor_core::prelude::*;
-use actor_core::{
-    CallInfo, EncodedCall, IncomingCallFilter, Router, SpanId, TRACEPARENT, TraceContext,
-};
-use futures::future::BoxFuture;
+use actor_core::{CallInfo, EncodedCall, IncomingCallFilter, SpanId, TRACEPARENT, TraceContext};
 use serde::{Deserialize, Serialize};
-
-/// Grains with even integer keys live on silo 0, odd ones on silo 1.
-struct Pair {
-    me: usize,
-    silos: Arc<OnceLock<[Silo; 2]>>,
-}
-
-fn home(id: &GrainId) -> usize {
-    id.key.as_int().unwrap_or(0).rem_euclid(2) as usize
-}
-
-impl Router for Pair {
-    fn is_local(&self, id: &GrainId) -> bool {
-        home(id) == self.me
-    }
-    fn invoke(&self, call: EncodedCall) -> BoxFuture<'static, actor_core::Result<Vec<u8>>> {
-        let target = self.silos.get().expect("both silos started")[home(&call.target)].clone();
-        Box::pin(async move { target.invoke_encoded(call).await })
-    }
-}
 
 #[derive(Default)]
 struct Node;
@@ -89,26 +68,13 @@ impl Seen {
 }
 
 async fn pair(seen: &Seen) -> [Silo; 2] {
-    let silos = Arc::new(OnceLock::new());
-    let mut started = Vec::new();
-    for me in 0..2 {
-        started.push(
-            Silo::builder()
-                .name(format!("silo-{me}"))
-                .grain::<Node>()
-                .router(Arc::new(Pair {
-                    me,
-                    silos: silos.clone(),
-                }))
-                .incoming_filter(seen.clone())
-                .start()
-                .await
-                .unwrap(),
-        );
-    }
-    let both: [Silo; 2] = started.try_into().unwrap();
-    silos.set(both.clone()).ok().unwrap();
-    both
+    common::two_silos(|me| {
+        Silo::builder()
+            .name(format!("silo-{me}"))
+            .grain::<Node>()
+            .incoming_filter(seen.clone())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
