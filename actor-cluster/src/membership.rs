@@ -10,7 +10,7 @@
 //! success.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -202,13 +202,8 @@ pub trait MembershipTable: Send + Sync + 'static {
     fn cleanup_defunct(&self, before_millis: i64) -> BoxFuture<'_, Result<u64>>;
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch (actor-core's one helper).
+pub use actor_core::__private::now_millis;
 
 pub(crate) fn status_to_str(s: SiloStatus) -> &'static str {
     s.as_str()

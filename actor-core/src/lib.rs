@@ -225,6 +225,13 @@ pub mod __private {
     pub use crate::invoke::{
         Call, ExclusiveCall, HeldReply, Invoke, OnEnd, SharedCall, TurnObserver,
     };
+    /// Wall-clock milliseconds since the Unix epoch (0 before it): the one
+    /// helper every crate stamps rows and records with.
+    pub fn now_millis() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
     /// Database URLs before sqlx sees them (see the module).
     pub mod sql_url {
         pub use crate::sql_url::*;

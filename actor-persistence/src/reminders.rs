@@ -290,12 +290,7 @@ impl std::fmt::Debug for ReminderService {
     }
 }
 
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use actor_core::__private::now_millis;
 
 impl ReminderService {
     /// A service over `table`.
