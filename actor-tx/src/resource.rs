@@ -349,8 +349,13 @@ impl TxResource {
                     continue;
                 }
                 if resolve.is_none() {
-                    // Wait-die: only an older transaction waits.
-                    if holders.iter().any(|(p, ..)| !tx.priority.is_older_than(*p)) {
+                    // Wait-die: only an older transaction waits, except
+                    // for a prepared holder, which waits for no lock (only
+                    // for its outcome), so waiting for it closes no cycle.
+                    if holders
+                        .iter()
+                        .any(|(p, _, _, prepared)| !prepared && !tx.priority.is_older_than(*p))
+                    {
                         return Err(AbortReason::LockConflict {
                             state: self.state_name(),
                         });
