@@ -389,6 +389,20 @@ impl<'a> TurnEnding<'a> {
     }
 }
 
+/// Fails a call whose turn would start past the silo's own lease: another
+/// silo may run this grain by now. The call did not run; its caller looks
+/// the grain up again.
+#[cold]
+#[inline(never)]
+fn fenced_out<G: Grain>(ctx: &GrainContext<G>, req: Req<G>) {
+    let act = &ctx.activation;
+    act.entry.metrics.method(req.header().method).record_error();
+    req.fail(Error::NotHere {
+        grain: act.id.clone(),
+        silo: ctx.silo.name().to_owned(),
+    });
+}
+
 /// The synchronous part of a turn's start: runs the incoming filters
 /// (failing the call if one rejects it), makes the turn's span and its
 /// call scope.
@@ -405,13 +419,7 @@ fn prepare_turn<'a, G: Grain>(
     if let Some(fence) = silo.turn_fence()
         && !fence.allows(started)
     {
-        // Past the silo's own lease: another silo may run this grain by
-        // now. The call did not run; its caller looks the grain up again.
-        act.entry.metrics.method(req.header().method).record_error();
-        req.fail(Error::NotHere {
-            grain: act.id.clone(),
-            silo: silo.name().to_owned(),
-        });
+        fenced_out(ctx, req);
         return None;
     }
     let h = req.header_mut();

@@ -19,6 +19,7 @@ use crate::grain_context::GrainContext;
 use crate::invoke::{OnEnd, TurnEnd, panic_message};
 use crate::layer::{Next, TurnOutcome};
 
+#[cold]
 #[inline(never)]
 pub(super) fn layered_turn<'a, G: Grain>(
     ctx: &'a GrainContext<G>,
