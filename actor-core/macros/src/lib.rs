@@ -1,3 +1,5 @@
+// Over 800 lines on purpose: a proc-macro crate has one root, and the
+// parsing and expansion of `#[grain_methods]` read best together.
 //! # actor-core-macros: grain interfaces from an impl block
 //!
 //! `#[grain_methods]` is shorthand for what a grain author otherwise writes
