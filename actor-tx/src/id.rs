@@ -6,7 +6,7 @@
 //! grows old and then wins them (wait-die never starves anyone).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -111,11 +111,10 @@ impl TxInfo {
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch.
+/// Wall-clock milliseconds since the Unix epoch (the workspace's one clock
+/// helper, in actor-core).
 pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    actor_core::__private::now_millis()
 }
 
 /// How a transaction used one transactional state.

@@ -1,3 +1,5 @@
+// Over 800 lines on purpose: the participant's lock table, its prepare
+// record and the manager's side of two-phase commit change together.
 //! The participant of one transactional state: a system grain (one per
 //! state, cluster-wide single activation) that holds the state's lock
 //! table, its committed value, and its prepare record, and that runs the
