@@ -229,80 +229,130 @@ impl Handler<Pull> for PartitionAgent {
             }
         }
         let prefetch = source.prefetch().max(1);
-        let reader = self.reader.as_mut().expect("opened above");
-        let batch = match reader.next(prefetch, Duration::from_millis(200)).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(provider = %name, partition, error = %e, "partition read failed; reopening in 1 s");
-                self.reader = None;
-                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
-                return;
-            }
-        };
         let key = (name.clone(), partition);
-        streams
+        // Several batches per turn while items keep coming (the timer's
+        // pause is then paid once per turn, not once per batch).
+        for round in 0..8 {
+            let Some(reader) = self.reader.as_mut() else {
+                break;
+            };
+            let wait = if round == 0 {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_millis(5)
+            };
+            let batch = match reader.next(prefetch, wait).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(provider = %name, partition, error = %e, "partition read failed; reopening in 1 s");
+                    self.reader = None;
+                    self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            streams
+                .metrics_registry()
+                .partitions
+                .entry(key.clone())
+                .or_insert_with(|| PartitionStats {
+                    provider: name.clone(),
+                    partition,
+                    ..Default::default()
+                })
+                .in_flight = batch.len() as u64;
+            if self.process(&silo, streams, &name, partition, batch).await {
+                // The channel's remaining unacked items go back to the
+                // broker.
+                self.reader = None;
+            }
+        }
+        let lag = self.reader.as_ref().and_then(|r| r.lag());
+        let mut s = streams
             .metrics_registry()
             .partitions
-            .entry(key.clone())
+            .entry(key)
             .or_insert_with(|| PartitionStats {
                 provider: name.clone(),
                 partition,
                 ..Default::default()
-            })
-            .in_flight = batch.len() as u64;
-        let mut lost = false;
-        for received in batch {
-            let reader = self.reader.as_mut().expect("open while items are held");
-            let item = match &received.item {
-                Ok(item) => item,
-                Err(e) => {
-                    tracing::warn!(provider = %name, partition, error = %e, "message is not a stream item; dead-lettered");
-                    if let Err(e) = reader.dead_letter(&received, e).await {
-                        tracing::warn!(error = %e, "cannot dead-letter a message; it stays on the broker");
-                        lost = true;
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let subs = self.subscriptions_of(streams, &name, &item.stream).await;
-            let attempt = if received.redelivered { 2 } else { 1 };
-            // A silo that stops (or is killed) mid-delivery gives the
-            // item back at once rather than when the consumer's turn ends.
-            let delivered = tokio::select! {
-                o = dispatch::deliver(&silo, streams, &name, item, &subs, attempt) => o,
-                () = stopping(&silo) => Outcome::Unacked,
-            };
-            match delivered {
-                Outcome::Done => {
-                    let reader = self.reader.as_mut().expect("open while items are held");
-                    if let Err(e) = reader.ack(received.tag).await {
-                        tracing::warn!(error = %e, "ack failed; the broker will deliver the item again");
-                        lost = true;
-                        break;
-                    }
-                    self.acked += 1;
-                }
-                Outcome::Unacked => {
-                    lost = true;
-                    break;
-                }
-            }
-        }
-        if lost {
-            // The channel's remaining unacked items go back to the broker.
-            self.reader = None;
-        }
-        if let Some(mut s) = streams.metrics_registry().partitions.get_mut(&key) {
-            s.in_flight = 0;
-            s.acked = self.acked;
-            s.lag = self.reader.as_ref().and_then(|r| r.lag());
-        }
+            });
+        s.in_flight = 0;
+        s.acked = self.acked;
+        s.lag = lag;
+        drop(s);
         ctx.delay_deactivation(KEEP_EVERY * 8);
     }
 }
 
 impl PartitionAgent {
+    /// Delivers a batch in order, acking each item after its delivery:
+    /// runs of items of one stream go out as one pipelined batch. Answers
+    /// whether the reader must be dropped (an item is left unacked).
+    async fn process(
+        &mut self,
+        silo: &Silo,
+        streams: &Streams,
+        name: &str,
+        partition: u32,
+        batch: Vec<Received>,
+    ) -> bool {
+        let mut i = 0;
+        while i < batch.len() {
+            let reader = self.reader.as_mut().expect("open while items are held");
+            let first = match &batch[i].item {
+                Ok(item) => item,
+                Err(e) => {
+                    tracing::warn!(provider = %name, partition, error = %e, "message is not a stream item; dead-lettered");
+                    if let Err(e) = reader.dead_letter(&batch[i], e).await {
+                        tracing::warn!(error = %e, "cannot dead-letter a message; it stays on the broker");
+                        return true;
+                    }
+                    i += 1;
+                    continue;
+                }
+            };
+            let redelivered = batch[i].redelivered;
+            let mut j = i + 1;
+            while j < batch.len()
+                && batch[j].redelivered == redelivered
+                && batch[j]
+                    .item
+                    .as_ref()
+                    .is_ok_and(|it| it.stream == first.stream)
+            {
+                j += 1;
+            }
+            let items: Vec<RawItem> = batch[i..j]
+                .iter()
+                .filter_map(|r| r.item.as_ref().ok().cloned())
+                .collect();
+            let subs = self.subscriptions_of(streams, name, &first.stream).await;
+            let attempt = if redelivered { 2 } else { 1 };
+            // A silo that stops (or is killed) mid-delivery gives the
+            // items back at once rather than when the consumers' turns end.
+            let delivered = tokio::select! {
+                o = dispatch::deliver_batch(silo, streams, name, &items, &subs, attempt) => o,
+                () = stopping(silo) => Outcome::Unacked,
+            };
+            if delivered == Outcome::Unacked {
+                return true;
+            }
+            let reader = self.reader.as_mut().expect("open while items are held");
+            for received in &batch[i..j] {
+                if let Err(e) = reader.ack(received.tag).await {
+                    tracing::warn!(error = %e, "ack failed; the broker will deliver the item again");
+                    return true;
+                }
+                self.acked += 1;
+            }
+            i = j;
+        }
+        false
+    }
+
     async fn subscriptions_of(
         &mut self,
         streams: &Streams,

@@ -89,19 +89,8 @@ struct Target {
     grain: GrainId,
     method: String,
     subscription: Option<SubscriptionId>,
-}
-
-/// Delivers `item` to every consumer; `attempt` is the number of the first
-/// delivery (above 1 when the broker redelivers it).
-pub(crate) async fn deliver(
-    silo: &Silo,
-    streams: &Streams,
-    provider: &str,
-    item: &RawItem,
-    explicit: &[Subscription],
-    attempt: u32,
-) -> Outcome {
-    deliver_inner(silo, streams, provider, item, explicit, attempt, true).await
+    /// The typed path of an implicit consumer.
+    typed: Option<crate::streams::TypedDeliver>,
 }
 
 /// Delivers `item` to the subscriptions `only` (a replay).
@@ -165,12 +154,14 @@ fn targets(
             grain: GrainId::new(c.grain_type, item.stream.key.clone()),
             method: c.method.to_owned(),
             subscription: None,
+            typed: Some(c.deliver.clone()),
         })
         .collect();
     targets.extend(explicit.iter().map(|s| Target {
         grain: s.consumer.clone(),
         method: s.method.clone(),
         subscription: Some(s.id.clone()),
+        typed: None,
     }));
     targets
 }
@@ -178,13 +169,14 @@ fn targets(
 /// Delivers a batch of items of one stream (a memory provider's push):
 /// each consumer gets every item queued in order at once, and the replies
 /// are awaited together; an item whose first delivery failed goes through
-/// the retry path of [`deliver`] on its own, after the batch.
+/// the retry path on its own, after the batch.
 pub(crate) async fn deliver_batch(
     silo: &Silo,
     streams: &Streams,
     provider: &str,
     items: &[RawItem],
     explicit: &[Subscription],
+    first_attempt: u32,
 ) -> Outcome {
     use std::sync::atomic::Ordering::Relaxed;
     let Some(first) = items.first() else {
@@ -202,11 +194,17 @@ pub(crate) async fn deliver_batch(
     let mut unstored = false;
     for target in &targets {
         for (i, item) in items.iter().enumerate() {
-            let queued = encode_call(item, target, 1, policy.turn_timeout)
-                .map_err(actor_core::Error::Serialization)
-                .and_then(|call| silo.queue_encoded(call));
+            let queued: std::result::Result<Reply, actor_core::Error> = match &target.typed {
+                Some(typed) => typed(silo, item, first_attempt, policy.turn_timeout)
+                    .map(Reply::Typed)
+                    .map_err(actor_core::Error::Serialization),
+                None => encode_call(item, target, first_attempt, policy.turn_timeout)
+                    .map_err(actor_core::Error::Serialization)
+                    .and_then(|call| silo.queue_encoded(call))
+                    .map(Reply::Encoded),
+            };
             if let Err(actor_core::Error::Serialization(e)) = queued {
-                // It will never decode: dead at once, as in `deliver`.
+                // It will never decode: dead at once.
                 if dead_letter(streams, provider, item, target, e, 1).await == Outcome::Unacked {
                     unstored = true;
                 }
@@ -219,10 +217,11 @@ pub(crate) async fn deliver_batch(
     let timeout = policy.turn_timeout;
     let replies = futures::future::join_all(pending.into_iter().map(|(i, t, q)| async move {
         let ok = match q {
-            Ok(reply) => matches!(
+            Ok(Reply::Encoded(reply)) => matches!(
                 tokio::time::timeout(timeout, reply).await,
                 Ok(Ok(r)) if matches!(actor_core::__private::codec::decode::<Ack>(&r), Ok(Ok(())))
             ),
+            Ok(Reply::Typed(reply)) => matches!(reply.await, Ok(Ok(()))),
             Err(_) => false,
         };
         (i, t, ok)
@@ -242,11 +241,20 @@ pub(crate) async fn deliver_batch(
         Outcome::Done
     };
     for (i, t) in again {
-        if deliver_one(silo, streams, provider, &items[i], t, 2, 1).await == Outcome::Unacked {
+        if deliver_one(silo, streams, provider, &items[i], t, first_attempt + 1, 1).await
+            == Outcome::Unacked
+        {
             outcome = Outcome::Unacked;
         }
     }
     outcome
+}
+
+/// A delivery's reply on its way: encoded (explicit subscriptions) or
+/// typed (implicit consumers).
+enum Reply {
+    Encoded(actor_core::EncodedReply),
+    Typed(crate::provider::BoxFuture<'static, actor_core::Result<Ack>>),
 }
 
 fn encode_call(

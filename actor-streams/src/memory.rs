@@ -156,7 +156,7 @@ impl Handler<Push> for MemoryStreamGrain {
                 loaded
             }
         };
-        if dispatch::deliver_batch(silo, streams, &push.provider, &push.items, &subs).await
+        if dispatch::deliver_batch(silo, streams, &push.provider, &push.items, &subs, 1).await
             == dispatch::Outcome::Unacked
         {
             tracing::debug!(%stream, "silo stopping: memory stream items dropped");

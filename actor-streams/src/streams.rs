@@ -22,11 +22,62 @@ use crate::subscription::{
     DeadLetter, MemorySubscriptions, Subscription, SubscriptionId, SubscriptionStore, now_millis,
 };
 
-/// A grain type declared as the implicit consumer of a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A grain type declared as the implicit consumer of a namespace, with
+/// its typed delivery: the item decoded once and the `Delivery<T>` sent as
+/// a typed call (no serialization when the consumer is local).
+#[derive(Clone)]
 pub(crate) struct ImplicitConsumer {
     pub(crate) grain_type: &'static str,
     pub(crate) method: &'static str,
+    pub(crate) deliver: TypedDeliver,
+}
+
+impl std::fmt::Debug for ImplicitConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} <- {}", self.grain_type, self.method)
+    }
+}
+
+/// A typed delivery of an encoded item to the implicit consumer with the
+/// stream's key: `Err` if the item does not decode as the consumer's type.
+pub(crate) type TypedDeliver = Arc<
+    dyn Fn(
+            &Silo,
+            &RawItem,
+            u32,
+            std::time::Duration,
+        ) -> std::result::Result<
+            crate::provider::BoxFuture<'static, actor_core::Result<crate::item::Ack>>,
+            String,
+        > + Send
+        + Sync,
+>;
+
+fn typed_deliver<G, T>() -> TypedDeliver
+where
+    G: Handler<Delivery<T>> + GrainMethods,
+    T: StreamItem,
+{
+    Arc::new(|silo, item, attempt, timeout| {
+        let value: T = actor_core::__private::codec::decode(&item.payload).map_err(|e| {
+            format!(
+                "item on stream {} does not decode as `{}`: {e}",
+                item.stream,
+                std::any::type_name::<T>()
+            )
+        })?;
+        let grain = silo
+            .get_grain::<G>(item.stream.key.clone())
+            .with_timeout(timeout);
+        let delivery = Delivery {
+            stream: item.stream.clone(),
+            token: item.token,
+            attempt,
+            subscription: None,
+            item: value,
+        };
+        Ok(Box::pin(async move { grain.ask(delivery).await }))
+    })
 }
 
 /// Configures the streams of a silo: named providers, implicit
@@ -77,6 +128,7 @@ impl StreamsBuilder {
             ImplicitConsumer {
                 grain_type: G::TYPE_NAME,
                 method: T::NAME,
+                deliver: typed_deliver::<G, T>(),
             },
         ));
         self
@@ -125,7 +177,10 @@ impl StreamsBuilder {
         let mut implicit: HashMap<Arc<str>, Vec<ImplicitConsumer>> = HashMap::new();
         for (ns, c) in self.implicit {
             let list = implicit.entry(ns.clone()).or_default();
-            if list.contains(&c) {
+            if list
+                .iter()
+                .any(|o| o.grain_type == c.grain_type && o.method == c.method)
+            {
                 return Err(Error::Config(format!(
                     "grain type `{}` is declared twice as the implicit consumer of `{ns}` with `{}`",
                     c.grain_type, c.method
