@@ -54,7 +54,7 @@ pub struct TxMetrics {
 pub struct TxMetricsSnapshot {
     /// Transactions committed.
     pub committed: u64,
-    /// Aborted, by reason label ([`AbortReason::label`]).
+    /// Aborted, by reason label ([`AbortReason::label`](crate::AbortReason::label)).
     pub aborted: Vec<(&'static str, u64)>,
     /// In doubt.
     pub in_doubt: u64,
