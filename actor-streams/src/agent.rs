@@ -122,6 +122,14 @@ pub(crate) struct PartitionAgent {
 
 impl Grain for PartitionAgent {
     const TYPE_NAME: &'static str = "streams.agent";
+
+    async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, _: actor_core::DeactivationReason) {
+        // Its partition is no longer pulled here.
+        self.reader = None;
+        if let (Ok(streams), Some(key)) = (Streams::of(ctx.silo()), parse_key(ctx.key())) {
+            streams.metrics_registry().partitions.remove(&key);
+        }
+    }
 }
 
 /// The key of the agent of `partition` of provider `name`.
@@ -269,20 +277,21 @@ impl Handler<Pull> for PartitionAgent {
                 self.reader = None;
             }
         }
-        let lag = self.reader.as_ref().and_then(|r| r.lag());
-        let mut s = streams
-            .metrics_registry()
-            .partitions
-            .entry(key)
-            .or_insert_with(|| PartitionStats {
-                provider: name.clone(),
-                partition,
-                ..Default::default()
-            });
-        s.in_flight = 0;
-        s.acked = self.acked;
-        s.lag = lag;
-        drop(s);
+        if let Some(reader) = self.reader.as_ref() {
+            let lag = reader.lag();
+            let mut s = streams
+                .metrics_registry()
+                .partitions
+                .entry(key)
+                .or_insert_with(|| PartitionStats {
+                    provider: name.clone(),
+                    partition,
+                    ..Default::default()
+                });
+            s.in_flight = 0;
+            s.acked = self.acked;
+            s.lag = lag;
+        }
         ctx.delay_deactivation(KEEP_EVERY * 8);
     }
 }

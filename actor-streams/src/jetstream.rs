@@ -218,6 +218,17 @@ impl NatsStreams {
     }
 
     async fn publish_items(&self, items: Vec<RawItem>) -> Result<()> {
+        let result = self.publish_on(items).await;
+        if matches!(result, Err(Error::Unavailable { .. })) {
+            // A new connection for the next publish: the old one may hold
+            // items it could not send, which must not go out behind later
+            // ones from this connection.
+            *self.context.lock().await = None;
+        }
+        result
+    }
+
+    async fn publish_on(&self, items: Vec<RawItem>) -> Result<()> {
         let Some(first) = items.first() else {
             return Ok(());
         };

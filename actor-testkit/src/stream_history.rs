@@ -2,8 +2,9 @@
 //! record each publish that was acknowledged, consumers each item their
 //! turn accepted; the checker says whether an acknowledged item was never
 //! delivered (lost), whether a delivered item was never published (a
-//! phantom), and whether a producer's items first reached a consumer out
-//! of order. Redeliveries are allowed and counted.
+//! phantom), and whether a producer's acknowledged items first reached a
+//! consumer out of order (an item whose publish failed may land late:
+//! its outcome is unknown). Redeliveries are allowed and counted.
 //!
 //! Items are named by stream, producer and sequence number, as stream
 //! tokens name them; the oracle knows nothing of the streams crate.
@@ -208,6 +209,12 @@ impl StreamHistory {
                         seq,
                     });
                 }
+                // Order is promised for acknowledged items only: an item
+                // whose publish failed (its outcome unknown) may still
+                // land, later than items published after it.
+                if !log.acked.contains(&(stream.clone(), *producer, seq)) {
+                    continue;
+                }
                 if seen.insert(seq) {
                     if seq < highest {
                         out.push(StreamViolation::OutOfOrder {
@@ -273,7 +280,9 @@ mod tests {
         h.acked("s", 7, 1);
         h.acked("s", 7, 2);
         h.publishing("s", 7, 3); // outcome unknown: delivering it is fine
-        for seq in [2, 1, 3, 9] {
+        h.acked("s", 7, 4);
+        // 3 arriving after 4 is fine (never acknowledged); 1 after 2 is not.
+        for seq in [2, 1, 4, 3, 9] {
             h.delivered("c", "s", 7, seq);
         }
         let v = h.violations();
