@@ -452,3 +452,28 @@ pub(crate) async fn replay(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// An agent's key names its provider and partition, whatever the
+        /// provider's name holds (even `|`).
+        #[test]
+        fn agent_keys_round_trip(name in "[a-z|._-]{1,12}", partition in any::<u32>()) {
+            prop_assert_eq!(parse_key(&agent_key(&name, partition)), Some((name, partition)));
+        }
+
+        /// Every stream lands on exactly one agent: the agent of its
+        /// partition, the same one for every silo that computes it.
+        #[test]
+        fn each_stream_has_one_agent(key in any::<i64>(), ns in "[a-z]{1,8}", parts in 1u32..32) {
+            let s = StreamId::new(ns, key);
+            let agent = agent_key("p", s.partition(parts));
+            let agents: Vec<_> = (0..parts).map(|p| agent_key("p", p)).collect();
+            prop_assert_eq!(agents.iter().filter(|a| **a == agent).count(), 1);
+        }
+    }
+}
