@@ -148,6 +148,8 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod batch;
 mod error;
 mod id;
 mod option;

@@ -81,57 +81,12 @@ macro_rules! sql_storage {
                 'a,
                 $crate::Result<std::result::Result<String, $crate::storage::Refused>>,
             > {
-                Box::pin(async move {
-                    use sqlx::Row;
-                    let etag = $crate::storage::new_etag();
-                    let mut db = self.pool.begin().await.map_err(|e| self.err(e))?;
-                    if let Some(tx) = commit {
-                        let inserted = sqlx::query(&self.sql.decide)
-                            .bind(tx.to_string())
-                            .bind($crate::storage::Outcome::Committed.as_str())
-                            .bind($crate::id::now_millis())
-                            .execute(&mut *db)
-                            .await
-                            .map_err(|e| self.err(e))?
-                            .rows_affected();
-                        if inserted == 0 {
-                            let row = sqlx::query(&self.sql.outcome)
-                                .bind(tx.to_string())
-                                .fetch_one(&mut *db)
-                                .await
-                                .map_err(|e| self.err(e))?;
-                            let o = super::parse_outcome(&self.url, &row.get::<String, _>(0))?;
-                            return Ok(Err($crate::storage::Refused::Decided(o)));
-                        }
-                    }
-                    let written = match expected {
-                        None => {
-                            sqlx::query(&self.sql.insert)
-                                .bind(state)
-                                .bind(&etag)
-                                .bind(payload)
-                                .execute(&mut *db)
-                                .await
-                        }
-                        Some(old) => {
-                            sqlx::query(&self.sql.update)
-                                .bind(&etag)
-                                .bind(payload)
-                                .bind(state)
-                                .bind(old)
-                                .execute(&mut *db)
-                                .await
-                        }
-                    }
-                    .map_err(|e| self.err(e))?
-                    .rows_affected();
-                    if written == 0 {
-                        // Dropping `db` rolls the outcome insert back.
-                        return Ok(Err($crate::storage::Refused::Stale));
-                    }
-                    db.commit().await.map_err(|e| self.err(e))?;
-                    Ok(Ok(etag))
-                })
+                Box::pin(
+                    self.batcher
+                        .store(self, state, expected, payload, commit, || {
+                            self.url.to_string()
+                        }),
+                )
             }
 
             fn decide(
@@ -178,14 +133,7 @@ macro_rules! sql_storage {
                 &self,
                 tx: $crate::id::TxId,
             ) -> $crate::storage::BoxFuture<'_, $crate::Result<()>> {
-                Box::pin(async move {
-                    sqlx::query(&self.sql.forget)
-                        .bind(tx.to_string())
-                        .execute(&self.pool)
-                        .await
-                        .map_err(|e| self.err(e))?;
-                    Ok(())
-                })
+                Box::pin(self.batcher.forget(self, tx, || self.url.to_string()))
             }
         }
 
@@ -274,7 +222,10 @@ mod sqlite {
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     };
 
-    use super::{DEFAULT_TX_TABLE_PREFIX, Statements, check_prefix};
+    use super::{DEFAULT_TX_TABLE_PREFIX, Statements, check_prefix, parse_outcome};
+    use crate::batch::{Batch, BatchExec, Batcher};
+    use crate::id::now_millis;
+    use crate::storage::{BoxFuture, Outcome, Refused};
 
     /// Transactional state in a SQLite file (WAL, `synchronous = FULL`: an
     /// acknowledged prepare or commit record survives a crash). Clones
@@ -290,6 +241,7 @@ mod sqlite {
         pool: SqlitePool,
         url: Arc<str>,
         sql: Arc<Statements>,
+        batcher: Arc<Batcher>,
     }
 
     impl std::fmt::Debug for SqliteTxStorage {
@@ -340,6 +292,91 @@ mod sqlite {
                 pool,
                 url: url.into(),
                 sql: Arc::new(sql),
+                // One connection: one batch at a time.
+                batcher: Batcher::new(1),
+            })
+        }
+
+        /// One batch in one SQLite transaction, request by request (the
+        /// statements are in-process calls; the commit is the cost).
+        async fn run_batch(&self, batch: &Batch) -> crate::Result<Vec<Result<String, Refused>>> {
+            use sqlx::Row;
+            let err = |e| self.err(e);
+            let mut db = self.pool.begin().await.map_err(err)?;
+            let mut out = Vec::with_capacity(batch.stores.len());
+            for req in &batch.stores {
+                if let Some(tx) = req.commit {
+                    let won = sqlx::query(&self.sql.decide)
+                        .bind(tx.to_string())
+                        .bind(Outcome::Committed.as_str())
+                        .bind(now_millis())
+                        .execute(&mut *db)
+                        .await
+                        .map_err(err)?
+                        .rows_affected();
+                    if won == 0 {
+                        let row = sqlx::query(&self.sql.outcome)
+                            .bind(tx.to_string())
+                            .fetch_one(&mut *db)
+                            .await
+                            .map_err(err)?;
+                        let o = parse_outcome(&self.url, &row.get::<String, _>(0))?;
+                        out.push(Err(Refused::Decided(o)));
+                        continue;
+                    }
+                }
+                let written = match &req.expected {
+                    None => {
+                        sqlx::query(&self.sql.insert)
+                            .bind(&req.state)
+                            .bind(&req.etag)
+                            .bind(&req.payload)
+                            .execute(&mut *db)
+                            .await
+                    }
+                    Some(old) => {
+                        sqlx::query(&self.sql.update)
+                            .bind(&req.etag)
+                            .bind(&req.payload)
+                            .bind(&req.state)
+                            .bind(old)
+                            .execute(&mut *db)
+                            .await
+                    }
+                }
+                .map_err(err)?
+                .rows_affected();
+                if written == 0 {
+                    // Stale: this request's commit record goes with it.
+                    if let Some(tx) = req.commit {
+                        sqlx::query(&self.sql.forget)
+                            .bind(tx.to_string())
+                            .execute(&mut *db)
+                            .await
+                            .map_err(err)?;
+                    }
+                    out.push(Err(Refused::Stale));
+                } else {
+                    out.push(Ok(req.etag.clone()));
+                }
+            }
+            for f in &batch.forgets {
+                sqlx::query(&self.sql.forget)
+                    .bind(f.tx.to_string())
+                    .execute(&mut *db)
+                    .await
+                    .map_err(err)?;
+            }
+            db.commit().await.map_err(err)?;
+            Ok(out)
+        }
+    }
+
+    impl BatchExec for SqliteTxStorage {
+        fn run(&self, batch: Batch) -> BoxFuture<'_, ()> {
+            Box::pin(async move {
+                let results = self.run_batch(&batch).await;
+                batch.answer(results);
             })
         }
     }
@@ -354,7 +391,49 @@ mod postgres {
 
     use sqlx::postgres::{PgPool, PgPoolOptions};
 
-    use super::{DEFAULT_TX_TABLE_PREFIX, Statements, check_prefix};
+    use std::collections::{HashMap, HashSet};
+
+    use super::{DEFAULT_TX_TABLE_PREFIX, Statements, check_prefix, parse_outcome};
+    use crate::batch::{Batch, BatchExec, Batcher};
+    use crate::id::now_millis;
+    use crate::storage::{BoxFuture, Refused};
+
+    /// How many batches run at once (each on its own pooled connection).
+    const PG_BATCHES_IN_FLIGHT: usize = 4;
+
+    /// A batch's statements: each covers every request of its kind in the
+    /// batch (arrays bound as parameters), so a batch costs the same few
+    /// round trips however many transactions it carries.
+    struct BatchSql {
+        commit: String,
+        outcomes: String,
+        update: String,
+        insert: String,
+        forget: String,
+    }
+
+    impl BatchSql {
+        fn new(prefix: &str) -> BatchSql {
+            let (s, o) = (format!("{prefix}_state"), format!("{prefix}_outcome"));
+            BatchSql {
+                commit: format!(
+                    "INSERT INTO {o} (tx_id, outcome, decided_at) SELECT t, 'committed', $2 FROM unnest($1::text[]) AS t \
+                     ON CONFLICT (tx_id) DO NOTHING RETURNING tx_id"
+                ),
+                outcomes: format!("SELECT tx_id, outcome FROM {o} WHERE tx_id = ANY($1)"),
+                update: format!(
+                    "UPDATE {s} AS s SET etag = v.etag, payload = v.payload \
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS v(id, old, etag, payload) \
+                     WHERE s.state_id = v.id AND s.etag = v.old RETURNING s.state_id"
+                ),
+                insert: format!(
+                    "INSERT INTO {s} (state_id, etag, payload) SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+                     ON CONFLICT (state_id) DO NOTHING RETURNING state_id"
+                ),
+                forget: format!("DELETE FROM {o} WHERE tx_id = ANY($1)"),
+            }
+        }
+    }
 
     /// Transactional state in PostgreSQL. Clones share one pool.
     ///
@@ -368,6 +447,8 @@ mod postgres {
         pool: PgPool,
         url: Arc<str>,
         sql: Arc<Statements>,
+        batch_sql: Arc<BatchSql>,
+        batcher: Arc<Batcher>,
     }
 
     impl std::fmt::Debug for PostgresTxStorage {
@@ -426,6 +507,146 @@ mod postgres {
                 pool,
                 url: shown,
                 sql: Arc::new(sql),
+                batch_sql: Arc::new(BatchSql::new(prefix)),
+                batcher: Batcher::new(PG_BATCHES_IN_FLIGHT),
+            })
+        }
+
+        /// One batch in one PostgreSQL transaction: the commit records
+        /// (first writer wins), then the compare-and-sets of the states
+        /// whose commit record went in (or that carry none), then the
+        /// deletions (forgotten outcomes, and the commit records of stale
+        /// writes, which must not stay).
+        async fn run_batch(&self, batch: &Batch) -> crate::Result<Vec<Result<String, Refused>>> {
+            use sqlx::Row;
+            let err = |e| self.err(e);
+            let sql = &self.batch_sql;
+            let stores = &batch.stores;
+            let mut out: Vec<Option<Result<String, Refused>>> = vec![None; stores.len()];
+            let mut db = self.pool.begin().await.map_err(err)?;
+
+            let commits: Vec<String> = stores
+                .iter()
+                .filter_map(|r| r.commit.map(|t| t.to_string()))
+                .collect();
+            let mut won = HashSet::new();
+            if !commits.is_empty() {
+                for row in sqlx::query(&sql.commit)
+                    .bind(&commits)
+                    .bind(now_millis())
+                    .fetch_all(&mut *db)
+                    .await
+                    .map_err(err)?
+                {
+                    won.insert(row.get::<String, _>(0));
+                }
+                let lost: Vec<String> = commits
+                    .iter()
+                    .filter(|t| !won.contains(*t))
+                    .cloned()
+                    .collect();
+                if !lost.is_empty() {
+                    let mut held = HashMap::new();
+                    for row in sqlx::query(&sql.outcomes)
+                        .bind(&lost)
+                        .fetch_all(&mut *db)
+                        .await
+                        .map_err(err)?
+                    {
+                        held.insert(row.get::<String, _>(0), row.get::<String, _>(1));
+                    }
+                    for (i, r) in stores.iter().enumerate() {
+                        let Some(tx) = r.commit.map(|t| t.to_string()) else {
+                            continue;
+                        };
+                        if won.contains(&tx) {
+                            continue;
+                        }
+                        let o = held.get(&tx).map(String::as_str).unwrap_or("(none)");
+                        out[i] = Some(Err(Refused::Decided(parse_outcome(&self.url, o)?)));
+                    }
+                }
+            }
+
+            let mut written = HashSet::new();
+            let pending = |want_row: bool| {
+                stores
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, r)| out[*i].is_none() && r.expected.is_some() == want_row)
+                    .map(|(_, r)| r)
+                    .collect::<Vec<_>>()
+            };
+            let updates = pending(true);
+            if !updates.is_empty() {
+                let ids: Vec<&str> = updates.iter().map(|r| r.state.as_str()).collect();
+                let olds: Vec<&str> = updates
+                    .iter()
+                    .map(|r| r.expected.as_deref().unwrap_or_default())
+                    .collect();
+                let etags: Vec<&str> = updates.iter().map(|r| r.etag.as_str()).collect();
+                let payloads: Vec<&[u8]> = updates.iter().map(|r| r.payload.as_slice()).collect();
+                for row in sqlx::query(&sql.update)
+                    .bind(&ids)
+                    .bind(&olds)
+                    .bind(&etags)
+                    .bind(&payloads)
+                    .fetch_all(&mut *db)
+                    .await
+                    .map_err(err)?
+                {
+                    written.insert(row.get::<String, _>(0));
+                }
+            }
+            let inserts = pending(false);
+            if !inserts.is_empty() {
+                let ids: Vec<&str> = inserts.iter().map(|r| r.state.as_str()).collect();
+                let etags: Vec<&str> = inserts.iter().map(|r| r.etag.as_str()).collect();
+                let payloads: Vec<&[u8]> = inserts.iter().map(|r| r.payload.as_slice()).collect();
+                for row in sqlx::query(&sql.insert)
+                    .bind(&ids)
+                    .bind(&etags)
+                    .bind(&payloads)
+                    .fetch_all(&mut *db)
+                    .await
+                    .map_err(err)?
+                {
+                    written.insert(row.get::<String, _>(0));
+                }
+            }
+
+            let mut forget: Vec<String> = batch.forgets.iter().map(|f| f.tx.to_string()).collect();
+            for (i, r) in stores.iter().enumerate() {
+                if out[i].is_some() {
+                    continue;
+                }
+                if written.contains(&r.state) {
+                    out[i] = Some(Ok(r.etag.clone()));
+                } else {
+                    out[i] = Some(Err(Refused::Stale));
+                    forget.extend(r.commit.map(|t| t.to_string()));
+                }
+            }
+            if !forget.is_empty() {
+                sqlx::query(&sql.forget)
+                    .bind(&forget)
+                    .execute(&mut *db)
+                    .await
+                    .map_err(err)?;
+            }
+            db.commit().await.map_err(err)?;
+            Ok(out
+                .into_iter()
+                .map(|r| r.expect("every request answered"))
+                .collect())
+        }
+    }
+
+    impl BatchExec for PostgresTxStorage {
+        fn run(&self, batch: Batch) -> BoxFuture<'_, ()> {
+            Box::pin(async move {
+                let results = self.run_batch(&batch).await;
+                batch.answer(results);
             })
         }
     }
