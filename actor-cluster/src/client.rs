@@ -37,9 +37,16 @@ impl std::fmt::Debug for ClusterClient {
 
 impl ClusterClient {
     /// Connects through the first of `gateways` that answers, learns the
-    /// others from it, and refreshes the list every `refresh`.
+    /// others from it, and refreshes the list every `refresh`. A cluster
+    /// that requires TLS gets an error that says so (use
+    /// [`connect_with_tls`](ClusterClient::connect_with_tls)).
     pub async fn connect(gateways: Vec<String>, refresh: Duration) -> Result<Self> {
-        ClusterClient::connect_via(crate::transport::tcp(), gateways, refresh).await
+        match ClusterClient::connect_via(crate::transport::tcp(), gateways.clone(), refresh).await {
+            Err(e) => Err(crate::tls::explain_plain(&gateways, Duration::from_secs(2))
+                .await
+                .unwrap_or(e)),
+            ok => ok,
+        }
     }
 
     /// Like [`connect`](ClusterClient::connect), under mutual TLS: the

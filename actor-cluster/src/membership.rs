@@ -129,10 +129,12 @@ impl MembershipEntry {
 
     /// The votes cast within `window` before `now_millis`.
     pub fn fresh_suspicions(&self, now_millis: i64, window: Duration) -> usize {
-        let window = window.as_millis() as i64;
+        // Stamps come from the table, which anyone with its credentials
+        // can write: no arithmetic on them may overflow.
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
         self.suspicions
             .iter()
-            .filter(|s| now_millis - s.at_millis <= window)
+            .filter(|s| now_millis.saturating_sub(s.at_millis) <= window)
             .count()
     }
 }

@@ -178,28 +178,17 @@ impl SqlMembership {
 
     fn entry_from(&self, r: &AnyRow) -> Result<(MembershipEntry, RowEtag)> {
         let get = |e: sqlx::Error| self.unavailable(e);
-        let silo = SiloAddress::new(
-            r.try_get::<String, _>(0).map_err(get)?,
-            r.try_get::<i64, _>(1).map_err(get)?,
-        );
-        let corrupt = |reason: String| Error::CorruptRow {
-            silo: silo.to_string(),
-            reason,
-        };
-        let status: String = r.try_get(3).map_err(get)?;
-        let suspicions: String = r.try_get(6).map_err(get)?;
-        let entry = MembershipEntry {
+        let columns = Columns {
+            endpoint: r.try_get(0).map_err(get)?,
+            generation: r.try_get(1).map_err(get)?,
             name: r.try_get(2).map_err(get)?,
-            status: status_from_str(&status)
-                .ok_or_else(|| corrupt(format!("unknown status `{status}`")))?,
+            status: r.try_get(3).map_err(get)?,
             start_millis: r.try_get(4).map_err(get)?,
             i_am_alive_millis: r.try_get(5).map_err(get)?,
-            suspicions: serde_json::from_str(&suspicions)
-                .map_err(|e| corrupt(format!("suspicions: {e}")))?,
+            suspicions: r.try_get(6).map_err(get)?,
             gateway: r.try_get(7).map_err(get)?,
-            silo: silo.clone(),
         };
-        Ok((entry, RowEtag(r.try_get(8).map_err(get)?)))
+        Ok((columns.entry()?, RowEtag(r.try_get(8).map_err(get)?)))
     }
 
     /// Moves the version row from `expected` to the next inside `tx`.
@@ -348,6 +337,125 @@ impl MembershipTable for SqlMembership {
 // The URL without its password, for error messages: the workspace's
 // one helper.
 use actor_core::redact_url as redact;
+
+/// The longest text column of a row a silo accepts: whoever can write the
+/// table can write anything into it, and every silo reads every row every
+/// few seconds.
+const MAX_COLUMN: usize = 1024 * 1024;
+
+/// The columns of one membership row, as read.
+struct Columns {
+    endpoint: String,
+    generation: i64,
+    name: String,
+    status: String,
+    start_millis: i64,
+    i_am_alive_millis: i64,
+    suspicions: String,
+    gateway: Option<String>,
+}
+
+impl Columns {
+    /// The row's entry; a status, suspicion list or text the runtime did
+    /// not write is `Error::CorruptRow`, never a panic.
+    fn entry(self) -> Result<MembershipEntry> {
+        let silo = SiloAddress::new(self.endpoint, self.generation);
+        // Errors show at most the first 128 characters of what was there.
+        let shown: String = silo.to_string().chars().take(128).collect();
+        let corrupt = |reason: String| Error::CorruptRow {
+            silo: shown.clone(),
+            reason,
+        };
+        for (column, text) in [
+            ("endpoint", silo.endpoint.as_str()),
+            ("name", &self.name),
+            ("suspicions", &self.suspicions),
+            ("gateway", self.gateway.as_deref().unwrap_or_default()),
+        ] {
+            if text.len() > MAX_COLUMN {
+                return Err(corrupt(format!(
+                    "its {column} is {} bytes long (at most {MAX_COLUMN})",
+                    text.len()
+                )));
+            }
+        }
+        Ok(MembershipEntry {
+            name: self.name,
+            status: status_from_str(&self.status).ok_or_else(|| {
+                let status: String = self.status.chars().take(64).collect();
+                corrupt(format!("unknown status `{status}`"))
+            })?,
+            start_millis: self.start_millis,
+            i_am_alive_millis: self.i_am_alive_millis,
+            suspicions: serde_json::from_str(&self.suspicions)
+                .map_err(|e| corrupt(format!("suspicions: {e}")))?,
+            gateway: self.gateway,
+            silo,
+        })
+    }
+}
+
+#[cfg(test)]
+mod row_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn columns(status: String, suspicions: String, name: String) -> Columns {
+        Columns {
+            endpoint: "127.0.0.1:1".into(),
+            generation: 1,
+            name,
+            status,
+            start_millis: 0,
+            i_am_alive_millis: 0,
+            suspicions,
+            gateway: None,
+        }
+    }
+
+    #[test]
+    fn rows_the_runtime_did_not_write_are_corrupt_rows() {
+        let ok = columns("active".into(), "[]".into(), "s".into())
+            .entry()
+            .unwrap();
+        assert_eq!(ok.status, crate::SiloStatus::Active);
+        for bad in [
+            columns("zombie".into(), "[]".into(), "s".into()),
+            columns("active".into(), "{".into(), "s".into()),
+            columns("active".into(), "[".repeat(10_000), "s".into()),
+            columns("active".into(), "[]".into(), "n".repeat(MAX_COLUMN + 1)),
+        ] {
+            let err = bad.entry().unwrap_err();
+            assert!(matches!(err, Error::CorruptRow { .. }), "{err}");
+            assert!(err.to_string().len() < 1024, "a short message: {err}");
+        }
+    }
+
+    proptest! {
+        /// Arbitrary text in a row's columns, and mutations of a valid
+        /// suspicion list: an entry or a corrupt-row error, never a panic;
+        /// and the suspicions of an entry that decodes count without
+        /// overflow whatever their stamps.
+        #[test]
+        fn arbitrary_rows_never_panic(
+            status in prop_oneof![Just("active".to_owned()), ".{0,16}"],
+            suspicions in ".{0,256}",
+            name in ".{0,64}",
+            stamp in any::<i64>(),
+            mutations in crate::link::fuzz::mutations(),
+        ) {
+            let _ = columns(status.clone(), suspicions, name.clone()).entry();
+            let valid = format!(r#"[{{"by":{{"endpoint":"127.0.0.1:2","generation":3}},"at_millis":{stamp}}}]"#);
+            let mutated = String::from_utf8_lossy(&crate::link::fuzz::apply(valid.as_bytes(), &mutations)).into_owned();
+            for text in [valid, mutated] {
+                if let Ok(entry) = columns(status.clone(), text, name.clone()).entry() {
+                    let _ = entry.fresh_suspicions(i64::MAX, std::time::Duration::MAX);
+                    let _ = entry.fresh_suspicions(i64::MIN, std::time::Duration::ZERO);
+                }
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,12 @@ mod pb {
 }
 
 use pb::silo_stats_client::SiloStatsClient;
+
+/// The largest report request a silo decodes (the request is empty).
+const MAX_REQUEST: usize = 4 * 1024;
+/// The largest report a silo decodes from a peer (metrics of every grain
+/// type and the plug-ins' extras; far below this in practice).
+const MAX_REPORT: usize = 4 * 1024 * 1024;
 use pb::silo_stats_server::{SiloStats, SiloStatsServer};
 
 /// CPU time and resident memory of the process a silo runs in.
@@ -208,7 +214,7 @@ impl ClusterView {
                 // Through the silo's connector, as its links: over TLS
                 // when the cluster has it.
                 let channel = crate::transport::lazy_channel(&self.connector, endpoint, timeout)?;
-                let c = SiloStatsClient::new(channel);
+                let c = SiloStatsClient::new(channel).max_decoding_message_size(MAX_REPORT);
                 self.clients.insert(endpoint.to_owned(), c.clone());
                 c
             }
@@ -225,9 +231,14 @@ impl ClusterView {
                 return Err(unavailable(format!("no report within {timeout:?}")));
             }
         };
-        serde_json::from_slice(&reply.report_json)
-            .map_err(|e| unavailable(format!("unreadable report: {e}")))
+        decode_report(&reply.report_json).map_err(unavailable)
     }
+}
+
+/// A peer's report from its JSON (serde_json: nesting deeper than 128
+/// levels is an error, not a stack overflow).
+fn decode_report(json: &[u8]) -> std::result::Result<SiloReport, String> {
+    serde_json::from_slice(json).map_err(|e| format!("unreadable report: {e}"))
 }
 
 /// Answers `SiloStats` calls with the silo's report while it serves.
@@ -262,7 +273,9 @@ impl SiloStats for StatsService {
 impl StatsService {
     /// The gRPC server of this service, to serve beside the link.
     pub(crate) fn into_server(self) -> SiloStatsServer<StatsService> {
-        SiloStatsServer::new(self)
+        // A report request is empty: a peer announcing more is refused
+        // before its bytes are buffered.
+        SiloStatsServer::new(self).max_decoding_message_size(MAX_REQUEST)
     }
 }
 
@@ -276,6 +289,57 @@ mod tests {
         assert!(p.cpus >= 1);
         if cfg!(target_os = "linux") {
             assert!(p.rss_bytes > 1024 * 1024, "rss {}", p.rss_bytes);
+        }
+    }
+
+    fn report_json() -> Vec<u8> {
+        let mut extras = BTreeMap::new();
+        extras.insert(
+            "streams".to_owned(),
+            serde_json::json!({"agents": [1, 2, {"x": null}]}),
+        );
+        serde_json::to_vec(&SiloReport {
+            name: "s".into(),
+            endpoint: Some("127.0.0.1:1".into()),
+            activations: 3,
+            metrics: serde_json::from_value(serde_json::json!({"silo": "s", "grain_types": []}))
+                .unwrap(),
+            process: ProcessStats::now(),
+            extras,
+        })
+        .unwrap()
+    }
+
+    /// What a silo does with a peer's reply: the protobuf message, then
+    /// the report's JSON.
+    fn decode_reply(bytes: &[u8]) {
+        if let Ok(r) = <pb::ReportReply as prost::Message>::decode(bytes) {
+            let _ = decode_report(&r.report_json);
+        }
+        let _ = <pb::ReportRequest as prost::Message>::decode(bytes);
+        let _ = decode_report(bytes);
+    }
+
+    #[test]
+    fn a_valid_report_decodes_and_deep_nesting_is_an_error() {
+        assert_eq!(decode_report(&report_json()).unwrap().activations, 3);
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(decode_report(deep.as_bytes()).is_err());
+    }
+
+    proptest::proptest! {
+        /// Random bytes as a report request or reply: never a panic.
+        #[test]
+        fn random_reports_never_panic(bytes in crate::link::fuzz::random_bytes()) {
+            decode_reply(&bytes);
+        }
+
+        /// A valid report reply mutated: never a panic.
+        #[test]
+        fn mutated_reports_never_panic(mutations in crate::link::fuzz::mutations()) {
+            let reply = prost::Message::encode_to_vec(&pb::ReportReply { report_json: report_json() });
+            decode_reply(&crate::link::fuzz::apply(&reply, &mutations));
+            decode_reply(&crate::link::fuzz::apply(&report_json(), &mutations));
         }
     }
 

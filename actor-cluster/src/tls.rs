@@ -353,9 +353,6 @@ impl ClientCertVerifier for NamedClientVerifier {
 #[derive(Clone)]
 pub(crate) struct TlsAcceptor(tokio_rustls::TlsAcceptor);
 
-/// How often refused handshakes are logged at most (with their count).
-const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(10);
-
 /// Handshakes still to finish at once; further accepted connections wait
 /// (the per-address cap already bounds what one peer can hold).
 const HANDSHAKE_QUEUE: usize = 64;
@@ -374,7 +371,8 @@ impl TlsAcceptor {
         timeout: Duration,
     ) -> BoxStream<'static, io::Result<(BoxedIo, S)>> {
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<(BoxedIo, S)>>(HANDSHAKE_QUEUE);
-        let refusals = Arc::new(parking_lot::Mutex::new(Refusals::default()));
+        // Refused handshakes: logged at most every 10 s, with a count.
+        let refusals = Arc::new(crate::link::log_limit::LogLimit::default());
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
@@ -403,7 +401,13 @@ impl TlsAcceptor {
                                 Ok(Err(e)) => e.to_string(),
                                 Err(_) => format!("no TLS handshake within {timeout:?}"),
                             };
-                            refusals.lock().note(&reason);
+                            if let Some(refused) = refusals.note() {
+                                tracing::warn!(
+                                    reason,
+                                    refused,
+                                    "refused connections that did not complete a mutual TLS handshake"
+                                );
+                            }
                         });
                     }
                 }
@@ -412,30 +416,6 @@ impl TlsAcceptor {
         Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         }))
-    }
-}
-
-/// Logging of refused handshakes: the first at once, then at most one
-/// line every [`REFUSALS_LOG_EVERY`] with the count since the last.
-#[derive(Default)]
-struct Refusals {
-    unlogged: u64,
-    logged: Option<tokio::time::Instant>,
-}
-
-impl Refusals {
-    fn note(&mut self, reason: &str) {
-        self.unlogged += 1;
-        let now = tokio::time::Instant::now();
-        if self.logged.is_none_or(|at| now - at >= REFUSALS_LOG_EVERY) {
-            tracing::warn!(
-                reason,
-                refused = self.unlogged,
-                "refused connections that did not complete a mutual TLS handshake"
-            );
-            self.logged = Some(now);
-            self.unlogged = 0;
-        }
     }
 }
 
@@ -509,6 +489,106 @@ pub(crate) async fn explain_refusal(
         }
     }
     None
+}
+
+/// After a plain (non-TLS) client failed to reach any of `gateways`: an
+/// error saying that the cluster requires TLS, if one of them answers a
+/// TLS hello with a certificate. (In the clear, a TLS silo's answer to an
+/// HTTP/2 preface is a closed connection, which tonic reports as an
+/// unhelpful protocol error.)
+pub(crate) async fn explain_plain(gateways: &[String], timeout: Duration) -> Option<Error> {
+    for g in gateways {
+        if speaks_tls(g, timeout).await {
+            return Some(Error::SiloUnavailable {
+                endpoint: g.clone(),
+                reason: "this silo requires TLS: it answered a TLS hello, and closes connections in the clear; \
+                         connect with `ClusterClient::connect_with_tls` and a certificate of the cluster's CA"
+                    .into(),
+            });
+        }
+    }
+    None
+}
+
+/// Whether the server at `endpoint` answers a TLS hello with its
+/// certificate. The hello's verifier notes the certificate and refuses
+/// it, so the probe never completes a handshake.
+async fn speaks_tls(endpoint: &str, timeout: Duration) -> bool {
+    let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(CertificateSeen {
+        seen: seen.clone(),
+        schemes: provider
+            .signature_verification_algorithms
+            .supported_schemes(),
+    });
+    let Ok(config) =
+        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let mut config = config
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let Ok(name) = ServerName::try_from("tls-probe.invalid") else {
+        return false;
+    };
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect(endpoint).await.ok()?;
+        let _ = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await;
+        Some(())
+    };
+    let _ = tokio::time::timeout(timeout, probe).await;
+    seen.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Notes that the server presented a certificate, and refuses it.
+#[derive(Debug)]
+struct CertificateSeen {
+    seen: Arc<std::sync::atomic::AtomicBool>,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CertificateSeen {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        Err(rustls::Error::General(
+            "a probe for TLS: it never trusts a certificate".into(),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("a probe for TLS".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("a probe for TLS".into()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.clone()
+    }
 }
 
 async fn trial(connector: &Arc<dyn Connector>, endpoint: &str, timeout: Duration) -> Trial {

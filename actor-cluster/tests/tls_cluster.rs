@@ -286,6 +286,10 @@ async fn a_tls_cluster_serves_members_and_clients_and_refuses_everyone_else() {
         matches!(err, actor_cluster::Error::SiloUnavailable { .. }),
         "{err}"
     );
+    assert!(
+        err.to_string().contains("requires TLS") && err.to_string().contains("connect_with_tls"),
+        "a plain client is told that the cluster requires TLS: {err}"
+    );
 
     // Raw bytes: an HTTP/2 preface in the clear gets no HTTP/2 answer
     // (the TLS server answers garbage with an alert or nothing, then

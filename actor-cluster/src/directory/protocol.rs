@@ -1,5 +1,10 @@
 use super::*;
 
+/// The largest directory message a silo decodes, either way: a grain id
+/// and an address are small, so a peer announcing more is refused
+/// (`RESOURCE_EXHAUSTED`) before its bytes are buffered.
+pub(super) const MAX_MESSAGE: usize = 1024 * 1024;
+
 impl Directory {
     // ----- RPCs to other silos -----
 
@@ -12,7 +17,7 @@ impl Directory {
         }
         let channel = crate::transport::lazy_channel(&self.connector, endpoint, self.rpc_timeout)
             .map_err(|e| e.to_string())?;
-        let c = GrainDirectoryClient::new(channel);
+        let c = GrainDirectoryClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         self.clients.insert(endpoint.to_owned(), c.clone());
         Ok(c)
     }
@@ -342,6 +347,89 @@ impl Directory {
             if let Some(a) = a {
                 self.loads.insert(p, a);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+    use crate::link::fuzz;
+    use proptest::prelude::*;
+
+    /// What a silo does with a directory message's bytes, as server
+    /// (requests) and as client (replies).
+    fn decode_all(bytes: &[u8]) {
+        use actor_core::__private::codec::decode;
+        use prost::Message;
+        if let Ok(r) = pb::RegisterRequest::decode(bytes) {
+            let _ = decode::<GrainId>(&r.grain);
+            let _ = r.address.map(ActivationAddress::from_pb);
+        }
+        if let Ok(r) = pb::LookupRequest::decode(bytes) {
+            let _ = decode::<GrainId>(&r.grain);
+        }
+        if let Ok(r) = pb::DirectoryReply::decode(bytes) {
+            let _ = r.address.map(ActivationAddress::from_pb);
+        }
+        let _ = pb::LoadRequest::decode(bytes);
+        let _ = pb::LoadReply::decode(bytes);
+    }
+
+    /// A valid registration, lookup or reply.
+    fn valid_message() -> impl Strategy<Value = Vec<u8>> {
+        (
+            "[a-z]{1,8}",
+            any::<i64>(),
+            "[a-z0-9.:]{1,24}",
+            any::<(i64, u64, u64)>(),
+            any::<bool>(),
+            0u8..3,
+        )
+            .prop_map(
+                |(ty, key, endpoint, (generation, activation, view), claim, which)| {
+                    use prost::Message;
+                    let grain =
+                        actor_core::__private::codec::encode(&GrainId::new(ty, key)).unwrap();
+                    let address = Some(pb::ActivationAddress {
+                        endpoint,
+                        generation,
+                        activation,
+                    });
+                    match which {
+                        0 => pb::RegisterRequest {
+                            grain,
+                            address,
+                            view,
+                            claim,
+                        }
+                        .encode_to_vec(),
+                        1 => pb::LookupRequest { grain, view }.encode_to_vec(),
+                        _ => pb::DirectoryReply {
+                            address,
+                            retry: "retry".into(),
+                        }
+                        .encode_to_vec(),
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        /// Random bytes as any directory message: never a panic.
+        #[test]
+        fn random_directory_messages_never_panic(bytes in fuzz::random_bytes()) {
+            decode_all(&bytes);
+        }
+
+        /// Valid directory messages mutated (bits, truncation, bytes,
+        /// length fields): never a panic.
+        #[test]
+        fn mutated_directory_messages_never_panic(
+            message in valid_message(),
+            mutations in fuzz::mutations(),
+        ) {
+            decode_all(&fuzz::apply(&message, &mutations));
         }
     }
 }

@@ -106,7 +106,8 @@ pub(crate) fn serve_member(
 ) -> tokio::task::JoinHandle<()> {
     let incoming = listener.into_incoming();
     let link = link.into_server();
-    let directory = GrainDirectoryServer::new(DirectoryService(directory));
+    let directory = GrainDirectoryServer::new(DirectoryService(directory))
+        .max_decoding_message_size(super::protocol::MAX_MESSAGE);
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(crate::transport::KEEPALIVE_INTERVAL))

@@ -138,6 +138,7 @@ impl Link {
             armed: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
             epoch: Instant::now(),
+            strays: Default::default(),
         });
         let reader = shared.clone();
         tokio::spawn(async move {

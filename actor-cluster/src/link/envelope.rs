@@ -10,6 +10,12 @@ use actor_core::{
 
 use super::pb::{ChainFrame, ContextEntry, Envelope, Kind};
 
+/// The most time left a request from the network is taken to have: a
+/// deadline further out (up to `u64::MAX` microseconds on the wire) would
+/// overflow the clock of a platform that counts in nanoseconds (584
+/// years) when added to now; no call needs more than a month.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 pub(super) fn error_envelope(call_id: u64, e: &actor_core::Error) -> Envelope {
     Envelope {
         call_id,
@@ -52,7 +58,7 @@ pub(super) fn decode_request(
         target,
         env.method,
         env.payload,
-        Duration::from_micros(env.timeout_micros),
+        Duration::from_micros(env.timeout_micros).min(MAX_TIMEOUT),
     );
     // `call.call_id` stays the fresh one `EncodedCall::new` made: the
     // envelope's number only pairs the reply with this request.
@@ -137,6 +143,7 @@ pub(super) fn encode_request(call: &EncodedCall, payload: Vec<u8>) -> actor_core
 
 #[cfg(test)]
 mod tests {
+    use super::super::fuzz;
     use super::*;
     use proptest::prelude::*;
 
@@ -192,5 +199,149 @@ mod tests {
                 let _ = decode_request(env, None);
             }
         }
+
+        /// Random bytes as a frame of the link (a batch of envelopes) and
+        /// as each of its other messages: an error or a value, never a
+        /// panic.
+        #[test]
+        fn random_frames_never_panic(bytes in fuzz::random_bytes()) {
+            decode_frame(&bytes);
+            decode_other_messages(&bytes);
+        }
+
+        /// Valid frames (requests with chains, contexts, senders and trace
+        /// contexts, replies, errors) with bits flipped, cut short, bytes
+        /// overwritten or length fields made to announce gigabytes: an
+        /// error or a value, never a panic.
+        #[test]
+        fn mutated_frames_never_panic(frame in valid_frame(), mutations in fuzz::mutations()) {
+            let bytes = fuzz::apply(&frame, &mutations);
+            decode_frame(&bytes);
+            decode_other_messages(&bytes);
+        }
+    }
+
+    /// A silo to decode grain ids through, as the callee's link does.
+    fn test_silo() -> &'static (tokio::runtime::Runtime, Silo) {
+        static SILO: std::sync::OnceLock<(tokio::runtime::Runtime, Silo)> =
+            std::sync::OnceLock::new();
+        SILO.get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let silo = rt.block_on(Silo::builder().name("fuzz").start()).unwrap();
+            (rt, silo)
+        })
+    }
+
+    /// A request announcing the most time left the wire can say is
+    /// queued like any other (its deadline is capped), not a panic of the
+    /// silo's clock.
+    #[test]
+    fn the_longest_timeout_on_the_wire_is_capped() {
+        let call = EncodedCall::new(
+            GrainId::new("t", 1),
+            "m",
+            Vec::new(),
+            Duration::from_secs(1),
+        );
+        let mut env = encode_request(&call, Vec::new()).unwrap();
+        env.timeout_micros = u64::MAX;
+        let (rt, silo) = test_silo();
+        let back = decode_request(env, Some(silo)).unwrap();
+        assert_eq!(back.timeout, MAX_TIMEOUT);
+        let _guard = rt.enter();
+        // No grain type `t` here: an error, after the deadline is made.
+        assert!(matches!(
+            silo.queue_encoded(back),
+            Err(actor_core::Error::UnknownGrainType { .. })
+        ));
+    }
+
+    /// What either side of a link does with a frame's bytes: the batch,
+    /// then each envelope as a request (the callee, with its silo and
+    /// without), as an error reply (the caller), and the target of a
+    /// request a stopping silo refuses.
+    fn decode_frame(bytes: &[u8]) {
+        let Ok(batch) = <super::super::pb::Batch as prost::Message>::decode(bytes) else {
+            return;
+        };
+        let (rt, silo) = test_silo();
+        let _guard = rt.enter();
+        for env in batch.envelopes {
+            let _ = actor_core::__private::codec::decode::<actor_core::Error>(&env.payload);
+            let _ = actor_core::__private::codec::decode::<GrainId>(&env.target);
+            let _ = decode_request(env.clone(), None);
+            // And on into the silo, as the callee does (it hosts no grain
+            // type, so nothing runs).
+            if let Ok(call) = decode_request(env, Some(silo)) {
+                let _ = silo.queue_encoded(call);
+            }
+        }
+    }
+
+    /// The link's other messages: probes and gateway lists.
+    fn decode_other_messages(bytes: &[u8]) {
+        use super::super::pb;
+        let _ = <pb::PingRequest as prost::Message>::decode(bytes);
+        let _ = <pb::PingReply as prost::Message>::decode(bytes);
+        let _ = <pb::GatewaysRequest as prost::Message>::decode(bytes);
+        let _ = <pb::GatewaysReply as prost::Message>::decode(bytes);
+    }
+
+    /// A valid frame: one to four requests, a reply and an error.
+    fn valid_frame() -> impl Strategy<Value = Vec<u8>> {
+        let request = (
+            any::<i64>(),
+            "[a-z_]{1,12}",
+            proptest::collection::vec(("[a-z]{1,5}", "[a-z0-9]{0,8}"), 0..3),
+            proptest::collection::vec((any::<i64>(), any::<u64>(), any::<u64>()), 0..3),
+            proptest::collection::vec(any::<u8>(), 0..32),
+            proptest::option::of(any::<i64>()),
+            any::<(u128, u64, u8)>(),
+        )
+            .prop_map(
+                |(key, method, ctx, chain, payload, sender, (trace, span, flags))| {
+                    let mut call = EncodedCall::new(
+                        GrainId::new("t", key),
+                        method,
+                        payload,
+                        Duration::from_secs(5),
+                    );
+                    call.sender = sender.map(|k| GrainId::new("s", k));
+                    call.chain = chain
+                        .iter()
+                        .map(|(k, o, c)| (GrainId::new("c", *k), CallId::from_parts(*o, *c)))
+                        .collect();
+                    let mut context = RequestContext::new();
+                    for (k, v) in ctx {
+                        context.insert(k, v);
+                    }
+                    call.context = context;
+                    call.trace = Some(TraceContext {
+                        trace_id: TraceId(trace),
+                        span_id: SpanId(span),
+                        flags,
+                    });
+                    encode_request(&call, call.payload.clone()).unwrap()
+                },
+            );
+        proptest::collection::vec(request, 1..4).prop_map(|mut envelopes| {
+            envelopes.push(Envelope {
+                call_id: 7,
+                kind: Kind::Reply as i32,
+                payload: actor_core::__private::codec::encode(&42u64).unwrap(),
+                ..Default::default()
+            });
+            envelopes.push(error_envelope(
+                8,
+                &actor_core::Error::Deadlock {
+                    cycle: vec![GrainId::new("a", 1), GrainId::new("b", 2)],
+                    method: "m".into(),
+                },
+            ));
+            prost::Message::encode_to_vec(&super::super::pb::Batch { envelopes })
+        })
     }
 }

@@ -22,7 +22,10 @@
 mod batch_stream;
 mod client;
 mod envelope;
+#[cfg(test)]
+pub(crate) mod fuzz;
 mod gateways;
+pub(crate) mod log_limit;
 mod pool;
 mod prober;
 mod server;

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::LinkOptions;
 use super::batch_stream::BatchStream;
 use super::envelope::{decode_request, error_envelope};
+use super::log_limit::LogLimit;
 use super::pb::silo_link_server::{SiloLink, SiloLinkServer};
 use super::pb::{self, Batch, Envelope, Kind};
 use super::{DIRECTED, QUEUE};
@@ -33,6 +34,16 @@ pub struct LinkService {
     applied: Arc<std::sync::atomic::AtomicI64>,
     gateways: Option<Arc<dyn Fn() -> Vec<String> + Send + Sync>>,
     admission: Option<Admission>,
+    warnings: Arc<Warnings>,
+}
+
+/// The warnings peers can cause, each at most once per
+/// [`LOG_EVERY`](super::log_limit::LOG_EVERY) with a count: a member that
+/// sends garbage on purpose cannot flood the logs.
+#[derive(Debug, Default)]
+struct Warnings {
+    undecodable: LogLimit,
+    bad_frames: LogLimit,
 }
 
 /// Whether a grain is hosted on this silo (see [`LinkService::with_admission`]).
@@ -59,6 +70,7 @@ impl LinkService {
             applied: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             gateways: None,
             admission: None,
+            warnings: Arc::default(),
         }
     }
 
@@ -145,6 +157,7 @@ impl SiloLink for LinkService {
         let (tx, rx) = mpsc::channel::<Envelope>(QUEUE);
         let (end_tx, end_rx) = oneshot::channel::<Status>();
         let silo = self.silo.clone();
+        let warnings = self.warnings.clone();
         tokio::spawn(async move {
             // Why the requests stopped, when it was an error: the reply
             // stream ends with it.
@@ -177,7 +190,8 @@ impl SiloLink for LinkService {
                         }
                         for env in batch.envelopes {
                             let number = env.call_id;
-                            if let Some(call) = handle_request(&silo, env, &tx, admission.as_ref())
+                            if let Some(call) =
+                                handle_request(&silo, env, &tx, admission.as_ref(), &warnings)
                             {
                                 start_call(&silo, number, call, &mut running, &tx);
                             }
@@ -189,7 +203,9 @@ impl SiloLink for LinkService {
                         // the silo serves on. A bad frame is worth a
                         // warning; a peer that went away is not.
                         if bad_frame(&status) {
-                            tracing::warn!(error = %status, "closing a silo link stream after a bad frame");
+                            if let Some(count) = warnings.bad_frames.note() {
+                                tracing::warn!(error = %status, streams = count, "closed silo link streams after a bad frame (at most one line every 10 s; `streams` counts them since the last)");
+                            }
                         } else {
                             tracing::debug!(error = %status, "a silo link stream ended");
                         }
@@ -273,13 +289,16 @@ fn handle_request(
     env: Envelope,
     replies: &mpsc::Sender<Envelope>,
     admission: Option<&Admission>,
+    warnings: &Warnings,
 ) -> Option<EncodedCall> {
     let call_id = env.call_id;
     let one_way = env.kind() == Kind::OneWay;
     let call = match decode_request(env, Some(silo)) {
         Ok(call) => call,
         Err(e) => {
-            tracing::warn!(error = %e, "dropping an undecodable call envelope");
+            if let Some(count) = warnings.undecodable.note() {
+                tracing::warn!(error = %e, envelopes = count, "dropped undecodable call envelopes (at most one line every 10 s; `envelopes` counts them since the last)");
+            }
             if !one_way {
                 let _ = replies.try_send(error_envelope(call_id, &e));
             }

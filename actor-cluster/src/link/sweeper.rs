@@ -47,6 +47,9 @@ pub(super) struct Shared {
     pub(super) wake: Notify,
     /// Time zero of the deadlines (tokio's clock: a simulator drives it).
     pub(super) epoch: Instant,
+    /// Envelopes the peer should not have sent on the reply stream, logged
+    /// at most once per period.
+    pub(super) strays: super::log_limit::LogLimit,
 }
 
 impl Shared {
@@ -129,7 +132,9 @@ impl Shared {
             )
             .unwrap_or_else(|e| e)),
             other => {
-                tracing::warn!(endpoint = %self.endpoint, kind = ?other, "ignoring a non-reply envelope on a link's reply stream");
+                if let Some(count) = self.strays.note() {
+                    tracing::warn!(endpoint = %self.endpoint, kind = ?other, envelopes = count, "ignored non-reply envelopes on a link's reply stream (at most one line every 10 s; `envelopes` counts them since the last)");
+                }
                 return;
             }
         };
