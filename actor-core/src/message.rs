@@ -103,20 +103,27 @@ pub mod kind {
     note = "implement `Handler<{M}>` (an exclusive turn) or `SharedHandler<{M}>` (a shared turn) for `{Self}`, or make it a grain method with `#[grain_methods]`"
 )]
 pub trait Accepts<M: Message, K>: Grain {
+    /// Boxes the call `make` builds. The box is allocated first, so the
+    /// call (a 240-byte header and the message) is built in place in it
+    /// rather than on the stack and copied over.
     #[doc(hidden)]
-    fn invocation(call: Call<M>) -> Box<dyn Invoke<Self>>;
+    fn invocation(make: impl FnOnce() -> Call<M>) -> Box<dyn Invoke<Self>>;
 }
 
 impl<G: Handler<M>, M: Message> Accepts<M, kind::Exclusive> for G {
     #[inline(always)]
-    fn invocation(call: Call<M>) -> Box<dyn Invoke<Self>> {
-        Box::new(ExclusiveCall(call))
+    fn invocation(make: impl FnOnce() -> Call<M>) -> Box<dyn Invoke<Self>> {
+        let slot = Box::<ExclusiveCall<M>>::new_uninit();
+        let call: Box<ExclusiveCall<M>> = Box::write(slot, ExclusiveCall(make()));
+        call
     }
 }
 
 impl<G: SharedHandler<M>, M: Message> Accepts<M, kind::Shared> for G {
     #[inline(always)]
-    fn invocation(call: Call<M>) -> Box<dyn Invoke<Self>> {
-        Box::new(SharedCall(call))
+    fn invocation(make: impl FnOnce() -> Call<M>) -> Box<dyn Invoke<Self>> {
+        let slot = Box::<SharedCall<M>>::new_uninit();
+        let call: Box<SharedCall<M>> = Box::write(slot, SharedCall(make()));
+        call
     }
 }

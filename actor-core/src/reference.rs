@@ -105,7 +105,7 @@ impl<G: Grain> GrainRef<G> {
             .silo
             .send_via::<G>(
                 &self.id,
-                G::invocation(Call {
+                G::invocation(|| Call {
                     header,
                     msg,
                     reply: ReplyTo::Local(tx),
@@ -175,7 +175,7 @@ impl<G: Grain> GrainRef<G> {
             });
             return Ok(());
         }
-        let call = G::invocation(Call {
+        let call = G::invocation(|| Call {
             header,
             msg,
             reply: ReplyTo::None,
@@ -184,7 +184,13 @@ impl<G: Grain> GrainRef<G> {
             .silo
             .send_via::<G>(&self.id, call, Some(&self.local), false)
         {
-            Ok(_) => Ok(()),
+            // A one-way send never hands an activation back to run (that
+            // is for callers that run it inline): dropping the `None` here
+            // keeps the whole result's out-of-line drop off this path.
+            Ok(idle) => {
+                drop(idle);
+                Ok(())
+            }
             Err(crate::silo::Unsent(e, call)) => {
                 let msg = call
                     .into_message()

@@ -89,7 +89,7 @@ impl<G: Grain> Methods<G> {
             reply: oneshot::Sender<Result<Vec<u8>>>,
         ) -> Result<Box<dyn Invoke<G>>> {
             let msg: M = crate::codec::decode(payload)?;
-            Ok(G::invocation(Call {
+            Ok(G::invocation(|| Call {
                 header,
                 msg,
                 reply: ReplyTo::Encoded(reply),

@@ -68,6 +68,9 @@ pub(crate) struct SiloInner {
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
     layers: Vec<Arc<dyn crate::layer::ErasedLayer>>,
     turn_fence: Option<Arc<crate::turn_fence::TurnFence>>,
+    /// No incoming filters, no layers and no turn fence: a turn starts
+    /// with none of their checks (one flag, read once per drain).
+    plain_turns: bool,
     outgoing: Vec<Arc<dyn OutgoingCallFilter>>,
     router: Option<Arc<dyn Router>>,
     extensions: Extensions,
@@ -399,6 +402,12 @@ impl Silo {
 
     pub(crate) fn turn_fence(&self) -> Option<&crate::turn_fence::TurnFence> {
         self.inner.turn_fence.as_deref()
+    }
+
+    /// Whether turns start without filters, layers or a fence to check.
+    #[inline(always)]
+    pub(crate) fn plain_turns(&self) -> bool {
+        self.inner.plain_turns
     }
 
     /// Builds the header of an outgoing call from the ambient scope and

@@ -70,7 +70,7 @@ where
                 // Each tick starts a trace of its own.
                 trace: None,
             };
-            let req = G::invocation(Call {
+            let req = G::invocation(|| Call {
                 header,
                 msg: make(),
                 reply: ReplyTo::Local(tx),

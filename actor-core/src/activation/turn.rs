@@ -73,7 +73,20 @@ pub(crate) fn inline_drain<G: Grain>(
     silo: Silo,
     sent: Instant,
 ) -> InlineDrain {
-    Box::pin(drain(act, silo, Some(sent)))
+    built_in_box(|| drain(act, silo, Some(sent)))
+}
+
+/// Boxes the future `make` returns, allocating the box first: the future
+/// is then built in place in its box instead of on the stack and copied
+/// into it (the drain future is close to 1 KB, and only its arguments are
+/// set before its first poll).
+#[inline(always)]
+fn built_in_box<F: std::future::Future<Output = ()> + Send + 'static>(
+    make: impl FnOnce() -> F,
+) -> InlineDrain {
+    let slot = Box::<F>::new_uninit();
+    let built: Box<F> = Box::write(slot, make());
+    Box::into_pin(built)
 }
 
 /// Runs an inline drain on this thread as far as it gets without waiting,
@@ -153,6 +166,7 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, inline: Option<Ins
     let mut done = None;
     // Whether the caller's turn (the first one) has run.
     let mut ran = false;
+    let plain = ctx.silo.plain_turns();
     loop {
         let step = act.next_step(&mut grain, linger, done.take(), now.take());
         linger = false;
@@ -178,7 +192,7 @@ async fn drain<G: Grain>(act: Arc<Activation<G>>, silo: Silo, inline: Option<Ins
             Step::Exclusive(req, started) => {
                 let g = grain.as_mut().expect("the drain task owns the grain");
                 let call = req.header().call_id;
-                let end = run_turn(&ctx, req, GrainAccess::Exclusive(g), started).await;
+                let end = run_turn(&ctx, req, GrainAccess::Exclusive(g), started, plain).await;
                 now = end.as_ref().and_then(|e| e.ended);
                 // A drain run inline does not linger: its caller is about
                 // to go on, and its next call finds the activation idle
@@ -303,14 +317,15 @@ async fn run_turn<'a, G: Grain>(
     req: Req<G>,
     grain: GrainAccess<'a, G>,
     started: Instant,
+    plain: bool,
 ) -> Option<TurnEnd> {
-    if !ctx.silo.layers().is_empty() {
+    if !plain && !ctx.silo.layers().is_empty() {
         // Boxed, and made out of line: the drain future keeps only a
         // pointer for this branch, and this function stays small enough
         // to be inlined into the drain on the path without layers.
         return layered::layered_turn(ctx, req, grain, started).await;
     }
-    let (req, scope, span, ending) = prepare_turn(ctx, req, started, false)?;
+    let (req, scope, span, ending) = prepare_turn(ctx, req, started, false, plain)?;
     let on_end: OnEnd<'_> = &ending;
     let turn = match grain {
         GrainAccess::Exclusive(g) => req.run_exclusive(g, ctx, on_end),
@@ -413,10 +428,12 @@ fn prepare_turn<'a, G: Grain>(
     mut req: Req<G>,
     started: Instant,
     layered: bool,
+    plain: bool,
 ) -> Option<(Req<G>, CallScope, Option<tracing::Span>, TurnEnding<'a>)> {
     let act = &ctx.activation;
     let silo = &ctx.silo;
-    if let Some(fence) = silo.turn_fence()
+    if !plain
+        && let Some(fence) = silo.turn_fence()
         && !fence.allows(started)
     {
         fenced_out(ctx, req);
@@ -432,7 +449,11 @@ fn prepare_turn<'a, G: Grain>(
     let parent_trace = h.trace;
     let parent_span = parent_trace.map(|p| p.span_id);
     let metrics = act.entry.metrics.method(method);
-    let filters = silo.incoming_filters();
+    let filters: &[Arc<dyn crate::filter::IncomingCallFilter>] = if plain {
+        &[]
+    } else {
+        silo.incoming_filters()
+    };
     // The turn's own trace context, made now only if filters or a span
     // read it (otherwise on first use, if ever: see `TurnInfo::trace`).
     let eager = (layered || !filters.is_empty() || parent.is_some())
@@ -549,11 +570,12 @@ async fn interleave<G: Grain>(
     started: Instant,
 ) -> Option<String> {
     let act = &ctx.activation;
+    let plain = ctx.silo.plain_turns();
     let mut set: FuturesUnordered<BoxFuture<'_, Option<TurnEnd>>> = FuturesUnordered::new();
     let start = |req: Req<G>, started: Instant| -> BoxFuture<'_, Option<TurnEnd>> {
         let call = req.header().call_id;
         Box::pin(async move {
-            let end = run_turn(ctx, req, GrainAccess::Shared(grain), started).await;
+            let end = run_turn(ctx, req, GrainAccess::Shared(grain), started, plain).await;
             act.turn_done(call);
             end
         })

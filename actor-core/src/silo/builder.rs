@@ -301,6 +301,9 @@ impl SiloBuilder {
             types,
             by_name,
             table: DashMap::default(),
+            plain_turns: self.incoming.is_empty()
+                && self.layers.is_empty()
+                && self.turn_fence.is_none(),
             incoming: self.incoming,
             layers: self.layers,
             turn_fence: self.turn_fence,

@@ -38,7 +38,7 @@ async fn run_layered_turn<'a, G: Grain>(
     grain: GrainAccess<'a, G>,
     started: Instant,
 ) -> Option<TurnEnd> {
-    let (req, scope, span, ending) = prepare_turn(ctx, req, started, true)?;
+    let (req, scope, span, ending) = prepare_turn(ctx, req, started, true, false)?;
     let seen = ending.seen.as_deref().expect("prepared for layers");
     let observer = Layered {
         ending: &ending,
