@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actor_cluster::{ClusterClient, ClusterConfig, ClusterSilo, InMemoryMembership};
+use actor_cluster::{
+    ClusterClient, ClusterConfig, ClusterSilo, InMemoryMembership, MembershipTable,
+};
 use actor_core::SiloBuilder;
 use actor_core::prelude::*;
 use actor_tx::{
-    AbortReason, RetryPolicy, SiloBuilderTransactionsExt, TransactionOptions, TransactionalState,
-    TransactionalStorage, abort, retry_transaction, run_transaction,
+    AbortReason, RetryPolicy, SiloBuilderTransactionsExt, StepHook, TransactionOptions,
+    TransactionalState, TransactionalStorage, TransactionsConfig, abort, retry_transaction,
+    run_transaction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +22,19 @@ use serde::{Deserialize, Serialize};
 pub struct Balance {
     /// The amount.
     pub amount: i64,
+    /// The transaction that wrote it last (the version a history checker
+    /// follows); `None` before the first write.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+/// What one [`Account::change`] saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The version it read (and replaced, if it wrote).
+    pub read: Option<String>,
+    /// The balance after it.
+    pub balance: i64,
 }
 
 /// An account grain.
@@ -69,6 +85,36 @@ impl Account {
             .await
     }
 
+    /// Adds `amount` (negative: takes it) in the caller's transaction,
+    /// stamping the balance with the transaction's id; an overdraw aborts
+    /// it. Answers the version replaced, for a history checker.
+    #[transaction(join)]
+    pub async fn change(&self, amount: i64) -> actor_tx::Result<Change> {
+        let me = actor_tx::current_transaction().map(|t| t.to_string());
+        let (read, balance) = self
+            .balance
+            .perform_update(|b| {
+                b.amount += amount;
+                (std::mem::replace(&mut b.version, me), b.amount)
+            })
+            .await?;
+        if balance < 0 {
+            return Err(abort(format!("overdraw: {balance} after {amount}")));
+        }
+        Ok(Change { read, balance })
+    }
+
+    /// The balance and its version, in the caller's transaction.
+    #[transaction(join)]
+    pub async fn observe(&self) -> actor_tx::Result<Change> {
+        self.balance
+            .perform_read(|b| Change {
+                read: b.version.clone(),
+                balance: b.amount,
+            })
+            .await
+    }
+
     /// The balance, inside the caller's transaction or a new one.
     #[transaction(create_or_join)]
     pub async fn balance(&self) -> actor_tx::Result<i64> {
@@ -78,8 +124,13 @@ impl Account {
 
 /// Registers the account grain and transactions over `storage`.
 pub fn configure(builder: SiloBuilder, storage: Arc<dyn TransactionalStorage>) -> SiloBuilder {
+    configure_with(builder, TransactionsConfig::new(storage))
+}
+
+/// [`configure`] with transaction options (a step hook, say).
+pub fn configure_with(builder: SiloBuilder, config: TransactionsConfig) -> SiloBuilder {
     builder
-        .with_transactions(storage)
+        .with_transactions_config(config)
         .grain_with_async(|ctx| async move {
             Ok(Account {
                 balance: TransactionalState::load(&ctx, "balance").await?,
@@ -111,6 +162,25 @@ pub async fn start_cluster(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(silos)
+}
+
+/// Starts silo `name` of the cluster in `table` on loopback TCP, with
+/// transactions over `storage` (shared by every silo, in whatever process)
+/// and `hook` at each step of the commits it manages; for the silo
+/// processes of `example-transactions --silo`.
+pub async fn start_member(
+    name: &str,
+    table: Arc<dyn MembershipTable>,
+    storage: Arc<dyn TransactionalStorage>,
+    hook: Option<StepHook>,
+) -> anyhow::Result<ClusterSilo> {
+    let mut config = TransactionsConfig::new(storage).sweep_every(Duration::from_millis(50));
+    if let Some(hook) = hook {
+        config = config.on_step(hook);
+    }
+    let builder = configure_with(Silo::builder().name(name), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(ClusterSilo::start(builder, listener, table, ClusterConfig::fast()).await?)
 }
 
 /// What to play.
