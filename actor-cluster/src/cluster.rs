@@ -58,9 +58,10 @@ impl std::fmt::Debug for WallClock {
 }
 
 /// Timings of membership and failure detection. The defaults declare a
-/// silo that stopped answering dead in about 4 s on loopback, and take 3
-/// missed probes of 1 s each, so a loaded machine does not cause false
-/// deaths.
+/// silo that stopped answering dead in about 3 s, and take 3 missed
+/// probes of 1 s each, so a loaded machine does not cause false deaths;
+/// its grains answer elsewhere about a second later (the lease of 2 s
+/// has run out by then: see [`lease`](ClusterConfig::lease)).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClusterConfig {
@@ -75,12 +76,20 @@ pub struct ClusterConfig {
     pub votes_to_kill: usize,
     /// How long a vote stays fresh.
     pub vote_expiry: Duration,
-    /// How often a silo writes its I-am-alive heartbeat.
+    /// The longest time between two of a silo's I-am-alive heartbeats,
+    /// which renew its lease (it writes one every eighth of a lease, or
+    /// this often if that is shorter).
     pub i_am_alive_interval: Duration,
-    /// How long a silo keeps serving without reading the table. A silo
-    /// cut off from the table longer stops serving its grains, and the
-    /// others wait this long after declaring a silo dead before they
-    /// activate its grains: no grain ever runs in two places.
+    /// A silo's membership lease, renewed by each heartbeat the table
+    /// accepted (counted from before it was sent; the table accepts none
+    /// once the silo is declared dead). A silo serves (activates,
+    /// registers, routes) in the first two thirds of its lease, lets its
+    /// grains go in the last third, and starts no turn past it (callers
+    /// look its grains up again). The others activate a dead silo's
+    /// grains 1.25 leases after they first read its last heartbeat, when
+    /// that lease has surely run out: no grain ever runs in two places
+    /// (the argument is in docs/cluster-protocol.md). A table that cannot
+    /// be written for two thirds of a lease stops a silo serving.
     pub lease: Duration,
     /// Frame size limit of silo links.
     pub max_frame: usize,
@@ -119,7 +128,7 @@ impl Default for ClusterConfig {
             votes_to_kill: 2,
             vote_expiry: Duration::from_secs(30),
             i_am_alive_interval: Duration::from_secs(5),
-            lease: Duration::from_secs(5),
+            lease: Duration::from_secs(2),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
             placement: crate::placement::Placements::default(),
             advertise: None,
@@ -256,7 +265,7 @@ impl ClusterSilo {
         // (and activate) every grain it is asked for while it joins (the
         // simulator found such a duplicate on a restart).
         if !config.unfenced_for_tests {
-            ownership.enable_fencing(tokio::time::Instant::now());
+            ownership.enable_fencing(tokio::time::Instant::now(), serve_grace(config.lease));
         }
         if config.tls.is_some() {
             // A silo the members would refuse writes no row (the
@@ -289,16 +298,25 @@ impl ClusterSilo {
         let stats = StatsService::new(silo.clone(), serving.clone());
         let listener = listener.with_limits(config.connections);
         let server = serve_member(service, directory.clone(), stats, listener);
-        // The lease counts from before the read that grants it: a reply
-        // that was delayed (or read by a process that was paused) must not
-        // stretch it.
-        let mut read_at = tokio::time::Instant::now();
+        // The first lease: a heartbeat the table accepted (so this silo
+        // was not dead when it landed), counted from before it was sent:
+        // a reply that was delayed (or read by a process that was paused)
+        // must not stretch it.
+        let mut renewed_at = None;
         let joined = async {
             set_own_status(&*table, &address, SiloStatus::Active, &clock).await?;
-            read_at = tokio::time::Instant::now();
+            let issued = tokio::time::Instant::now();
+            if table
+                .update_i_am_alive(&address, clock.now_millis())
+                .await?
+            {
+                renewed_at = Some(issued);
+            }
             table.read_all().await
         };
-        let snap = match joined.await {
+        let snap = joined.await;
+        let read_end = tokio::time::Instant::now();
+        let snap = match snap {
             Ok(snap) => snap,
             Err(e) => {
                 // Release the endpoint and the silo: a retry (or another
@@ -325,17 +343,26 @@ impl ClusterSilo {
         // A silo declared dead by votes shortly before this one joined may
         // still serve its grains until its lease runs out; the members that
         // saw it die hold their activations for that long, and so must a
-        // joiner that never saw it (the simulator found the gap).
+        // joiner that never saw it (the simulator found the gap). Its last
+        // heartbeat is in this read, so its lease is over 1.25 leases from
+        // now. Which deaths are recent is judged by wall clocks, with a
+        // window (the vote expiry, 30 s by default) far wider than their
+        // skew: holding costs a joiner little.
         let now_ms = clock.now_millis();
-        let recent = i64::try_from((config.lease * 2).as_millis()).unwrap_or(i64::MAX);
+        let recent =
+            i64::try_from(config.vote_expiry.max(config.lease * 2).as_millis()).unwrap_or(i64::MAX);
         let recently_dead = snap.entries.iter().any(|(e, _)| {
             e.status == SiloStatus::Dead
-                && e.suspicions.iter().any(|v| now_ms - v.at_millis <= recent)
+                && !e.suspicions.is_empty()
+                && (now_ms - e.i_am_alive_millis <= recent
+                    || e.suspicions.iter().any(|v| now_ms - v.at_millis <= recent))
         });
         if recently_dead {
-            ownership.hold_until(tokio::time::Instant::now() + config.lease * 2);
+            ownership.hold_until(read_end + hold_after_death(config.lease));
         }
-        ownership.renew_lease(read_at + config.lease);
+        if let Some(issued) = renewed_at {
+            ownership.renew_lease(issued + config.lease);
+        }
         let loads = {
             let directory = directory.clone();
             let every = config.probe_interval;
@@ -356,9 +383,28 @@ impl ClusterSilo {
                 }
             })
         };
+        let renewer = tokio::spawn(renew_leases(
+            table.clone(),
+            address.clone(),
+            ownership.clone(),
+            silo.clone(),
+            config.clone(),
+        ));
         let agent = Agent {
             applied,
-            lease_lost: false,
+            seen: snap
+                .entries
+                .iter()
+                .map(|(e, _)| (e.silo.clone(), (e.i_am_alive_millis, read_end)))
+                .collect(),
+            dead: snap
+                .entries
+                .iter()
+                .filter(|(e, _)| e.status == SiloStatus::Dead && !e.suspicions.is_empty())
+                .map(|(e, _)| e.silo.clone())
+                .collect(),
+            active: active.clone(),
+            last_version: snap.version.0,
             me: address.clone(),
             table: table.clone(),
             ownership: ownership.clone(),
@@ -378,7 +424,7 @@ impl ClusterSilo {
             table,
             serving,
             clock,
-            tasks: vec![server, agent, loads, sweeper],
+            tasks: vec![server, agent, renewer, loads, sweeper],
         })
     }
 
@@ -503,9 +549,87 @@ async fn set_own_status(
     }
 }
 
+/// How long after first reading a dead silo's last heartbeat the others
+/// wait before they activate its grains: its lease (a lease after that
+/// heartbeat was sent, which was before it was read) plus a quarter, for
+/// clocks that run at different rates.
+fn hold_after_death(lease: Duration) -> Duration {
+    lease + lease / 4
+}
+
+/// The end of a silo's lease in which it no longer serves (activates,
+/// registers or routes) but still runs the last turns of the grains it
+/// lets go.
+fn serve_grace(lease: Duration) -> Duration {
+    lease / 3
+}
+
+/// Renews this silo's lease: a heartbeat every eighth of a lease (or
+/// every `i_am_alive_interval`, if shorter), each counted from before it
+/// was sent and accepted only while the silo is not declared dead. Apart
+/// from the membership agent, so that probing, claims and votes never
+/// delay it, and several may be in flight, so that a slow table still
+/// renews it. A silo that has not renewed its lease for two thirds of it
+/// stops serving and lets its grains go, so that their last turns
+/// (`on_deactivate`) run while it may still run turns; past its lease it
+/// runs none (`TurnFence`).
+async fn renew_leases(
+    table: Arc<dyn MembershipTable>,
+    me: SiloAddress,
+    ownership: Arc<Ownership>,
+    silo: Silo,
+    config: ClusterConfig,
+) {
+    let lease = config.lease;
+    let every = (lease / 8)
+        .min(config.i_am_alive_interval)
+        .max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Dropped (and so aborted) with this task.
+    let mut beats = tokio::task::JoinSet::new();
+    let mut deactivated = false;
+    loop {
+        ticker.tick().await;
+        while beats.try_join_next().is_some() {}
+        let issued = tokio::time::Instant::now();
+        let at = config.clock.now_millis();
+        let (table, me2, ownership2) = (table.clone(), me.clone(), ownership.clone());
+        beats.spawn(async move {
+            match tokio::time::timeout(lease, table.update_i_am_alive(&me2, at)).await {
+                Ok(Ok(true)) => ownership2.renew_lease(issued + lease),
+                // Declared dead (or its row is gone): the agent reads it
+                // and stops serving; the lease runs out meanwhile.
+                Ok(Ok(false)) => {
+                    tracing::debug!(silo = %me2, "the table refused this silo's heartbeat")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the membership lease"),
+                Err(_) => tracing::warn!("the membership table did not answer a heartbeat"),
+            }
+        });
+        if ownership.lease_valid() {
+            deactivated = false;
+        } else if !deactivated {
+            deactivated = true;
+            tracing::error!(silo = %me, "membership lease running out: deactivating every grain");
+            let silo = silo.clone();
+            let grace = serve_grace(lease);
+            tokio::spawn(async move { silo.deactivate_all(grace).await });
+        }
+    }
+}
+
 struct Agent {
     applied: Arc<AtomicI64>,
-    lease_lost: bool,
+    /// Each silo's heartbeat stamp as last read, and when this silo first
+    /// read it (the end of that read: the heartbeat landed before).
+    seen: HashMap<SiloAddress, (i64, tokio::time::Instant)>,
+    /// The silos already seen declared dead by votes.
+    dead: std::collections::HashSet<SiloAddress>,
+    /// The active silos of the last read.
+    active: Vec<SiloAddress>,
+    /// The table version of the last read.
+    last_version: i64,
     me: SiloAddress,
     table: Arc<dyn MembershipTable>,
     ownership: Arc<Ownership>,
@@ -519,27 +643,27 @@ struct Agent {
 
 impl Agent {
     async fn run(mut self) {
-        let mut last_alive = tokio::time::Instant::now();
         let mut ticker = tokio::time::interval(self.config.probe_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Read again at once, without waiting for the tick: after this
+        // silo declared a peer dead, or a peer reported a newer view.
+        let mut read_now = false;
         loop {
-            ticker.tick().await;
-            // The lease counts from before the read, not from its answer:
-            // an answer that waited (in a socket, or in a process that was
-            // paused) says nothing about the time since it was sent.
-            let read_at = tokio::time::Instant::now();
+            if !std::mem::take(&mut read_now) {
+                ticker.tick().await;
+            }
+            let round = tokio::time::Instant::now();
             let read = tokio::time::timeout(self.config.lease, self.table.read_all()).await;
+            let read_end = tokio::time::Instant::now();
             let snap = match read {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     // Keep the last view: no joins, no deaths while blind.
                     tracing::warn!(error = %e, "cannot read the membership table");
-                    self.check_lease().await;
                     continue;
                 }
                 Err(_) => {
                     tracing::warn!("the membership table did not answer");
-                    self.check_lease().await;
                     continue;
                 }
             };
@@ -558,65 +682,130 @@ impl Agent {
                 }
                 Some(_) => {}
             }
-            self.ownership.renew_lease(read_at + self.config.lease);
-            self.lease_lost = false;
+            self.last_version = snap.version.0;
             let active: Vec<SiloAddress> = snap
                 .with_status(SiloStatus::Active)
                 .map(|e| e.silo.clone())
                 .collect();
+            // Silos declared dead may still run grains until their lease
+            // runs out: hold new activations until then. Set before the
+            // view changes, so no registration slips in between.
+            if let Some(until) = self.leases_of_the_dead(&snap, &active, read_end) {
+                self.ownership.hold_until(until);
+            }
+            self.active = active.clone();
             let endpoints: Vec<String> = active.iter().map(|a| a.endpoint.clone()).collect();
             if endpoints != self.ownership.members() {
                 tracing::info!(silo = %self.me, members = ?endpoints, "membership changed");
-                // Silos declared dead may still run grains until their
-                // lease runs out: hold new activations until then.
-                let gone_by_votes = self
-                    .ownership
-                    .members()
-                    .iter()
-                    .filter(|m| !endpoints.contains(m))
-                    .any(|m| {
-                        snap.entries
-                            .iter()
-                            .any(|(e, _)| &e.silo.endpoint == m && !e.suspicions.is_empty())
-                    });
-                if gone_by_votes {
-                    self.ownership
-                        .hold_until(tokio::time::Instant::now() + self.config.lease * 2);
-                }
                 self.ownership.set_view(endpoints, snap.version.0);
             }
             // Activations stay where they are; grains whose directory
             // partition moved are claimed at their new owner before this
             // silo reports the view applied (see the crate docs).
             // Claims get half a lease, so this silo's own lease (renewed
-            // above) cannot run out while it waits.
+            // apart, every third of a lease) cannot run out while it waits.
             self.directory
                 .apply_view(&active, self.config.lease / 2)
                 .await;
             self.applied.store(snap.version.0, Ordering::SeqCst);
-            if last_alive.elapsed() >= self.config.i_am_alive_interval {
-                last_alive = tokio::time::Instant::now();
-                let now = self.config.clock.now_millis();
-                if let Err(e) = self.table.update_i_am_alive(&self.me, now).await {
-                    tracing::warn!(error = %e, "cannot write the I-am-alive heartbeat");
+            read_now = self.probe(&active).await;
+            if !read_now {
+                read_now = self
+                    .await_acks(&active, round + self.config.probe_interval)
+                    .await;
+            }
+        }
+    }
+
+    /// Notes every row's heartbeat stamp (and when it was first read), and
+    /// returns until when new activations must wait for the leases of
+    /// silos this read shows dead for the first time (none: `None`). A
+    /// dead silo's last heartbeat landed before its declaration (the
+    /// table refuses later ones), so before the first read that showed
+    /// its stamp; its lease ran out a lease after it was sent.
+    fn leases_of_the_dead(
+        &mut self,
+        snap: &crate::membership::MembershipSnapshot,
+        active: &[SiloAddress],
+        read_end: tokio::time::Instant,
+    ) -> Option<tokio::time::Instant> {
+        for (e, _) in &snap.entries {
+            let seen = self
+                .seen
+                .entry(e.silo.clone())
+                .or_insert((e.i_am_alive_millis, read_end));
+            if seen.0 != e.i_am_alive_millis {
+                *seen = (e.i_am_alive_millis, read_end);
+            }
+        }
+        let hold = hold_after_death(self.config.lease);
+        let mut until: Option<tokio::time::Instant> = None;
+        for (e, _) in &snap.entries {
+            // A silo that left by itself ran its grains down first; one
+            // declared dead by votes may be running them still.
+            if e.status == SiloStatus::Dead
+                && !e.suspicions.is_empty()
+                && self.dead.insert(e.silo.clone())
+            {
+                let t = self.seen[&e.silo].1 + hold;
+                until = until.max(Some(t));
+            }
+        }
+        // A silo active in the last read whose row is gone now (declared
+        // dead and cleaned up in between): its last heartbeat is unknown,
+        // but before this read.
+        if self
+            .active
+            .iter()
+            .any(|a| !active.contains(a) && snap.entry(a).is_none())
+        {
+            until = until.max(Some(read_end + hold));
+        }
+        self.seen.retain(|a, _| snap.entry(a).is_some());
+        self.dead.retain(|a| snap.entry(a).is_some());
+        until
+    }
+
+    /// Until `until` (the next round), asks the members that have not
+    /// reported this silo's view applied again every 50 ms, so that the
+    /// fence opens as soon as they have. Returns whether one reported a
+    /// newer table than this silo read (read it again now).
+    async fn await_acks(&mut self, active: &[SiloAddress], until: tokio::time::Instant) -> bool {
+        let nap = Duration::from_millis(50).min(self.config.probe_interval / 4);
+        let from = self.me.to_string();
+        loop {
+            if self.ownership.newest_ack() > self.last_version {
+                return true;
+            }
+            let waiting = self.ownership.waiting_for_acks();
+            if waiting.is_empty() || tokio::time::Instant::now() + nap >= until {
+                return false;
+            }
+            tokio::time::sleep(nap).await;
+            let peers: Vec<&SiloAddress> = active
+                .iter()
+                .filter(|a| waiting.contains(&a.endpoint))
+                .collect();
+            let results = futures::future::join_all(peers.iter().map(|p| {
+                self.prober
+                    .probe(&p.endpoint, &from, self.config.probe_timeout)
+            }))
+            .await;
+            for (peer, result) in peers.into_iter().zip(results) {
+                if let Ok((generation, applied)) = result
+                    && generation == peer.generation
+                {
+                    self.ownership.set_acked(&peer.endpoint, applied);
                 }
             }
-            self.probe(&active).await;
         }
     }
 
-    /// After a failed read: once the lease has run out, stop serving
-    /// grains (others may activate them once they declare this silo dead).
-    async fn check_lease(&mut self) {
-        if self.ownership.lease_valid() || self.lease_lost {
-            return;
-        }
-        self.lease_lost = true;
-        tracing::error!(silo = %self.me, "membership lease expired: deactivating every grain");
-        self.silo.deactivate_all(self.config.lease).await;
-    }
-
-    async fn probe(&mut self, active: &[SiloAddress]) {
+    /// Probes every active peer, votes on those that missed too many
+    /// probes in a row. Returns whether it found one dead (read the
+    /// table again now).
+    async fn probe(&mut self, active: &[SiloAddress]) -> bool {
+        let mut found_dead = false;
         let peers: Vec<&SiloAddress> = active.iter().filter(|a| **a != self.me).collect();
         let from = self.me.to_string();
         let results = futures::future::join_all(peers.iter().map(|p| {
@@ -642,12 +831,14 @@ impl Agent {
                     Ok(true) => {
                         self.misses.remove(peer);
                         self.prober.forget(&peer.endpoint);
+                        found_dead = true;
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, suspect = %peer, "cannot vote"),
                 }
             }
         }
+        found_dead
     }
 
     /// Adds this silo's vote against `suspect`; declares it dead when the

@@ -71,11 +71,15 @@ impl Ownership {
     /// Turns fencing on (the membership agent does): from now on, new
     /// activations wait for every member to apply the current view, for
     /// dead silos' leases to run out, and for this silo's own lease.
-    /// (Turns are not fenced until the first lease is granted: before it
-    /// the silo has no grain of the cluster to run.)
-    pub(crate) fn enable_fencing(&self, lease_until: Instant) {
+    /// The silo serves (activates, registers, routes) only until `grace`
+    /// before its lease's end, and runs turns until the end: the grace is
+    /// for the last turns of the grains it lets go. (Turns are not fenced
+    /// until the first lease is granted: before it the silo has no grain
+    /// of the cluster to run.)
+    pub(crate) fn enable_fencing(&self, lease_until: Instant, grace: std::time::Duration) {
         let mut f = self.fence.lock();
         f.enabled = true;
+        f.grace = grace;
         f.lease_until = Some(lease_until);
     }
 
@@ -93,10 +97,35 @@ impl Ownership {
         }
     }
 
-    /// Whether this silo's lease is still valid.
+    /// Whether this silo may serve: its lease holds for longer than the
+    /// grace (see [`enable_fencing`](Self::enable_fencing)).
     pub(crate) fn lease_valid(&self) -> bool {
         let f = self.fence.lock();
-        !f.enabled || f.lease_until.is_some_and(|t| Instant::now() < t)
+        !f.enabled || f.serving(Instant::now())
+    }
+
+    /// The members that have not reported the current view applied yet
+    /// (none while this silo's lease is not valid): the membership agent
+    /// asks those again soon, so that the fence opens without waiting a
+    /// whole probe interval.
+    pub(crate) fn waiting_for_acks(&self) -> Vec<String> {
+        let members = self.members.read().clone();
+        let f = self.fence.lock();
+        if !f.enabled || !f.serving(Instant::now()) {
+            return Vec::new();
+        }
+        members
+            .list
+            .iter()
+            .filter(|m| **m != self.me)
+            .filter(|m| f.acked.get(*m).is_none_or(|v| *v < f.view_since))
+            .cloned()
+            .collect()
+    }
+
+    /// The newest view version any member reported applied.
+    pub(crate) fn newest_ack(&self) -> i64 {
+        self.fence.lock().acked.values().copied().max().unwrap_or(0)
     }
 
     /// Records the view version that `endpoint` reports as applied.
@@ -143,14 +172,20 @@ struct Fence {
     acked: std::collections::HashMap<String, i64>,
     holds: Vec<Instant>,
     lease_until: Option<Instant>,
+    /// The end of the lease that is for running turns only.
+    grace: std::time::Duration,
 }
 
 impl Fence {
+    fn serving(&self, now: Instant) -> bool {
+        self.lease_until.is_some_and(|t| now + self.grace < t)
+    }
+
     fn open(&mut self, me: &str, members: &[String], now: Instant) -> bool {
         if !self.enabled {
             return true;
         }
-        if self.lease_until.is_none_or(|t| now >= t) {
+        if !self.serving(now) {
             return false;
         }
         self.holds.retain(|t| *t > now);
@@ -176,7 +211,7 @@ mod tests {
         let me = "a:1".to_owned();
         let o = Ownership::new(me.clone(), vec![me.clone(), "b:1".into()]);
         assert!(o.may_activate(), "fencing off: always open");
-        o.enable_fencing(Instant::now() + HOUR);
+        o.enable_fencing(Instant::now() + HOUR, Duration::ZERO);
         o.set_view(vec![me.clone(), "b:1".into()], 5);
         assert!(!o.may_activate(), "b has not applied view 5");
         o.set_acked("b:1", 4);
@@ -192,11 +227,11 @@ mod tests {
     #[test]
     fn holds_that_ran_out_and_leases_gate_activation() {
         let o = Ownership::new("a:1", vec!["a:1".into()]);
-        o.enable_fencing(Instant::now() + HOUR);
+        o.enable_fencing(Instant::now() + HOUR, Duration::ZERO);
         o.hold_until(Instant::now().checked_sub(Duration::from_secs(1)).unwrap());
         assert!(o.may_activate(), "a hold in the past no longer closes");
         let lapsed = Ownership::new("a:1", vec!["a:1".into()]);
-        lapsed.enable_fencing(Instant::now());
+        lapsed.enable_fencing(Instant::now(), Duration::ZERO);
         assert!(!lapsed.lease_valid() && !lapsed.may_activate());
         lapsed.renew_lease(Instant::now() + HOUR);
         assert!(lapsed.lease_valid() && lapsed.may_activate());

@@ -8,6 +8,13 @@
 //! (`update_i_am_alive`) touch only their own row and do not bump the
 //! version. A table that cannot be reached gives an error, never a false
 //! success.
+//!
+//! A silo's membership lease rests on two rules every implementation
+//! keeps: a heartbeat is refused once the silo is declared dead (so a dead
+//! silo can renew nothing), and a row's heartbeat stamp only grows (a
+//! heartbeat always moves it forward; an update never moves it back), so
+//! that a reader who sees a stamp for the first time knows every
+//! heartbeat before it has committed (see `cluster.rs`).
 
 use std::fmt;
 use std::time::Duration;
@@ -188,6 +195,9 @@ pub trait MembershipTable: Send + Sync + 'static {
 
     /// Replaces a row if it is still at `etag` and the table at
     /// `expected`. `Ok(false)` when either moved on (re-read and retry).
+    /// The row's heartbeat stamp keeps the larger of the stored and the
+    /// given one: heartbeats do not move the etag, so a writer may hold
+    /// an older stamp than the row has by now.
     fn update(
         &self,
         entry: MembershipEntry,
@@ -195,8 +205,11 @@ pub trait MembershipTable: Send + Sync + 'static {
         expected: TableVersion,
     ) -> BoxFuture<'_, Result<bool>>;
 
-    /// Records a heartbeat of `silo` (no version change). `Ok(false)` if the
-    /// silo has no row.
+    /// Records a heartbeat of `silo` (no version change): its stamp
+    /// becomes `at_millis`, or one more than the stored stamp if that is
+    /// not smaller, so that every heartbeat moves it forward. `Ok(false)`
+    /// if the silo has no row or is declared dead: a dead silo renews
+    /// nothing (its membership lease rests on this).
     fn update_i_am_alive(&self, silo: &SiloAddress, at_millis: i64) -> BoxFuture<'_, Result<bool>>;
 
     /// Deletes dead rows whose last heartbeat is older than `before_millis`.

@@ -82,6 +82,10 @@ impl MembershipTable for InMemoryMembership {
         let won = s.version == expected.0 && current == Some(etag.0);
         if won {
             s.version += 1;
+            let mut entry = entry;
+            if let Some((cur, _)) = s.rows.get(&entry.silo) {
+                entry.i_am_alive_millis = entry.i_am_alive_millis.max(cur.i_am_alive_millis);
+            }
             s.rows.insert(entry.silo.clone(), (entry, etag.0 + 1));
         }
         Box::pin(async move { Ok(won) })
@@ -90,11 +94,15 @@ impl MembershipTable for InMemoryMembership {
     fn update_i_am_alive(&self, silo: &SiloAddress, at_millis: i64) -> BoxFuture<'_, Result<bool>> {
         let mut s = self.state.lock();
         let found = match s.rows.get_mut(silo) {
-            Some((e, _)) => {
-                e.i_am_alive_millis = at_millis;
+            Some((e, _)) if e.status != SiloStatus::Dead => {
+                e.i_am_alive_millis = if e.i_am_alive_millis >= at_millis {
+                    e.i_am_alive_millis + 1
+                } else {
+                    at_millis
+                };
                 true
             }
-            None => false,
+            _ => false,
         };
         Box::pin(async move { Ok(found) })
     }

@@ -23,6 +23,10 @@
 //!     PRIMARY KEY (cluster_id, endpoint, generation));
 //! ```
 //!
+//! A heartbeat only moves `alive_ms` forward and never on a dead row; an
+//! update keeps the larger `alive_ms` (the lease rules of
+//! `membership.rs`).
+//!
 //! Each insert or update is one transaction that first moves the version
 //! row from the expected version to the next (`UPDATE .. WHERE version =
 //! $expected`): the database's row lock makes exactly one of concurrent
@@ -253,7 +257,8 @@ impl SqlMembership {
             return Ok(false);
         }
         let updated = sqlx::query(
-            "UPDATE membership SET name = $1, status = $2, start_ms = $3, alive_ms = $4,
+            "UPDATE membership SET name = $1, status = $2, start_ms = $3,
+                                   alive_ms = CASE WHEN alive_ms > $4 THEN alive_ms ELSE $4 END,
                                    suspicions = $5, gateway = $6, etag = etag + 1
              WHERE cluster_id = $7 AND endpoint = $8 AND generation = $9 AND etag = $10",
         )
@@ -304,8 +309,10 @@ impl MembershipTable for SqlMembership {
         let silo = silo.clone();
         Box::pin(async move {
             let done = sqlx::query(
-                "UPDATE membership SET alive_ms = $1
-                 WHERE cluster_id = $2 AND endpoint = $3 AND generation = $4",
+                "UPDATE membership
+                 SET alive_ms = CASE WHEN alive_ms >= $1 THEN alive_ms + 1 ELSE $1 END
+                 WHERE cluster_id = $2 AND endpoint = $3 AND generation = $4
+                   AND status <> 'dead'",
             )
             .bind(at_millis)
             .bind(&self.cluster_id)

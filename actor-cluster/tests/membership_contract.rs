@@ -110,7 +110,8 @@ async fn contract(table: Arc<dyn MembershipTable>) {
     assert_eq!(s2.with_status(SiloStatus::Active).count(), 1);
 
     // Heartbeats touch the row only.
-    assert!(table.update_i_am_alive(&a.silo, 123_456).await.unwrap());
+    let t = row.i_am_alive_millis + 1_000;
+    assert!(table.update_i_am_alive(&a.silo, t).await.unwrap());
     assert!(
         !table
             .update_i_am_alive(&SiloAddress::new("nowhere:1", 1), 1)
@@ -119,7 +120,23 @@ async fn contract(table: Arc<dyn MembershipTable>) {
     );
     let s3 = table.read_all().await.unwrap();
     assert_eq!(s3.version, s2.version);
-    assert_eq!(s3.entry(&a.silo).unwrap().0.i_am_alive_millis, 123_456);
+    assert_eq!(s3.entry(&a.silo).unwrap().0.i_am_alive_millis, t);
+
+    // The stamp only grows: a heartbeat with an older (or equal) stamp
+    // moves it one on, and an update from a read older than a heartbeat
+    // keeps the heartbeat's stamp (the lease rules).
+    assert!(table.update_i_am_alive(&a.silo, 5).await.unwrap());
+    assert!(table.update_i_am_alive(&a.silo, t + 1).await.unwrap());
+    let (before, etag3) = s3.entry(&a.silo).unwrap().clone();
+    let s3b = table.read_all().await.unwrap();
+    assert_eq!(s3b.entry(&a.silo).unwrap().0.i_am_alive_millis, t + 2);
+    assert!(table.update(before, etag3, s3b.version).await.unwrap());
+    let s3 = table.read_all().await.unwrap();
+    assert_eq!(
+        s3.entry(&a.silo).unwrap().0.i_am_alive_millis,
+        t + 2,
+        "an update never moves the stamp back"
+    );
 
     // A restarted silo on the same endpoint is a new row.
     let a2 = entry("10.0.0.1:11111", 2);
@@ -171,7 +188,10 @@ async fn contract(table: Arc<dyn MembershipTable>) {
     let mut dead = row;
     dead.status = SiloStatus::Dead;
     assert!(table.update(dead, etag, voted.version).await.unwrap());
-    assert_eq!(table.cleanup_defunct(200_000).await.unwrap(), 1);
+    // A dead silo renews nothing.
+    assert!(!table.update_i_am_alive(&a.silo, 1).await.unwrap());
+    assert!(!table.update_i_am_alive(&a.silo, 999_999).await.unwrap());
+    assert_eq!(table.cleanup_defunct(t + 3).await.unwrap(), 1);
     let last = table.read_all().await.unwrap();
     assert!(last.entry(&a.silo).is_none());
     assert!(last.entry(&a2.silo).is_some());

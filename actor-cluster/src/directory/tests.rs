@@ -89,8 +89,10 @@ fn a_closed_fence_refuses_fresh_registrations_but_takes_claims_and_answers_winne
     d.register_local(&ids[0], at(&view[1], 1), v, false)
         .unwrap();
     // Fencing on, a view nobody has acked yet.
-    d.ownership
-        .enable_fencing(tokio::time::Instant::now() + Duration::from_secs(60));
+    d.ownership.enable_fencing(
+        tokio::time::Instant::now() + Duration::from_secs(60),
+        Duration::ZERO,
+    );
     d.ownership
         .set_view(view.iter().map(|a| a.endpoint.clone()).collect(), 5);
     assert!(!d.ownership.may_activate());
