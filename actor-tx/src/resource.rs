@@ -75,6 +75,12 @@ struct Inner {
 
 const BROKEN_KEPT: usize = 4096;
 
+/// How long a confirmed participant waits before writing its row, so that
+/// the prepare record of the next transaction on the state (which a
+/// client running transfers back to back sends within milliseconds)
+/// carries the confirmation in the same write.
+const CONFIRM_LINGER: Duration = Duration::from_millis(5);
+
 impl Inner {
     fn break_tx(&mut self, tx: TxId, reason: AbortReason) {
         if self.writer.as_ref().is_some_and(|w| w.info.id == tx) {
@@ -462,6 +468,19 @@ impl TxResource {
 
     /// Applies `outcome` of `tx` if it holds the write lock here.
     async fn apply(&self, tx: TxId, outcome: Outcome) -> Result<(), Error> {
+        self.apply_then_persist(tx, outcome, Duration::ZERO).await
+    }
+
+    /// [`apply`](Self::apply), writing the row after `linger`: the lock is
+    /// released at once, and a write of the next transaction on this state
+    /// that starts meanwhile (its prepare record, say) carries this change
+    /// too, so the later write finds it durable already and costs nothing.
+    async fn apply_then_persist(
+        &self,
+        tx: TxId,
+        outcome: Outcome,
+        linger: Duration,
+    ) -> Result<(), Error> {
         let target = {
             let mut g = self.inner.lock();
             let holds = g.writer.as_ref().is_some_and(|w| w.info.id == tx);
@@ -488,6 +507,9 @@ impl TxResource {
             g.dirty
         };
         self.changed.notify_waiters();
+        if !linger.is_zero() && self.inner.lock().durable < target {
+            tokio::time::sleep(linger).await;
+        }
         self.persist(target).await
     }
 
@@ -502,7 +524,9 @@ impl TxResource {
         if !prepared {
             return Ok(()); // applied already (or resolved through the outcome table)
         }
-        self.apply(tx, Outcome::Committed)
+        // Until the row is written, its prepare record and the outcome
+        // record (kept until this answers) say the same: no hurry.
+        self.apply_then_persist(tx, Outcome::Committed, CONFIRM_LINGER)
             .await
             .map_err(|e| e.to_string())
     }
@@ -807,6 +831,7 @@ impl TxResource {
             tx.id,
             others.iter().map(|(k, _)| k.clone()),
             reason,
+            false,
         )
         .await;
     }
@@ -887,9 +912,12 @@ impl TxResource {
         self.confirm_local(tx).await
     }
 
-    /// Abort.
+    /// Abort; `count`: this participant counts it in its silo's metrics.
     #[always_interleave]
-    pub(crate) async fn abort(&self, tx: TxId, reason: AbortReason) {
+    pub(crate) async fn abort(&self, tx: TxId, reason: AbortReason, count: bool) {
+        if count {
+            self.rt.metrics.aborted(&reason);
+        }
         self.abort_local(tx, reason).await
     }
 

@@ -37,9 +37,10 @@ pub enum Step {
 /// there, as a crash would).
 pub type StepHook = Arc<dyn Fn(Step, TxId) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// Counters of one silo's transactions: the commits whose manager ran
-/// here (read-only transactions have none), and the lock waits of its
-/// participants.
+/// Counters of one silo's transactions: the outcomes of the commits whose
+/// manager ran here (read-only transactions have none and are not
+/// counted), the aborts decided before any commit (counted by the first
+/// participant told), and the lock waits of its participants.
 #[derive(Debug, Default)]
 pub struct TxMetrics {
     committed: AtomicU64,
@@ -79,18 +80,20 @@ impl TxMetrics {
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn aborted(&self, reason: &crate::AbortReason) {
+        let i = LABELS
+            .iter()
+            .position(|l| *l == reason.label())
+            .unwrap_or(3);
+        self.aborted[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn commit_reply(&self, r: &CommitReply) {
         match r {
             CommitReply::Committed => {
                 self.committed.fetch_add(1, Ordering::Relaxed);
             }
-            CommitReply::Aborted(reason) => {
-                let i = LABELS
-                    .iter()
-                    .position(|l| *l == reason.label())
-                    .unwrap_or(3);
-                self.aborted[i].fetch_add(1, Ordering::Relaxed);
-            }
+            CommitReply::Aborted(reason) => self.aborted(reason),
             CommitReply::InDoubt(_) => {
                 self.in_doubt.fetch_add(1, Ordering::Relaxed);
             }

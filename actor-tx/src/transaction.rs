@@ -333,6 +333,7 @@ async fn finish<C: TransactionClient + ?Sized, T>(
             tx,
             participants.iter().map(|(k, _)| k.clone()),
             reason.clone(),
+            true,
         )
         .await;
         return match out {
@@ -363,6 +364,7 @@ async fn finish<C: TransactionClient + ?Sized, T>(
                 tx,
                 participants.iter().map(|(k, _)| k.clone()),
                 reason.clone(),
+                true,
             )
             .await;
             return Err(aborted(reason));
@@ -421,18 +423,21 @@ fn reason_of(e: &Error) -> AbortReason {
     }
 }
 
-/// Tells every participant in `keys` that `tx` aborted.
+/// Tells every participant in `keys` that `tx` aborted. With `count`, the
+/// first of them counts the abort in its silo's metrics (the root may be
+/// a client, which has none; a manager counts its own aborts).
 pub(crate) async fn abort_all<C: TransactionClient + ?Sized>(
     client: &C,
     tx: TxId,
     keys: impl Iterator<Item = String>,
     reason: AbortReason,
+    count: bool,
 ) {
-    let calls = keys.map(|k| {
+    let calls = keys.enumerate().map(|(i, k)| {
         let r = resource(client, &k);
         let reason = reason.clone();
         async move {
-            if let Err(e) = r.abort(tx, reason).await {
+            if let Err(e) = r.abort(tx, reason, count && i == 0).await {
                 tracing::debug!(%tx, error = %e, "abort message lost; the lock expires at the deadline");
             }
         }
