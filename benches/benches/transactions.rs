@@ -1,12 +1,15 @@
-//! Run with: cargo bench -p actor-tx --bench transfers [-- --quick]
+//! Run with: cargo bench -p benches --bench transactions
 //!
-//! Two-account transfers per second, and their p50/p99 latency, with 1,
-//! 16 and 64 concurrent clients, on SQLite and on PostgreSQL
-//! (127.0.0.1:5432, skipped if absent): a `run_transaction` over two
-//! account grains on one silo, beside the floor of the same two row
-//! updates in one local database transaction through raw sqlx, in the
-//! same run. Each client moves money between its own two accounts, so the
-//! figures are the protocol's cost, not contention.
+//! actor-tx's two-account transfers per second, and their p50/p99
+//! latency, with 1, 16 and 64 concurrent clients, on SQLite and on
+//! PostgreSQL (127.0.0.1:5432; its rows are skipped if it is absent): a
+//! `run_transaction` over two account grains on one silo, beside the
+//! floor of the same two row updates in one local database transaction
+//! through raw sqlx, in the same run (each cell runs ours, then the
+//! floor). Each client moves money between its own two accounts, so the
+//! figures are the protocol's cost, not contention. Prints a Markdown
+//! table and writes it to `target/benchmarks/transactions.md`.
+//! `TX_BENCH_SECS=1` shortens each cell (default 3 s).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,8 +177,8 @@ impl Floor {
     }
 }
 
-fn row(name: &str, clients: usize, ours: &Cell, floor: &Cell) {
-    println!(
+fn row(name: &str, clients: usize, ours: &Cell, floor: &Cell) -> String {
+    format!(
         "| {name} | {clients} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2}x |",
         ours.ops_per_sec,
         ours.p50.as_secs_f64() * 1e3,
@@ -184,10 +187,16 @@ fn row(name: &str, clients: usize, ours: &Cell, floor: &Cell) {
         floor.p50.as_secs_f64() * 1e3,
         floor.p99.as_secs_f64() * 1e3,
         ours.ops_per_sec / floor.ops_per_sec
-    );
+    )
 }
 
-async fn backend(name: &str, storage: Arc<dyn TransactionalStorage>, floor: Floor, dur: Duration) {
+async fn backend(
+    name: &str,
+    storage: Arc<dyn TransactionalStorage>,
+    floor: Floor,
+    dur: Duration,
+    table_out: &mut Vec<String>,
+) {
     let silo = Silo::builder()
         .with_transactions(storage)
         .grain_with_async(|ctx| async move {
@@ -233,7 +242,9 @@ async fn backend(name: &str, storage: Arc<dyn TransactionalStorage>, floor: Floo
             async move { f.transfer(&t, 2 * c as i64, 2 * c as i64 + 1).await }
         })
         .await;
-        row(name, clients, &ours, &base);
+        let line = row(name, clients, &ours, &base);
+        println!("{line}");
+        table_out.push(line);
     }
     floor.drop_table(&table).await;
     silo.shutdown().await;
@@ -241,12 +252,18 @@ async fn backend(name: &str, storage: Arc<dyn TransactionalStorage>, floor: Floo
 
 #[tokio::main]
 async fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let dur = Duration::from_secs(if quick { 1 } else { 3 });
-    println!(
-        "| storage | clients | tx/s | p50 ms | p99 ms | floor tx/s | floor p50 ms | floor p99 ms | ratio |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    let secs = std::env::var("TX_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(3.0);
+    let dur = Duration::from_secs_f64(secs);
+    let mut table = vec![
+        "| storage | clients | tx/s | p50 ms | p99 ms | floor tx/s | floor p50 ms | floor p99 ms | ratio |".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|".to_owned(),
+    ];
+    for l in &table {
+        println!("{l}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let storage = SqliteTxStorage::open(dir.path().join("tx.db"))
         .await
@@ -262,7 +279,7 @@ async fn main() {
         )
         .await
         .unwrap();
-    backend("sqlite", Arc::new(storage), Floor::Sqlite(pool), dur).await;
+    backend("sqlite", Arc::new(storage), Floor::Sqlite(pool), dur, &mut table).await;
 
     let url = "postgres://postgres@127.0.0.1:5432/test";
     match PostgresTxStorage::connect_with_prefix(url, "tx_bench").await {
@@ -272,8 +289,19 @@ async fn main() {
                 .connect(url)
                 .await
                 .unwrap();
-            backend("postgres", Arc::new(storage), Floor::Postgres(pool), dur).await;
+            backend(
+                "postgres",
+                Arc::new(storage),
+                Floor::Postgres(pool),
+                dur,
+                &mut table,
+            )
+            .await;
         }
         Err(e) => eprintln!("skipping PostgreSQL: {e}"),
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/benchmarks");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join("transactions.md"), table.join("\n") + "\n");
     }
 }
