@@ -279,6 +279,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report> {
     }
     let intervals = oracle::intervals(&files)?;
     let duplicates = oracle::duplicates(&intervals);
+    let stragglers = oracle::stragglers(&intervals);
     let acked = driver.acked();
     let stored = oracle::stored_ledgers(&config.database_url, &prefix).await?;
     let lost = oracle::lost_writes(&acked, &stored);
@@ -323,6 +324,7 @@ pub async fn run(config: ChaosConfig) -> Result<Report> {
         schedule,
         started.elapsed(),
         duplicates,
+        stragglers,
         acked.values().map(|v| v.len() as u64).sum(),
         lost,
         driver.phases(),

@@ -28,7 +28,9 @@
 //! directory ([`Report`]):
 //!
 //! - **duplicate activations**: two activations of one grain whose live
-//!   intervals (load to last turn's end) overlap; must be 0;
+//!   intervals (load to the start of the last turn) overlap; must be 0
+//!   (turns that started before their grain moved and ended after are
+//!   counted apart as stragglers: their writes are fenced at the storage);
 //! - **lost acknowledged writes**: acknowledged op ids missing from the
 //!   ledgers read back from the database; must be 0;
 //! - calls succeeded / failed / timed out per phase;
@@ -74,6 +76,7 @@ pub use harness::{ChaosConfig, run};
 pub use net::{Network, NetworkMode, Proxy, SiloNet};
 pub use oracle::{
     Duplicate, Interval, LostWrite, duplicates, intervals, lost_writes, percentile, stored_ledgers,
+    stragglers,
 };
 pub use report::{FaultFigures, Report, Spread};
 pub use rng::Rng;

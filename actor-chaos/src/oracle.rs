@@ -20,13 +20,17 @@ pub struct Interval {
     pub activation: String,
     /// Its first record's start (its load), in Unix microseconds.
     pub start_us: i64,
+    /// When its last turn started, in Unix microseconds.
+    pub last_start_us: i64,
     /// Its last record's end, in Unix microseconds.
     pub end_us: i64,
     /// How many appends it stored.
     pub stored: u64,
 }
 
-/// Two activations of one grain whose live intervals overlap.
+/// Two activations of one grain whose live intervals overlap (a
+/// duplicate), or of which the earlier ran a turn on past the later's
+/// start (a straggler).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Duplicate {
     /// The grain.
@@ -71,10 +75,12 @@ pub fn intervals(files: &[PathBuf]) -> Result<BTreeMap<String, Vec<Interval>>> {
                     silo,
                     activation,
                     start_us,
+                    last_start_us: start_us,
                     end_us,
                     stored: 0,
                 });
             e.start_us = e.start_us.min(start_us);
+            e.last_start_us = e.last_start_us.max(start_us);
             e.end_us = e.end_us.max(end_us);
             if kind == "append" && ok {
                 e.stored += 1;
@@ -92,14 +98,41 @@ pub fn intervals(files: &[PathBuf]) -> Result<BTreeMap<String, Vec<Interval>>> {
 }
 
 /// The overlapping pairs: strong single activation says there are none.
+///
+/// An activation is live from its load to the start of its last turn: a
+/// duplicate is an activation that starts a turn once another one of its
+/// grain has begun loading. A turn that started before and only ended
+/// after is a straggler ([`stragglers`]), not a duplicate: it started
+/// inside its silo's lease, before the grain moved (a long turn, or a
+/// process paused in the middle of it), and its write is fenced at the
+/// storage (refused past the lease before it is sent, and by the ETag of
+/// the state it loaded once the new activation has written), so it
+/// cannot overwrite the new activation's state: the lost-writes oracle
+/// checks that.
 pub fn duplicates(intervals: &BTreeMap<String, Vec<Interval>>) -> Vec<Duplicate> {
+    pairs(intervals, |earlier, later| {
+        earlier.last_start_us >= later.start_us
+    })
+}
+
+/// The pairs whose earlier activation's last turn started before the
+/// later one began loading and ended after (see [`duplicates`]).
+pub fn stragglers(intervals: &BTreeMap<String, Vec<Interval>>) -> Vec<Duplicate> {
+    pairs(intervals, |earlier, later| {
+        earlier.last_start_us < later.start_us && earlier.end_us > later.start_us
+    })
+}
+
+fn pairs(
+    intervals: &BTreeMap<String, Vec<Interval>>,
+    overlap: impl Fn(&Interval, &Interval) -> bool,
+) -> Vec<Duplicate> {
     let mut out = Vec::new();
     for (grain, v) in intervals {
-        // Sorted by start: each overlaps any earlier one that ends after
-        // it starts.
+        // Sorted by start.
         for (j, later) in v.iter().enumerate() {
             for earlier in &v[..j] {
-                if earlier.end_us > later.start_us {
+                if overlap(earlier, later) {
                     out.push(Duplicate {
                         grain: grain.clone(),
                         first: earlier.clone(),
@@ -216,6 +249,7 @@ mod tests {
             silo: silo.into(),
             activation: a.into(),
             start_us: s,
+            last_start_us: e - 1,
             end_us: e,
             stored: 1,
         }
@@ -236,6 +270,21 @@ mod tests {
         let d = duplicates(&m);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].grain, "g2");
+        assert!(stragglers(&m).is_empty());
+    }
+
+    #[test]
+    fn a_turn_that_started_before_the_move_is_a_straggler_not_a_duplicate() {
+        let mut early = iv("s0", "a", 0, 10);
+        early.last_start_us = 4;
+        let m = BTreeMap::from([("g".to_string(), vec![early.clone(), iv("s1", "b", 5, 20)])]);
+        assert!(duplicates(&m).is_empty());
+        assert_eq!(stragglers(&m).len(), 1);
+        // One more turn started after the move: a duplicate.
+        early.last_start_us = 6;
+        let m = BTreeMap::from([("g".to_string(), vec![early, iv("s1", "b", 5, 20)])]);
+        assert_eq!(duplicates(&m).len(), 1);
+        assert!(stragglers(&m).is_empty());
     }
 
     #[test]
@@ -267,7 +316,9 @@ mod tests {
         let v = &m["g1"];
         assert_eq!(v.len(), 2);
         assert_eq!((v[0].start_us, v[0].end_us, v[0].stored), (1, 4, 1));
-        assert_eq!(duplicates(&m).len(), 1);
+        assert_eq!(v[0].last_start_us, 3);
+        assert_eq!(duplicates(&m).len(), 1, "b started as a's last turn did");
+        assert!(stragglers(&m).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -129,6 +129,12 @@ pub struct Report {
     pub duplicate_activations: usize,
     /// The first few.
     pub duplicate_examples: Vec<Duplicate>,
+    /// Turns that started before another activation of their grain began
+    /// and ended after (their writes are fenced at the storage; not
+    /// duplicates: see [`duplicates`](crate::duplicates)).
+    pub straggling_turns: usize,
+    /// The first few.
+    pub straggler_examples: Vec<Duplicate>,
     /// Appends acknowledged to the driver.
     pub acknowledged_writes: u64,
     /// Acknowledged appends missing from the database (must be 0).
@@ -172,6 +178,7 @@ impl Report {
         schedule: Vec<Fault>,
         took: Duration,
         duplicates: Vec<Duplicate>,
+        stragglers: Vec<Duplicate>,
         acknowledged: u64,
         lost: Vec<LostWrite>,
         phases: Vec<PhaseCalls>,
@@ -205,6 +212,8 @@ impl Report {
             duration_s: took.as_secs_f64(),
             duplicate_activations: duplicates.len(),
             duplicate_examples: duplicates.into_iter().take(5).collect(),
+            straggling_turns: stragglers.len(),
+            straggler_examples: stragglers.into_iter().take(5).collect(),
             acknowledged_writes: acknowledged,
             lost_writes: lost.len(),
             lost_examples: lost.iter().take(5).cloned().collect(),
@@ -240,6 +249,10 @@ impl Report {
         println!(
             "chaos: duplicate activations: {} (must be 0)",
             self.duplicate_activations
+        );
+        println!(
+            "chaos: turns that started before their grain moved and ended after (writes fenced, not duplicates): {}",
+            self.straggling_turns
         );
         println!(
             "chaos: lost acknowledged writes: {} of {} (must be 0)",

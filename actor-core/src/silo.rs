@@ -387,6 +387,14 @@ impl Silo {
             .filter(|r| !r.is_local(id) && !self.inner.table.contains_key(id))
     }
 
+    /// The fence of this silo's turns, if it has one (see
+    /// [`SiloBuilder::turn_fence`](crate::SiloBuilder::turn_fence)):
+    /// storage checks it before each write, so that a turn that runs on
+    /// past its silo's lease writes nothing.
+    pub fn turn_fence_handle(&self) -> Option<Arc<crate::turn_fence::TurnFence>> {
+        self.inner.turn_fence.clone()
+    }
+
     /// Whether this silo is part of a cluster (has a router).
     pub(crate) fn has_router(&self) -> bool {
         self.inner.router.is_some()

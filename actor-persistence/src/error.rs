@@ -101,6 +101,18 @@ pub enum Error {
     /// A provider or journal was configured wrongly.
     #[error("invalid storage configuration: {0}")]
     Config(String),
+    /// A write or clear was refused before it was sent: the silo's
+    /// membership lease ran out while the turn ran (a long turn, or a
+    /// process paused in the middle of one), so another silo may run the
+    /// grain by now. Nothing was written; drop the activation (the next
+    /// call finds the grain where it lives now).
+    #[error(
+        "the write of {key} was refused before it was sent: this silo's membership lease ran out during the turn, and another silo may run the grain now; the activation should be dropped"
+    )]
+    Fenced {
+        /// The record, as `grain type / grain id / state name`.
+        key: String,
+    },
 }
 
 fn show_etag(etag: &Option<ETag>) -> String {

@@ -61,6 +61,10 @@ use crate::storage_registry::{DEFAULT_STORAGE, SiloStorageExt, StateContext};
 ///   so every later write fails too until [`read`](Self::read) reloads it.
 /// - An outage fails with [`Error::Unavailable`]; the write may or may not
 ///   have been applied, so the value is unknown as well.
+/// - A write issued after its silo's membership lease ran out (a turn
+///   that ran on past it) fails with [`Error::Fenced`] and is not sent;
+///   one sent before is still checked by its ETag, so it cannot overwrite
+///   what a newer activation of the grain wrote.
 ///
 /// In both cases the simplest sound recovery is to drop the activation and
 /// let the next call load the state afresh:
@@ -72,6 +76,8 @@ pub struct PersistentState<T> {
     provider: Arc<dyn StorageProvider>,
     value: T,
     etag: Option<ETag>,
+    /// The silo's turn fence (its lease), checked before each write.
+    fence: Option<Arc<actor_core::TurnFence>>,
 }
 
 impl<T> PersistentState<T>
@@ -88,7 +94,9 @@ where
     /// as `provider`.
     pub async fn load_from(ctx: &impl StateContext, name: &str, provider: &str) -> Result<Self> {
         let provider = ctx.silo().storage(provider)?;
-        Self::load_with(provider, ctx.grain_id(), name).await
+        let mut state = Self::load_with(provider, ctx.grain_id(), name).await?;
+        state.fence = ctx.silo().turn_fence_handle();
+        Ok(state)
     }
 
     /// Loads state `name` of grain `id` from `provider` directly (no silo:
@@ -103,6 +111,7 @@ where
             provider,
             value: T::default(),
             etag: None,
+            fence: None,
         };
         state.read().await?;
         Ok(state)
@@ -127,6 +136,7 @@ where
     /// Stores the value if storage still holds what this copy last read or
     /// wrote; fails with [`Error::Conflict`] otherwise (see the type docs).
     pub async fn write(&mut self) -> Result<()> {
+        self.check_fence()?;
         let data =
             serde_json::to_vec(&self.value).map_err(|e| Error::serialize::<T>(&self.key, e))?;
         let etag = self
@@ -153,6 +163,7 @@ where
     /// Deletes the record (under the same ETag check as a write) and resets
     /// the value to `T::default()`.
     pub async fn clear(&mut self) -> Result<()> {
+        self.check_fence()?;
         self.provider.clear(&self.key, self.etag.as_ref()).await?;
         self.value = T::default();
         self.etag = None;
@@ -161,6 +172,18 @@ where
 }
 
 impl<T> PersistentState<T> {
+    /// Refuses a write once the silo's lease has run out (see the type
+    /// docs): the turn that issues it started before, and another silo
+    /// may run the grain now.
+    fn check_fence(&self) -> Result<()> {
+        match &self.fence {
+            Some(f) if !f.allows(tokio::time::Instant::now()) => Err(Error::Fenced {
+                key: self.key.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The value.
     pub fn state(&self) -> &T {
         &self.value
