@@ -398,6 +398,21 @@ mod postgres {
     use crate::id::now_millis;
     use crate::storage::{BoxFuture, Refused};
 
+    /// A batch's connection: in a transaction, or not (one statement).
+    enum Db {
+        Tx(sqlx::Transaction<'static, sqlx::Postgres>),
+        Plain(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    }
+
+    impl Db {
+        fn conn(&mut self) -> &mut sqlx::PgConnection {
+            match self {
+                Db::Tx(t) => t,
+                Db::Plain(c) => c,
+            }
+        }
+    }
+
     /// How many batches run at once (each on its own pooled connection).
     const PG_BATCHES_IN_FLIGHT: usize = 4;
 
@@ -523,7 +538,21 @@ mod postgres {
             let sql = &self.batch_sql;
             let stores = &batch.stores;
             let mut out: Vec<Option<Result<String, Refused>>> = vec![None; stores.len()];
-            let mut db = self.pool.begin().await.map_err(err)?;
+            // A batch of one statement and no commit record (prepare
+            // records and confirmations only, or deletions only) needs no
+            // BEGIN and COMMIT: the statement is atomic by itself.
+            let kinds = [
+                stores.iter().any(|r| r.expected.is_some()),
+                stores.iter().any(|r| r.expected.is_none()),
+                !batch.forgets.is_empty(),
+            ];
+            let single = stores.iter().all(|r| r.commit.is_none())
+                && kinds.iter().filter(|k| **k).count() == 1;
+            let mut db = if single {
+                Db::Plain(self.pool.acquire().await.map_err(err)?)
+            } else {
+                Db::Tx(self.pool.begin().await.map_err(err)?)
+            };
 
             let commits: Vec<String> = stores
                 .iter()
@@ -534,7 +563,7 @@ mod postgres {
                 for row in sqlx::query(&sql.commit)
                     .bind(&commits)
                     .bind(now_millis())
-                    .fetch_all(&mut *db)
+                    .fetch_all(db.conn())
                     .await
                     .map_err(err)?
                 {
@@ -549,7 +578,7 @@ mod postgres {
                     let mut held = HashMap::new();
                     for row in sqlx::query(&sql.outcomes)
                         .bind(&lost)
-                        .fetch_all(&mut *db)
+                        .fetch_all(db.conn())
                         .await
                         .map_err(err)?
                     {
@@ -591,7 +620,7 @@ mod postgres {
                     .bind(&olds)
                     .bind(&etags)
                     .bind(&payloads)
-                    .fetch_all(&mut *db)
+                    .fetch_all(db.conn())
                     .await
                     .map_err(err)?
                 {
@@ -607,7 +636,7 @@ mod postgres {
                     .bind(&ids)
                     .bind(&etags)
                     .bind(&payloads)
-                    .fetch_all(&mut *db)
+                    .fetch_all(db.conn())
                     .await
                     .map_err(err)?
                 {
@@ -630,11 +659,13 @@ mod postgres {
             if !forget.is_empty() {
                 sqlx::query(&sql.forget)
                     .bind(&forget)
-                    .execute(&mut *db)
+                    .execute(db.conn())
                     .await
                     .map_err(err)?;
             }
-            db.commit().await.map_err(err)?;
+            if let Db::Tx(t) = db {
+                t.commit().await.map_err(err)?;
+            }
             Ok(out
                 .into_iter()
                 .map(|r| r.expect("every request answered"))

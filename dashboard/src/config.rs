@@ -50,6 +50,8 @@ pub struct DashboardConfig {
     pub(crate) refresh: Duration,
     pub(crate) history: Duration,
     pub(crate) peer_timeout: Duration,
+    pub(crate) tls: Option<crate::DashboardTls>,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Default for DashboardConfig {
@@ -63,6 +65,8 @@ impl Default for DashboardConfig {
             refresh: Duration::from_secs(1),
             history: Duration::from_secs(300),
             peer_timeout: Duration::from_millis(800),
+            tls: None,
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -116,6 +120,29 @@ impl DashboardConfig {
         self
     }
 
+    /// Serves HTTPS with `tls`'s certificate instead of plain HTTP (which
+    /// the port then does not answer). The access rule stays as set: off
+    /// loopback a token or basic auth is still required, and TLS keeps it
+    /// from being read on the network.
+    pub fn tls(mut self, tls: crate::DashboardTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Closes a connection on which no byte has moved either way for
+    /// `timeout` (30 s unless set): one that connects and says nothing, or
+    /// a keep-alive connection left open. A page's event stream gets a
+    /// snapshot every refresh, so it is not idle.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Whether the dashboard serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// The address to serve on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -165,6 +192,12 @@ impl DashboardConfig {
         if self.peer_timeout.is_zero() {
             return Err(Error::Config("the peer timeout must be above zero".into()));
         }
+        if self.idle_timeout <= self.refresh {
+            return Err(Error::Config(format!(
+                "the idle timeout ({:?}) must be longer than the refresh interval ({:?}), or pages' event streams would be closed",
+                self.idle_timeout, self.refresh
+            )));
+        }
         Ok(())
     }
 }
@@ -193,6 +226,8 @@ mod tests {
         assert!(d().refresh(Duration::ZERO).validate().is_err());
         assert!(d().history(Duration::from_millis(10)).validate().is_err());
         assert!(d().peer_timeout(Duration::ZERO).validate().is_err());
+        let idle_below_refresh = d().idle_timeout(Duration::from_millis(500));
+        assert!(idle_below_refresh.validate().is_err());
     }
 
     #[test]

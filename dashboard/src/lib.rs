@@ -61,6 +61,7 @@ mod error;
 mod hot;
 mod model;
 mod server;
+mod tls;
 mod wire;
 
 use std::net::SocketAddr;
@@ -75,6 +76,7 @@ pub use model::{
     DashboardSnapshot, GrainTypeView, HistoryPoint, HotGrain, MembershipEvent, MethodView,
     Overview, ReminderView, RemindersView, SiloView,
 };
+pub use tls::DashboardTls;
 
 /// The running dashboard of a silo: where it listens. A silo extension;
 /// read it with [`Dashboard::of`].
@@ -82,6 +84,7 @@ pub use model::{
 pub struct Dashboard {
     addr: OnceLock<SocketAddr>,
     access: OnceLock<Access>,
+    https: OnceLock<bool>,
 }
 
 impl Dashboard {
@@ -102,9 +105,14 @@ impl Dashboard {
     /// The page's address, with the access token if there is one (what to
     /// print for a user to click).
     pub fn url(&self) -> String {
+        let scheme = if self.https.get() == Some(&true) {
+            "https"
+        } else {
+            "http"
+        };
         match self.access.get() {
-            Some(Access::Token(t)) => format!("http://{}/?token={t}", self.local_addr()),
-            _ => format!("http://{}/", self.local_addr()),
+            Some(Access::Token(t)) => format!("{scheme}://{}/?token={t}", self.local_addr()),
+            _ => format!("{scheme}://{}/", self.local_addr()),
         }
     }
 }
@@ -151,6 +159,7 @@ fn start(silo: &Silo, hot: Arc<hot::HotGrains>, config: DashboardConfig) -> Resu
     if let Some(d) = Dashboard::of(silo) {
         let _ = d.addr.set(addr);
         let _ = d.access.set(config.access.clone());
+        let _ = d.https.set(config.is_tls());
     }
     let (tx, rx) = tokio::sync::watch::channel(None);
     let state = server::AppState {
@@ -158,6 +167,10 @@ fn start(silo: &Silo, hot: Arc<hot::HotGrains>, config: DashboardConfig) -> Resu
         access: Arc::new(config.access.clone()),
     };
     let app = server::router(state);
+    let listener = match &config.tls {
+        Some(tls) => wire::Listener::tls(listener, tls, config.idle_timeout).map_err(bind_err)?,
+        None => wire::Listener::plain(listener, config.idle_timeout),
+    };
     let collector = collector::Collector::new(silo.clone(), hot, config.clone());
     tokio::spawn(collector::run(collector, tx, config.refresh));
     let mut closed = rx;
@@ -166,13 +179,13 @@ fn start(silo: &Silo, hot: Arc<hot::HotGrains>, config: DashboardConfig) -> Resu
             // The collector drops its sender when the silo stops.
             while closed.changed().await.is_ok() {}
         };
-        if let Err(e) = axum::serve(wire::Listener(listener), app)
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
         {
             tracing::error!(error = %e, "the dashboard server stopped");
         }
     });
-    tracing::info!(%addr, "dashboard serving");
+    tracing::info!(%addr, tls = config.is_tls(), "dashboard serving");
     Ok(())
 }

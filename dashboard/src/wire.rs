@@ -8,30 +8,233 @@
 //! hook for those answers, so each connection is wrapped: when the
 //! server writes one of them, the wrapper writes the same status with a
 //! JSON `{"error": ...}` body instead.
+//!
+//! A connection on which no byte moves either way for the idle timeout
+//! (a client that connects and says nothing, a keep-alive connection
+//! left open) is closed; a page's event stream is not idle, since the
+//! server writes to it every refresh.
+//!
+//! With TLS configured, each connection first completes a TLS handshake
+//! (within [`HANDSHAKE_TIMEOUT`], side by side, so a client that stalls
+//! holds up no other); one that fails, plain HTTP included, is closed
+//! without an answer.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
 
-/// A TCP listener whose connections are [`JsonRefusals`].
-pub(crate) struct Listener(pub(crate) TcpListener);
+/// How long a client has to complete its TLS handshake.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TCP listener whose connections are [`JsonRefusals`], over TLS when
+/// configured.
+pub(crate) struct Listener {
+    kind: Kind,
+    idle: Duration,
+}
+
+enum Kind {
+    /// Plain HTTP.
+    Plain(TcpListener),
+    /// HTTPS: connections whose handshake completed, from the accept task.
+    Tls {
+        done: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+        local: SocketAddr,
+    },
+}
+
+impl Listener {
+    /// Serves `listener` in plain HTTP, closing connections idle for
+    /// `idle`.
+    pub(crate) fn plain(listener: TcpListener, idle: Duration) -> Listener {
+        Listener {
+            kind: Kind::Plain(listener),
+            idle,
+        }
+    }
+
+    /// Serves `listener` over TLS with `tls`: a task accepts connections
+    /// and runs their handshakes side by side; it stops when the listener
+    /// is dropped.
+    pub(crate) fn tls(
+        listener: TcpListener,
+        tls: &crate::DashboardTls,
+        idle: Duration,
+    ) -> io::Result<Listener> {
+        let local = listener.local_addr()?;
+        let acceptor = tls.acceptor();
+        let (tx, done) = mpsc::channel(64);
+        let mut listener = listener;
+        tokio::spawn(async move {
+            loop {
+                let (tcp, addr) = tokio::select! {
+                    () = tx.closed() => return,
+                    // axum's own loop: it logs and backs off on accept errors.
+                    accepted = axum::serve::Listener::accept(&mut listener) => accepted,
+                };
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, addr)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%addr, error = %e, "a dashboard TLS handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%addr, "a dashboard TLS handshake timed out");
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Listener {
+            kind: Kind::Tls { done, local },
+            idle,
+        })
+    }
+}
 
 impl axum::serve::Listener for Listener {
-    type Io = JsonRefusals<TcpStream>;
+    type Io = JsonRefusals<Conn>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // axum's own loop: it logs and backs off on accept errors.
-        let (io, addr) = axum::serve::Listener::accept(&mut self.0).await;
-        (JsonRefusals::new(io), addr)
+        let (io, addr) = match &mut self.kind {
+            Kind::Plain(l) => {
+                let (io, addr) = axum::serve::Listener::accept(l).await;
+                (Stream::Plain(io), addr)
+            }
+            Kind::Tls { done, .. } => match done.recv().await {
+                Some((io, addr)) => (Stream::Tls(Box::new(io)), addr),
+                // The accept task ended (it only does when this listener
+                // is dropped): nothing more will come.
+                None => std::future::pending().await,
+            },
+        };
+        (JsonRefusals::new(Conn::new(io, self.idle)), addr)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        match &self.kind {
+            Kind::Plain(l) => l.local_addr(),
+            Kind::Tls { local, .. } => Ok(*local),
+        }
+    }
+}
+
+/// Plain TCP or TLS over TCP.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A dashboard connection, which reads end (EOF, so the server closes
+/// it) once no byte has moved either way for its idle timeout.
+pub(crate) struct Conn {
+    io: Stream,
+    idle: Duration,
+    last: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Conn {
+    fn new(io: Stream, idle: Duration) -> Conn {
+        let now = tokio::time::Instant::now();
+        Conn {
+            io,
+            idle,
+            last: now,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+        }
+    }
+
+    fn moved(&mut self, n: usize) {
+        if n > 0 {
+            self.last = tokio::time::Instant::now();
+        }
+    }
+
+    /// Whether the connection has been idle for its timeout (and if not,
+    /// the timer is set to wake this task when it would be).
+    fn idle_out(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            let due = self.last + self.idle;
+            if self.timer.deadline() != due {
+                self.timer.as_mut().reset(due);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if self.last + self.idle <= tokio::time::Instant::now() {
+                return true;
+            }
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = match &mut this.io {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        match read {
+            Poll::Ready(r) => {
+                this.moved(buf.filled().len() - before);
+                Poll::Ready(r)
+            }
+            // Nothing to read: an idle connection reads as closed.
+            Poll::Pending if this.idle_out(cx) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = match &mut this.io {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        };
+        if let Poll::Ready(Ok(n)) = written {
+            this.moved(n);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 

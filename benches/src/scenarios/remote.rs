@@ -11,6 +11,12 @@
 //! tonic echo server and the rio-rs server, prints their addresses and
 //! lives until its stdin closes. Both sides run on two-worker tokio
 //! runtimes.
+//!
+//! The peer also serves its silo's link on a second port with mutual TLS
+//! (actor-cluster's `TlsConfig`, rustls on ring; certificates from a CA
+//! this process makes at start and hands the peer in its environment):
+//! the `remote/tls_*` scenarios measure actor-core over that port beside
+//! actor-core over plain TCP, in the same run.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -21,7 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use actor_cluster::{DEFAULT_MAX_FRAME, LinkListener, LinkService, StaticRouter};
+use actor_cluster::{
+    DEFAULT_MAX_FRAME, LinkListener, LinkService, StaticRouter, TcpConnector, TlsConfig,
+};
 use actor_core::GrainId;
 use actor_core::prelude::*;
 use cpu_time::ProcessTime;
@@ -55,6 +63,39 @@ const PAYLOAD: usize = 64;
 
 /// Untimed calls before every sample.
 const WARM_UP: u64 = 500;
+
+/// The environment variables that carry the peer's TLS material (the CA
+/// certificate, its certificate and its key, PEM): made for one run, and
+/// thrown away with it.
+const TLS_ENV: [&str; 3] = ["BENCH_TLS_CA", "BENCH_TLS_CERT", "BENCH_TLS_KEY"];
+
+/// The name both sides' certificates carry and check.
+const TLS_NAME: &str = "bench.peer";
+
+/// A CA made for this run and two certificates it signed (the peer's and
+/// the caller's), as PEM: `(ca, [(cert, key); 2])`.
+fn make_certificates() -> Result<(String, [(String, String); 2]), String> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let err = |e: rcgen::Error| format!("making the bench's TLS certificates: {e}");
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).map_err(err)?.pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = || -> Result<(String, String), String> {
+        let key = KeyPair::generate().map_err(err)?;
+        let params = CertificateParams::new(vec![TLS_NAME.to_owned()]).map_err(err)?;
+        let cert = params.signed_by(&key, &issuer).map_err(err)?.pem();
+        Ok((cert, key.serialize_pem()))
+    };
+    Ok((ca_pem, [leaf()?, leaf()?]))
+}
+
+fn tls_config(ca: &str, cert: &str, key: &str) -> Result<TlsConfig, String> {
+    TlsConfig::from_pem(ca.as_bytes(), cert.as_bytes(), key.as_bytes())
+        .map(|t| t.with_server_name(TLS_NAME))
+        .map_err(|e| format!("the bench's TLS configuration: {e}"))
+}
 
 // ---------------------------------------------------------------- peer side
 
@@ -111,8 +152,9 @@ impl Echo for FloorEcho {
 
 /// Runs the peer process: the callee silo, the raw echo server and the
 /// rio-rs server, until stdin closes. Prints `READY <link address> <floor
-/// address> <rio-rs address>` (`-` for a rio-rs server that did not
-/// start: its scenarios then report rio-rs as skipped).
+/// address> <rio-rs address> <TLS link address>` (`-` for a rio-rs server
+/// that did not start, or no TLS link: their scenarios then report them
+/// as skipped).
 pub(crate) fn serve_peer() -> Result<(), String> {
     runtime().block_on(async {
         let link = TcpListener::bind("127.0.0.1:0")
@@ -135,6 +177,20 @@ pub(crate) fn serve_peer() -> Result<(), String> {
         router.attach(&silo);
         let link = LinkListener::tcp(link).map_err(|e| e.to_string())?;
         let _link = LinkService::new(silo.clone(), DEFAULT_MAX_FRAME).serve(link);
+        // The same silo's link again, on a port that requires mutual TLS.
+        let mut tls_at = "-".to_owned();
+        let mut _tls_link = None;
+        if let [Ok(ca), Ok(cert), Ok(key)] = TLS_ENV.map(std::env::var) {
+            let tls = tls_config(&ca, &cert, &key)?;
+            let port = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            tls_at = port.local_addr().map_err(|e| e.to_string())?.to_string();
+            let port = LinkListener::tcp(port)
+                .and_then(|l| l.with_tls(&tls))
+                .map_err(|e| e.to_string())?;
+            _tls_link = Some(LinkService::new(silo.clone(), DEFAULT_MAX_FRAME).serve(port));
+        }
         let incoming = tonic::transport::server::TcpIncoming::from(floor).with_nodelay(Some(true));
         let _floor = tokio::spawn(
             tonic::transport::Server::builder()
@@ -145,7 +201,7 @@ pub(crate) fn serve_peer() -> Result<(), String> {
             eprintln!("remote peer: no rio-rs server: {e}");
             "-".to_owned()
         });
-        println!("READY {link_at} {floor_at} {rio_at}");
+        println!("READY {link_at} {floor_at} {rio_at} {tls_at}");
         std::io::stdout().flush().map_err(|e| e.to_string())?;
         // Until the parent closes our stdin (or dies).
         let _ = tokio::task::spawn_blocking(|| {
@@ -168,12 +224,19 @@ struct Peer {
     floor: String,
     /// The rio-rs server's address, if it started.
     rio: Option<String>,
+    /// The peer's TLS link address and the caller's TLS configuration.
+    tls: Option<(String, TlsConfig)>,
 }
 
 impl Peer {
     fn start(exe: &Path) -> Result<Peer, String> {
+        let (ca, [(peer_cert, peer_key), (cert, key)]) = make_certificates()?;
+        let caller_tls = tls_config(&ca, &cert, &key)?;
         let mut child = Command::new(exe)
             .arg(PEER_FLAG)
+            .env(TLS_ENV[0], &ca)
+            .env(TLS_ENV[1], &peer_cert)
+            .env(TLS_ENV[2], &peer_key)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -186,11 +249,20 @@ impl Peer {
             .read_line(&mut line)
             .map_err(|e| format!("the peer did not report its addresses: {e}"))?;
         let mut words = line.split_whitespace();
-        match (words.next(), words.next(), words.next(), words.next()) {
-            (Some("READY"), Some(link), Some(floor), rio) => Ok(Peer {
+        match (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) {
+            (Some("READY"), Some(link), Some(floor), rio, tls) => Ok(Peer {
                 link: link.to_owned(),
                 floor: floor.to_owned(),
                 rio: rio.filter(|r| *r != "-").map(str::to_owned),
+                tls: tls
+                    .filter(|t| *t != "-")
+                    .map(|t| (t.to_owned(), caller_tls)),
                 child,
                 stdin,
             }),
@@ -229,11 +301,31 @@ type Call = Arc<dyn Fn(u64, u64, Vec<u8>) -> CallFuture + Send + Sync>;
 
 /// Calls onto `keys` grains owned by the peer (the first `keys` ids from
 /// `first` on that the router gives it), through a local silo whose router
-/// knows both silos.
-async fn ours(peer: &Peer, first: i64, keys: u64) -> (Call, Silo, tokio::task::JoinHandle<()>) {
+/// knows both silos; over the peer's mutual TLS port when `tls` is set.
+async fn ours(
+    peer: &Peer,
+    first: i64,
+    keys: u64,
+    tls: bool,
+) -> Result<(Call, Silo, tokio::task::JoinHandle<()>), String> {
     let me = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let me_at = me.local_addr().expect("address").to_string();
-    let router = StaticRouter::new(me_at.clone(), vec![me_at, peer.link.clone()]);
+    let (peer_at, connector) = if tls {
+        let (at, config) = peer
+            .tls
+            .as_ref()
+            .ok_or("the peer process has no TLS link (its reason is on its stderr)")?;
+        let connector = config
+            .connector(Arc::new(TcpConnector))
+            .map_err(|e| e.to_string())?;
+        (at.clone(), Some(connector))
+    } else {
+        (peer.link.clone(), None)
+    };
+    let router = StaticRouter::new(me_at.clone(), vec![me_at, peer_at.clone()]);
+    if let Some(c) = connector {
+        router.use_connector(c);
+    }
     let silo = Silo::builder()
         .name("bench-caller")
         .grain::<EchoGrain>()
@@ -247,7 +339,7 @@ async fn ours(peer: &Peer, first: i64, keys: u64) -> (Call, Silo, tokio::task::J
     // The i-th key the peer owns, for i in 0..keys.
     let remote: Arc<Vec<i64>> = Arc::new(
         (first..)
-            .filter(|k| router.owner(&GrainId::new("echo", *k)) == peer.link)
+            .filter(|k| router.owner(&GrainId::new("echo", *k)) == peer_at)
             .take(keys as usize)
             .collect(),
     );
@@ -260,7 +352,7 @@ async fn ours(peer: &Peer, first: i64, keys: u64) -> (Call, Silo, tokio::task::J
                 .map_err(|e| format!("remote grain call: {e:?}"))
         })
     });
-    (call, silo, server)
+    Ok((call, silo, server))
 }
 
 async fn unary(peer: &Peer) -> Call {
@@ -322,6 +414,8 @@ async fn stream(peer: &Peer) -> Call {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subject {
     Ours,
+    /// actor-core over the peer's mutual TLS port.
+    OursTls,
     Unary,
     Stream,
     Rio,
@@ -331,6 +425,7 @@ impl Subject {
     fn name(self) -> &'static str {
         match self {
             Subject::Ours => "actor-core",
+            Subject::OursTls => "actor-core, mutual TLS",
             Subject::Unary => "tonic unary",
             Subject::Stream => "tonic bidi stream",
             Subject::Rio => rio::NAME,
@@ -379,8 +474,9 @@ fn sample(peer: &Peer, subject: Subject, shape: Shape) -> Result<Sample, String>
         };
         let mut silo = None;
         let call = match subject {
-            Subject::Ours => {
-                let (call, s, server) = ours(peer, first as i64, keys).await;
+            Subject::Ours | Subject::OursTls => {
+                let tls = subject == Subject::OursTls;
+                let (call, s, server) = ours(peer, first as i64, keys, tls).await?;
                 silo = Some((s, server));
                 call
             }
@@ -517,7 +613,7 @@ fn entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
             let role = match subject {
                 Subject::Ours => Role::Ours,
                 Subject::Stream => Role::Floor,
-                Subject::Unary | Subject::Rio => Role::Peer,
+                Subject::OursTls | Subject::Unary | Subject::Rio => Role::Peer,
             };
             let note = match subject {
                 Subject::Unary => Some("raw tonic, one unary call per request (a second floor)"),
@@ -537,6 +633,26 @@ fn entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
         .collect()
 }
 
+/// The entries of a `remote/tls_*` scenario: actor-core over the peer's
+/// mutual TLS port (the scenario's subject) and over its plain TCP port
+/// (the comparison), sampled in turn in the same run.
+fn tls_entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
+    let tls = peer.clone();
+    let plain = peer.clone();
+    vec![
+        Entry::from_fn(Subject::OursTls.name(), Role::Ours, None, move || {
+            Ok(sample(&tls, Subject::OursTls, shape)
+                .unwrap_or_else(|e| panic!("actor-core over TLS: {e}")))
+        }),
+        Entry::from_fn(
+            "actor-core, plain TCP",
+            Role::Peer,
+            Some("the same silos, the same calls, over the peer's plain TCP port"),
+            move || sample(&plain, Subject::Ours, shape),
+        ),
+    ]
+}
+
 /// Caller tasks of the activation scenario (as in the local one).
 const CREATORS: u64 = 64;
 
@@ -544,7 +660,7 @@ const CREATORS: u64 = 64;
 /// `remote/ask_latency` (the p50 of `count` sequential calls),
 /// `remote/ask_throughput_{N}_in_flight` (`count` calls) or
 /// `remote/activation_rate` (`count` first calls from 64 callers), with
-/// subject `actor-core`, `stream`, `unary` or `rio-rs`.
+/// subject `actor-core`, `actor-core-tls`, `stream`, `unary` or `rio-rs`.
 pub(crate) fn profile(
     workload: &str,
     subject: &str,
@@ -553,12 +669,13 @@ pub(crate) fn profile(
 ) -> Result<Sample, String> {
     let subject = match subject {
         "actor-core" => Subject::Ours,
+        "actor-core-tls" => Subject::OursTls,
         "stream" => Subject::Stream,
         "unary" => Subject::Unary,
         "rio-rs" => Subject::Rio,
         other => {
             return Err(format!(
-                "unknown remote subject `{other}` (actor-core, stream, unary, rio-rs)"
+                "unknown remote subject `{other}` (actor-core, actor-core-tls, stream, unary, rio-rs)"
             ));
         }
     };
@@ -597,6 +714,8 @@ pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
         "remote/ask_throughput_64_in_flight",
         "remote/ask_throughput_1000_in_flight",
         "remote/activation_rate",
+        "remote/tls_ask_latency_p50",
+        "remote/tls_ask_throughput_64_in_flight",
     ];
     if !names.iter().any(|n| wanted(n)) {
         return Ok(Vec::new());
@@ -693,6 +812,56 @@ pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
             count,
         };
         out.push(runner::run(plan, entries(&peer, shape), "remote"));
+    }
+    let name = "remote/tls_ask_latency_p50";
+    if wanted(name) {
+        let plan = Plan {
+            name: name.to_owned(),
+            description: format!(
+                "p50 of the latency of {} sequential asks as in remote/ask_latency_p50, over \
+                 the peer's mutual TLS port (rustls on ring, TLS 1.3, both sides presenting a \
+                 certificate of a CA made for the run); against the same calls over its plain \
+                 TCP port, sampled in turn in the same run.",
+                config.remote_calls
+            ),
+            unit: "µs/call",
+            better: Better::Lower,
+            runs: config.runs,
+            targets: Targets::default(),
+            floor_name,
+        };
+        let shape = Shape::Latency {
+            calls: config.remote_calls,
+            percentile: 0.5,
+        };
+        out.push(runner::run(plan, tls_entries(&peer, shape), "remote"));
+    }
+    let name = "remote/tls_ask_throughput_64_in_flight";
+    if wanted(name) {
+        let calls = config.remote_calls * 4;
+        let plan = Plan {
+            name: name.to_owned(),
+            description: format!(
+                "64 caller tasks asking their own grains on the peer as in \
+                 remote/ask_throughput_64_in_flight ({calls} calls), over the peer's mutual \
+                 TLS port (rustls on ring, TLS 1.3); against the same calls over its plain TCP \
+                 port, sampled in turn in the same run. Target (issue 16): TLS keeps at least \
+                 0.85x the plain throughput."
+            ),
+            unit: "calls/s",
+            better: Better::Higher,
+            runs: config.runs,
+            targets: Targets {
+                peers: Some((Rule::AtLeast, 0.85)),
+                ..Targets::default()
+            },
+            floor_name,
+        };
+        let shape = Shape::Throughput {
+            in_flight: 64,
+            calls,
+        };
+        out.push(runner::run(plan, tls_entries(&peer, shape), "remote"));
     }
     Ok(out)
 }
