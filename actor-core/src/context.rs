@@ -431,6 +431,33 @@ impl TraceContext {
             .ok()
             .flatten()
     }
+
+    /// Runs `fut` so that the calls it makes are children of `self`
+    /// instead of the running turn's span: for a turn that makes a call on
+    /// behalf of someone else (a stream's deliverer hands each consumer
+    /// the producer's context, so that the consumer's turn continues the
+    /// publish's trace). The turn's call chain, sender and request context
+    /// are kept. Outside a turn, `self` is the parent as an external
+    /// [`TRACEPARENT`](crate::TRACEPARENT) would be.
+    pub async fn scope<F: Future>(self, fut: F) -> F::Output {
+        let (context, turn) = SCOPE
+            .try_with(|s| (s.context.borrow().clone(), s.turn.clone()))
+            .unwrap_or_else(|_| (RequestContext::new(), None));
+        let scope = match turn {
+            Some(turn) => {
+                turn.trace.set(self);
+                CallScope {
+                    context: RefCell::new(context),
+                    turn: Some(turn),
+                }
+            }
+            None => CallScope {
+                context: RefCell::new(context.with(crate::trace::TRACEPARENT, self.to_string())),
+                turn: None,
+            },
+        };
+        SCOPE.scope(scope, fut).await
+    }
 }
 
 /// The parent of a call made now, outside any turn: the external caller's

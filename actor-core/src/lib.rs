@@ -193,7 +193,10 @@ pub use grain_context::GrainContext;
 pub use id::{GrainId, GrainKey, GrainType};
 pub use layer::{CallLayer, Next, TurnOutcome};
 pub use message::{Accepts, Handler, Interleave, Message, SharedHandler, kind};
-pub use metrics::{GrainTypeStats, LatencySnapshot, MethodStats, MetricsSnapshot};
+pub use metrics::{
+    GrainTypeStats, LatencySnapshot, MethodStats, MetricDescriptor, MetricKind, MetricSources,
+    MetricsSnapshot, PluginMetric,
+};
 pub use redact::{Secret, redact_url};
 pub use reference::GrainRef;
 pub use registry::{ActivationContext, Methods};

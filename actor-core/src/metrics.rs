@@ -254,6 +254,10 @@ pub struct MetricsSnapshot {
     pub silo: String,
     /// One entry per registered grain type, sorted by name.
     pub grain_types: Vec<GrainTypeStats>,
+    /// Figures added by plug-ins through [`MetricSources`] (the counters
+    /// of stream namespaces, say), in the order their sources gave them.
+    #[serde(default)]
+    pub plugins: Vec<PluginMetric>,
 }
 
 impl MetricsSnapshot {
@@ -274,6 +278,147 @@ impl MetricsSnapshot {
             .flat_map(|t| &t.methods)
             .map(|m| m.calls)
             .sum()
+    }
+
+    /// The plug-in figures named `name`, one per set of attributes.
+    pub fn plugin<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a PluginMetric> + 'a {
+        self.plugins.iter().filter(move |m| m.name == name)
+    }
+}
+
+/// How a plug-in's figure behaves over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// Counts up from 0 since the silo started.
+    Counter,
+    /// A level now, which goes up and down.
+    Gauge,
+}
+
+/// A plug-in's figure as exporters see it: its name, kind, unit and
+/// meaning, declared once when its source is added to [`MetricSources`]
+/// (so that an exporter can register it before the first reading).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MetricDescriptor {
+    /// The name, dotted as OpenTelemetry names are (`streams.published`).
+    pub name: String,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// The unit, in UCUM as OpenTelemetry writes it (`{item}`, `s`).
+    pub unit: String,
+    /// What it counts.
+    pub description: String,
+}
+
+impl MetricDescriptor {
+    /// A counter.
+    pub fn counter(name: &str, unit: &str, description: &str) -> Self {
+        MetricDescriptor {
+            name: name.to_owned(),
+            kind: MetricKind::Counter,
+            unit: unit.to_owned(),
+            description: description.to_owned(),
+        }
+    }
+
+    /// A gauge.
+    pub fn gauge(name: &str, unit: &str, description: &str) -> Self {
+        MetricDescriptor {
+            kind: MetricKind::Gauge,
+            ..MetricDescriptor::counter(name, unit, description)
+        }
+    }
+}
+
+/// One reading of a plug-in's figure: a value for one set of attributes
+/// (say, `streams.published` for `stream.namespace` = `orders`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PluginMetric {
+    /// The name of its [`MetricDescriptor`].
+    pub name: String,
+    /// What the reading is of, by attribute name.
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// The value (a counter's is never negative).
+    pub value: i64,
+}
+
+impl PluginMetric {
+    /// A reading of `name` without attributes.
+    pub fn new(name: &str, value: i64) -> Self {
+        PluginMetric {
+            name: name.to_owned(),
+            attributes: Default::default(),
+            value,
+        }
+    }
+
+    /// This reading with attribute `key` set to `value`.
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.attributes.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The value of attribute `key`.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+type MetricSource = std::sync::Arc<dyn Fn(&mut Vec<PluginMetric>) + Send + Sync>;
+
+/// The sources of a silo's plug-in figures: a silo extension that
+/// plug-ins add to with
+/// `builder.extension_mut::<MetricSources>().add(descriptors, read)`.
+/// [`Silo::metrics`](crate::Silo::metrics) calls every source, so their
+/// readings travel wherever the snapshot goes (exporters, the dashboard,
+/// peers' reports). A source should only copy counters: it runs about
+/// once a second per reader, never on the call path.
+#[derive(Default, Clone)]
+pub struct MetricSources {
+    descriptors: Vec<MetricDescriptor>,
+    sources: Vec<MetricSource>,
+}
+
+impl std::fmt::Debug for MetricSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.descriptors.iter().map(|d| &d.name))
+            .finish()
+    }
+}
+
+impl MetricSources {
+    /// Adds a source: `read` pushes readings of the figures `descriptors`
+    /// declares (a descriptor of a name declared already is not repeated).
+    pub fn add(
+        &mut self,
+        descriptors: impl IntoIterator<Item = MetricDescriptor>,
+        read: impl Fn(&mut Vec<PluginMetric>) + Send + Sync + 'static,
+    ) -> &mut Self {
+        for d in descriptors {
+            if !self.descriptors.iter().any(|x| x.name == d.name) {
+                self.descriptors.push(d);
+            }
+        }
+        self.sources.push(std::sync::Arc::new(read));
+        self
+    }
+
+    /// Every figure declared, in the order they were added.
+    pub fn descriptors(&self) -> &[MetricDescriptor] {
+        &self.descriptors
+    }
+
+    /// The readings of every source now.
+    pub fn read(&self) -> Vec<PluginMetric> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            s(&mut out);
+        }
+        out
     }
 }
 

@@ -208,6 +208,10 @@ impl Silo {
         MetricsSnapshot {
             silo: self.inner.config.name.clone(),
             grain_types,
+            plugins: self
+                .extension::<crate::metrics::MetricSources>()
+                .map(crate::metrics::MetricSources::read)
+                .unwrap_or_default(),
         }
     }
 

@@ -64,3 +64,76 @@ async fn metrics_count_calls_latency_activations_and_mailbox_depth() {
     let json = serde_json::to_string(&m).unwrap();
     assert!(json.contains("\"mailbox_depth\":0"));
 }
+
+/// Plug-in figures: every source's readings are in the snapshot, with
+/// their descriptors declared once; a silo without sources has none; an
+/// old snapshot without the field still decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plug_in_figures_are_in_the_snapshot() {
+    use actor_core::{MetricDescriptor, MetricKind, MetricSources, PluginMetric};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    let bare = Silo::builder().start().await.unwrap();
+    assert!(bare.metrics().plugins.is_empty());
+    bare.shutdown().await;
+
+    let level = Arc::new(AtomicI64::new(3));
+    let mut b = Silo::builder().grain::<Inner>();
+    {
+        let level = level.clone();
+        b.extension_mut::<MetricSources>().add(
+            [
+                MetricDescriptor::gauge("things.level", "{thing}", "things now"),
+                MetricDescriptor::counter("things.seen", "{thing}", "things seen"),
+            ],
+            move |out| {
+                out.push(
+                    PluginMetric::new("things.level", level.load(Ordering::Relaxed))
+                        .with("box", "a"),
+                );
+                out.push(PluginMetric::new("things.seen", 7).with("box", "a"));
+            },
+        );
+        // A second source declaring a name again adds no descriptor.
+        b.extension_mut::<MetricSources>().add(
+            [MetricDescriptor::counter("things.seen", "{thing}", "again")],
+            |out| out.push(PluginMetric::new("things.seen", 1).with("box", "b")),
+        );
+    }
+    let silo = b.start().await.unwrap();
+    let sources = silo.extension::<MetricSources>().unwrap();
+    let names: Vec<_> = sources
+        .descriptors()
+        .iter()
+        .map(|d| (d.name.as_str(), d.kind))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("things.level", MetricKind::Gauge),
+            ("things.seen", MetricKind::Counter)
+        ]
+    );
+    let m = silo.metrics();
+    let level_a: Vec<_> = m.plugin("things.level").collect();
+    assert_eq!(level_a.len(), 1);
+    assert_eq!(level_a[0].value, 3);
+    assert_eq!(level_a[0].attribute("box"), Some("a"));
+    assert_eq!(m.plugin("things.seen").map(|p| p.value).sum::<i64>(), 8);
+    level.store(-2, Ordering::Relaxed);
+    assert_eq!(
+        silo.metrics().plugin("things.level").next().unwrap().value,
+        -2
+    );
+
+    // The snapshot round-trips through JSON (peers' reports), and one
+    // written before plug-in figures existed decodes with none.
+    let back: actor_core::MetricsSnapshot =
+        serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+    assert_eq!(back, m);
+    let old: actor_core::MetricsSnapshot =
+        serde_json::from_value(serde_json::json!({"silo": "old", "grain_types": []})).unwrap();
+    assert!(old.plugins.is_empty());
+    silo.shutdown().await;
+}

@@ -19,7 +19,7 @@ impl Grain for Node {
 
 impl GrainMethods for Node {
     fn register(m: &mut Methods<Self>) {
-        m.add::<Hop, _>();
+        m.add::<Hop, _>().add::<OnBehalf, _>();
     }
 }
 
@@ -41,6 +41,26 @@ impl Handler<Hop> for Node {
             seen.extend(ctx.get_grain::<Node>(next).ask(hop).await.unwrap());
         }
         seen
+    }
+}
+
+/// Calls `to` as a child of `parent` (in `TraceContext::scope`), then
+/// `to` again as a child of this turn.
+#[derive(Serialize, Deserialize)]
+struct OnBehalf {
+    parent: String,
+    to: i64,
+}
+impl Message for OnBehalf {
+    type Reply = ();
+    const NAME: &'static str = "on_behalf";
+}
+impl Handler<OnBehalf> for Node {
+    async fn handle(&mut self, m: OnBehalf, ctx: &GrainContext<Self>) {
+        let parent: TraceContext = m.parent.parse().unwrap();
+        let next = ctx.get_grain::<Node>(m.to);
+        parent.scope(next.ask(Hop { path: vec![] })).await.unwrap();
+        next.ask(Hop { path: vec![] }).await.unwrap();
     }
 }
 
@@ -186,4 +206,37 @@ async fn a_remote_call_without_the_trace_field_falls_back_to_the_context() {
 #[test]
 fn outside_a_turn_there_is_no_current_context() {
     assert_eq!(TraceContext::current(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_a_trace_scope_is_a_child_of_the_given_context() {
+    let seen = Seen::default();
+    let [a, _b] = pair(&seen).await;
+    let producer = TraceContext::new_root();
+    // 0 on silo 0 calls 1 (silo 1) and 2 (silo 0), each first on behalf
+    // of `producer`, then as itself.
+    for to in [1, 2] {
+        a.get_grain::<Node>(0)
+            .ask(OnBehalf {
+                parent: producer.to_string(),
+                to,
+            })
+            .await
+            .unwrap();
+        let turns = seen.take();
+        assert_eq!(turns.iter().map(|t| t.0).collect::<Vec<_>>(), [0, to, to]);
+        assert_eq!(turns[1].1.trace_id, producer.trace_id, "the given trace");
+        assert_eq!(turns[1].2, Some(producer.span_id), "the given parent");
+        assert_eq!(turns[2].1.trace_id, turns[0].1.trace_id, "the scope ends");
+        assert_eq!(turns[2].2, Some(turns[0].1.span_id));
+        assert_ne!(turns[0].1.trace_id, producer.trace_id);
+    }
+    // Outside a turn it is the parent as an external traceparent is.
+    producer
+        .scope(a.get_grain::<Node>(3).ask(Hop { path: vec![] }))
+        .await
+        .unwrap();
+    let turns = seen.take();
+    assert_eq!(turns[0].1.trace_id, producer.trace_id);
+    assert_eq!(turns[0].2, Some(producer.span_id));
 }

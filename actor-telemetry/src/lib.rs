@@ -98,6 +98,12 @@
 //! Counters are cumulative since the silo started. The names are also
 //! constants in [`names`].
 //!
+//! Plug-ins add figures of their own through
+//! [`MetricSources`](actor_core::MetricSources) (actor-streams' counters
+//! per namespace and partition, `streams.*`): each is exported under its
+//! declared name, kind and unit, with `silo.name` beside the reading's
+//! own attributes.
+//!
 //! ## Feature flags
 //!
 //! - `collector`: `collector::Collector`, an in-process OTLP collector

@@ -2,6 +2,8 @@
 //! from [`Silo::metrics`] snapshots at each export (the same numbers the
 //! dashboard shows); call durations are recorded per call by the filter,
 //! as a histogram in seconds. The names are listed in the crate docs.
+//! Plug-ins' figures ([`actor_core::MetricSources`]) become one
+//! instrument each, registered when a silo that declares them is observed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,5 +205,70 @@ pub(crate) fn register(meter: &Meter, observed: &Observed) {
                 }
             })
             .build();
+    }
+}
+
+/// Registers an observable instrument for each plug-in figure `silo`
+/// declares that is not registered yet (`registered` holds their names),
+/// reading every observed silo's readings of it at each export, with the
+/// silo's name beside the reading's own attributes.
+pub(crate) fn register_plugins(
+    meter: &Meter,
+    observed: &Observed,
+    registered: &Mutex<std::collections::HashSet<String>>,
+    silo: &Silo,
+) {
+    let Some(sources) = silo.extension::<actor_core::MetricSources>() else {
+        return;
+    };
+    let mut registered = registered.lock();
+    for d in sources.descriptors() {
+        if !registered.insert(d.name.clone()) {
+            continue;
+        }
+        let o = observed.clone();
+        let name = d.name.clone();
+        let read = move || {
+            let mut out = Vec::new();
+            for s in o.snapshots() {
+                for p in s.plugin(&name) {
+                    let mut attrs = Vec::with_capacity(p.attributes.len() + 1);
+                    attrs.push(KeyValue::new("silo.name", s.silo.clone()));
+                    attrs.extend(
+                        p.attributes
+                            .iter()
+                            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+                    );
+                    out.push((p.value, attrs));
+                }
+            }
+            out
+        };
+        match d.kind {
+            actor_core::MetricKind::Gauge => {
+                meter
+                    .i64_observable_gauge(d.name.clone())
+                    .with_unit(d.unit.clone())
+                    .with_description(d.description.clone())
+                    .with_callback(move |obs| {
+                        for (v, attrs) in read() {
+                            obs.observe(v, &attrs);
+                        }
+                    })
+                    .build();
+            }
+            _ => {
+                meter
+                    .u64_observable_counter(d.name.clone())
+                    .with_unit(d.unit.clone())
+                    .with_description(d.description.clone())
+                    .with_callback(move |obs| {
+                        for (v, attrs) in read() {
+                            obs.observe(v.max(0) as u64, &attrs);
+                        }
+                    })
+                    .build();
+            }
+        }
     }
 }

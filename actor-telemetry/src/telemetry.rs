@@ -194,10 +194,11 @@ impl TelemetryBuilder {
             let meter = provider.meter_with_scope(scope.clone());
             crate::metrics::register(&meter, &observed);
             let calls = CallInstruments::new(&meter);
-            (Some(provider), Some(calls))
+            (Some((provider, meter)), Some(calls))
         } else {
             (None, None)
         };
+        let (meters, meter) = meters.unzip();
 
         Ok(Telemetry {
             inner: Some(Arc::new(Inner {
@@ -210,6 +211,8 @@ impl TelemetryBuilder {
                 }),
                 spans,
                 meters,
+                meter,
+                plugins: Default::default(),
                 observed,
             })),
         })
@@ -246,6 +249,9 @@ struct Inner {
     filter: Arc<TelemetryFilter>,
     spans: Option<Arc<BatchSpanProcessor>>,
     meters: Option<SdkMeterProvider>,
+    meter: Option<opentelemetry::metrics::Meter>,
+    /// The plug-in figures registered as instruments so far, by name.
+    plugins: parking_lot::Mutex<std::collections::HashSet<String>>,
     observed: Observed,
 }
 
@@ -301,13 +307,16 @@ impl Telemetry {
     }
 
     /// Exports the metrics of `silo` (activations, calls, errors, mailbox
-    /// depth, ...) from now on, until it shuts down. Nothing when disabled
-    /// or when metrics are off.
+    /// depth, ..., and the figures its plug-ins declare in
+    /// [`MetricSources`](actor_core::MetricSources), such as the stream
+    /// counters of actor-streams) from now on, until it shuts down.
+    /// Nothing when disabled or when metrics are off.
     pub fn observe(&self, silo: &Silo) {
         if let Some(inner) = &self.inner
-            && inner.meters.is_some()
+            && let Some(meter) = &inner.meter
         {
             inner.observed.add(silo);
+            crate::metrics::register_plugins(meter, &inner.observed, &inner.plugins, silo);
         }
     }
 
