@@ -187,7 +187,33 @@ function renderReminders(s) {
   });
 }
 
-const pages = { overview: renderOverview, grains: renderGrains, hot: renderHot, silos: renderSilos, reminders: renderReminders };
+function renderStreams(s) {
+  const st = s.streams || { enabled: false, namespaces: [], partitions: [] };
+  $("streams-note").textContent = st.enabled
+    ? st.namespaces.length + " namespace(s), " + st.partitions.length + " partition(s) pulled"
+    : "No silo reports streams.";
+  fill("stream-ns-table", st.namespaces, (tr, n) => {
+    cell(tr, n.namespace);
+    cell(tr, int(n.published_total));
+    cell(tr, fmt(n.published_per_sec));
+    cell(tr, int(n.delivered_total));
+    cell(tr, fmt(n.delivered_per_sec));
+    cell(tr, int(n.redelivered_total));
+    cell(tr, int(n.dead_lettered_total));
+    cell(tr, int(n.in_flight));
+    cell(tr, n.silos.join(", "));
+  });
+  fill("stream-partition-table", st.partitions, (tr, p) => {
+    cell(tr, p.provider);
+    cell(tr, String(p.partition));
+    cell(tr, p.silo);
+    cell(tr, int(p.in_flight));
+    cell(tr, p.lag == null ? "–" : int(p.lag));
+    cell(tr, int(p.acked));
+  });
+}
+
+const pages = { overview: renderOverview, grains: renderGrains, hot: renderHot, silos: renderSilos, reminders: renderReminders, streams: renderStreams };
 
 function currentPage() {
   const p = location.hash.replace("#", "");

@@ -138,6 +138,7 @@ pub(crate) struct Collector {
     events: VecDeque<MembershipEvent>,
     /// Per row (`endpoint@generation`): status and suspicion times seen.
     seen_rows: HashMap<String, (SiloStatus, Vec<i64>)>,
+    streams: crate::streams::StreamsTracker,
 }
 
 impl Collector {
@@ -151,6 +152,7 @@ impl Collector {
             history: VecDeque::new(),
             events: VecDeque::new(),
             seen_rows: HashMap::new(),
+            streams: Default::default(),
         }
     }
 
@@ -289,6 +291,7 @@ impl Collector {
         let mut window_sum_ns = 0u64;
         let mut ov = Overview::default();
         let mut next_prev = HashMap::new();
+        let mut streams = self.streams.round();
         for f in found {
             ov.silos += 1;
             let status = f
@@ -324,6 +327,8 @@ impl Collector {
                 silos.push(view);
                 continue;
             };
+            self.streams
+                .add(&mut streams, &f.key, &f.name, &report, now);
             let sample = Sample::of(&report, now);
             let prev = self.prev.get(&f.key);
             let dt = prev
@@ -472,6 +477,7 @@ impl Collector {
             slowest_methods: slowest,
             membership_history: self.events.iter().cloned().collect(),
             reminders: self.reminders().await,
+            streams: self.streams.finish(streams),
             history: self.history.iter().cloned().collect(),
         }
     }

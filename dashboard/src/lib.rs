@@ -12,7 +12,11 @@
 //! - **silos**: each silo's activations by type, CPU and memory of its
 //!   process, and the membership history (joined, suspected, dead);
 //! - **reminders** (feature `reminders`, on by default): the durable
-//!   reminders of actor-persistence, when the silo has a reminder service.
+//!   reminders of actor-persistence, when the silo has a reminder service;
+//! - **streams**: actor-streams' figures per namespace (published,
+//!   delivered, redelivered, dead-lettered, in flight) and per partition
+//!   (which silo pulls it, items held, consumer lag), when silos have
+//!   streams.
 //!
 //! A JSON API under `/api/` serves the same numbers (`GET /api` lists the
 //! endpoints; the figures are described on [`DashboardSnapshot`]). Every
@@ -61,6 +65,7 @@ mod error;
 mod hot;
 mod model;
 mod server;
+mod streams;
 mod tls;
 mod wire;
 
@@ -76,6 +81,7 @@ pub use model::{
     DashboardSnapshot, GrainTypeView, HistoryPoint, HotGrain, MembershipEvent, MethodView,
     Overview, ReminderView, RemindersView, SiloView,
 };
+pub use streams::{StreamNamespaceView, StreamPartitionView, StreamsView};
 pub use tls::DashboardTls;
 
 /// The running dashboard of a silo: where it listens. A silo extension;

@@ -39,6 +39,8 @@ pub struct DashboardSnapshot {
     pub membership_history: Vec<MembershipEvent>,
     /// Durable reminders.
     pub reminders: RemindersView,
+    /// Stream namespaces and partitions.
+    pub streams: crate::streams::StreamsView,
     /// One point per refresh over the history span, oldest first.
     pub history: Vec<HistoryPoint>,
 }

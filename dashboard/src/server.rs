@@ -62,6 +62,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
         "membership history: joined, suspected, dead",
     ),
     ("/api/reminders", "durable reminders"),
+    ("/api/streams", "stream namespaces and partitions"),
     (
         "/api/events",
         "server-sent events: one snapshot per refresh",
@@ -145,6 +146,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/silos/{name}", get(silo))
         .route("/membership", get(membership))
         .route("/reminders", get(reminders))
+        .route("/streams", get(streams))
         .route("/events", get(events))
         .fallback(not_found_in_api)
         .method_not_allowed_fallback(method_not_allowed);
@@ -474,6 +476,13 @@ async fn membership(State(s): State<AppState>) -> Response {
 async fn reminders(State(s): State<AppState>) -> Response {
     match current(&s) {
         Ok(snap) => axum::Json(&snap.reminders).into_response(),
+        Err(e) => *e,
+    }
+}
+
+async fn streams(State(s): State<AppState>) -> Response {
+    match current(&s) {
+        Ok(snap) => axum::Json(&snap.streams).into_response(),
         Err(e) => *e,
     }
 }
