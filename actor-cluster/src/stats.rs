@@ -196,6 +196,14 @@ impl ClusterView {
         self.ownership.members()
     }
 
+    /// The endpoint that owns `id` in this silo's current view (where the
+    /// default hash placement activates it), as
+    /// [`ClusterSilo::owner_of`](crate::ClusterSilo::owner_of) says: for
+    /// plug-ins that hand work to the silo owning it.
+    pub fn owner_of(&self, id: &actor_core::GrainId) -> String {
+        self.ownership.owner(id)
+    }
+
     /// Reads the membership table (every row, with status, start time,
     /// heartbeat and suspicion votes).
     pub async fn membership(&self) -> Result<MembershipSnapshot> {

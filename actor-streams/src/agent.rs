@@ -7,11 +7,16 @@
 //! activation), placed by the cluster's placement over the live silos:
 //! no partition is pulled by two silos at once, and when the silo holding
 //! an agent dies, the next keep-alive activates it on a live one. A
-//! keeper task on every silo sends each agent a one-way keep-alive every
-//! second. With an [`Ownership`] set on the silo's streams, an agent that
-//! finds itself on a silo that no longer owns it (a silo joined) closes its
-//! partition and deactivates, and the next keep-alive activates it at the
-//! new owner.
+//! keeper task on every silo sends the agents that silo owns a one-way
+//! keep-alive twice a second. An agent that finds itself on a silo that no
+//! longer owns it (a silo joined: the cluster's view says so, or the
+//! [`Ownership`] set on the silo's streams) closes its partition and
+//! deactivates; called by nobody, it is forgotten by the directory, and
+//! the owner's keep-alive activates it at the owner.
+//!
+//! An agent logs `partition opened` and `partition closed` (target
+//! [`PULL_EVENTS`], fields `silo`, `provider`, `partition`) when its silo
+//! starts and stops pulling a partition.
 //!
 //! An agent's turn reads at most `prefetch` items from its partition,
 //! delivers them in order (each awaiting its consumers' turns), and acks
@@ -40,6 +45,10 @@ use crate::subscription::Subscription;
 /// Decides whether this silo should host a grain (in a cluster: whether it
 /// owns the grain's id now, e.g. `ClusterSilo::owner_of(id) == endpoint`).
 pub type Ownership = Arc<dyn Fn(&GrainId) -> bool + Send + Sync>;
+
+/// The `tracing` target of the `partition opened` and `partition closed`
+/// events (debug level).
+pub const PULL_EVENTS: &str = "actor_streams::pull";
 
 /// How often each silo's keeper reminds every agent to pull.
 const KEEP_EVERY: Duration = Duration::from_millis(500);
@@ -125,10 +134,16 @@ impl Grain for PartitionAgent {
 
     async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, _: actor_core::DeactivationReason) {
         // Its partition is no longer pulled here.
-        self.reader = None;
-        if let (Ok(streams), Some(key)) = (Streams::of(ctx.silo()), parse_key(ctx.key())) {
-            streams.metrics_registry().partitions.remove(&key);
+        if let Some((name, partition)) = parse_key(ctx.key()) {
+            self.close(ctx.silo(), &name, partition, "deactivated");
+            if let Ok(streams) = Streams::of(ctx.silo()) {
+                streams
+                    .metrics_registry()
+                    .partitions
+                    .remove(&(name, partition));
+            }
         }
+        self.reader = None;
     }
 }
 
@@ -202,11 +217,12 @@ impl Handler<Pull> for PartitionAgent {
         let Some((name, partition)) = parse_key(ctx.key()) else {
             return;
         };
-        if silo.is_stopping() || !streams.owns(ctx.id()) {
+        if silo.is_stopping() || !streams.owns(&silo, ctx.id()) {
             // Another silo owns this partition now (or this one stops):
             // give the unacked items back and let the next keep-alive
             // activate the agent at its owner.
-            self.reader = None;
+            tracing::trace!(target: PULL_EVENTS, silo = silo.name(), provider = %name, partition, "not the owner here; leaving");
+            self.close(&silo, &name, partition, "not the owner");
             streams
                 .metrics_registry()
                 .partitions
@@ -228,6 +244,7 @@ impl Handler<Pull> for PartitionAgent {
                 Ok(r) => {
                     self.reader = Some(r);
                     self.retry_at = None;
+                    tracing::debug!(target: PULL_EVENTS, silo = silo.name(), provider = %name, partition, "partition opened");
                 }
                 Err(e) => {
                     tracing::warn!(provider = %name, partition, error = %e, "cannot open the partition; retrying in 1 s");
@@ -253,7 +270,7 @@ impl Handler<Pull> for PartitionAgent {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(provider = %name, partition, error = %e, "partition read failed; reopening in 1 s");
-                    self.reader = None;
+                    self.close(&silo, &name, partition, "read failed");
                     self.retry_at = Some(Instant::now() + Duration::from_secs(1));
                     break;
                 }
@@ -274,7 +291,7 @@ impl Handler<Pull> for PartitionAgent {
             if self.process(&silo, streams, &name, partition, batch).await {
                 // The channel's remaining unacked items go back to the
                 // broker.
-                self.reader = None;
+                self.close(&silo, &name, partition, "delivery left items unacked");
             }
         }
         if let Some(reader) = self.reader.as_ref() {
@@ -297,6 +314,14 @@ impl Handler<Pull> for PartitionAgent {
 }
 
 impl PartitionAgent {
+    /// Drops the reader, if any (its unacked items go back to the broker),
+    /// and says so.
+    fn close(&mut self, silo: &Silo, provider: &str, partition: u32, why: &'static str) {
+        if self.reader.take().is_some() {
+            tracing::debug!(target: PULL_EVENTS, silo = silo.name(), provider, partition, why, "partition closed");
+        }
+    }
+
     /// Delivers a batch in order, acking each item after its delivery:
     /// runs of items of one stream go out as one pipelined batch. Answers
     /// whether the reader must be dropped (an item is left unacked).
@@ -399,15 +424,27 @@ async fn stopping(silo: &Silo) {
     }
 }
 
-/// Starts the keeper of provider `name`'s `count` agents on `silo`.
+/// Starts the keeper of provider `name`'s `count` agents on `silo`: it
+/// keeps alive the agents this silo owns. Only the owner calls an agent,
+/// so that an agent left on a silo that no longer owns it gets no calls
+/// once it has deactivated: the directory then forgets where it was (a
+/// grain called again and again stays where it is registered), and the
+/// owner's next keep-alive activates it at the owner.
 pub(crate) fn start_keeper(silo: Silo, name: String, count: u32) {
     tokio::spawn(async move {
         loop {
             if silo.is_stopping() {
                 return;
             }
+            let Ok(streams) = Streams::of(&silo) else {
+                return;
+            };
             for p in 0..count {
-                let agent = silo.get_grain::<PartitionAgent>(agent_key(&name, p));
+                let key = agent_key(&name, p);
+                if !streams.owns(&silo, &GrainId::new(PartitionAgent::TYPE_NAME, key.clone())) {
+                    continue;
+                }
+                let agent = silo.get_grain::<PartitionAgent>(key);
                 if agent.tell(KeepPulling).is_err() && silo.is_stopping() {
                     return;
                 }

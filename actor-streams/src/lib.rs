@@ -31,6 +31,11 @@
 //! silos at once; when a silo dies, its partitions' agents are activated
 //! on the others (see [`PartitionSource`], [`Streams::set_ownership`]).
 //!
+//! Producers are grains, code holding a silo ([`ProviderHandle::producer`])
+//! or an external [`ClusterClient`](actor_cluster::ClusterClient)
+//! ([`ClusterClientStreamsExt::stream_producer`], which publishes through
+//! a silo of the cluster).
+//!
 //! Every item carries a [`SequenceToken`] written by its producer; a
 //! consumer drops redeliveries with [`Dedup`]. A consumer whose turn keeps
 //! failing has the item dead-lettered with its error (kept in the
@@ -107,6 +112,7 @@
 //! - `jetstream` (default): [`NatsStreams`], NATS JetStream through async-nats.
 
 mod agent;
+mod client;
 mod dispatch;
 mod error;
 mod id;
@@ -123,7 +129,8 @@ mod sql_subscriptions;
 mod streams;
 mod subscription;
 
-pub use agent::{Ownership, PartitionReader, PartitionSource, Received};
+pub use agent::{Ownership, PULL_EVENTS, PartitionReader, PartitionSource, Received};
+pub use client::{ClientProducer, ClusterClientStreamsExt};
 pub use dispatch::DeliveryPolicy;
 pub use error::{Error, Result};
 pub use id::{Dedup, SequenceToken, StreamId};
@@ -131,7 +138,7 @@ pub use item::{Ack, Delivery, DeliveryError, RawItem, StreamItem};
 #[cfg(feature = "jetstream")]
 pub use jetstream::{DEFAULT_NATS_URL, NatsStreams};
 pub use memory::MemoryStreams;
-pub use metrics::{NamespaceStats, PartitionStats, StreamMetrics};
+pub use metrics::{NamespaceStats, PartitionStats, StreamMetrics, names as metric_names};
 pub use provider::{BoxFuture, StreamProvider};
 #[cfg(feature = "rabbitmq")]
 pub use rabbitmq::{DEFAULT_RABBITMQ_URL, RabbitStreams};

@@ -76,7 +76,18 @@ where
             subscription: None,
             item: value,
         };
-        Ok(Box::pin(async move { grain.ask(delivery).await }))
+        // The consumer's turn continues the publish's trace, not the
+        // deliverer's (a stream grain's or a partition agent's turn).
+        let parent = item
+            .traceparent
+            .as_deref()
+            .and_then(|t| TraceContext::from_traceparent(t).ok());
+        Ok(Box::pin(async move {
+            match parent {
+                Some(parent) => parent.scope(grain.ask(delivery)).await,
+                None => grain.ask(delivery).await,
+            }
+        }))
     })
 }
 
@@ -217,12 +228,18 @@ pub trait SiloBuilderStreamsExt {
 }
 
 impl SiloBuilderStreamsExt for SiloBuilder {
-    fn with_streams(self, streams: StreamsBuilder) -> Self {
+    fn with_streams(mut self, streams: StreamsBuilder) -> Self {
         match streams.build() {
             Ok(streams) => {
                 let check = streams.clone();
+                let read = streams.clone();
+                self.extension_mut::<actor_core::MetricSources>()
+                    .add(crate::metrics::descriptors(), move |out| {
+                        crate::metrics::read_into(&read.metrics(), out)
+                    });
                 self.grain::<crate::memory::MemoryStreamGrain>()
                     .grain::<crate::agent::PartitionAgent>()
+                    .grain::<crate::client::PublisherGrain>()
                     .extension(streams)
                     .on_start(move |silo| check.validate(silo).map_err(Into::into))
             }
@@ -292,19 +309,26 @@ impl Streams {
         })
     }
 
-    /// Tells the partition agents on this silo which of them it owns (in a
-    /// cluster: `move |id| cluster.owner_of(id) == endpoint`, set once the
-    /// cluster silo runs). An agent that finds itself on a silo that does
-    /// not own it gives its partition back, and the next keep-alive
-    /// activates it where the placement puts it: partitions follow silos
-    /// that join. Without it, an agent stays where it was activated until
-    /// its silo dies.
+    /// Tells the partition agents on this silo which of them it owns,
+    /// instead of the cluster's view. An agent that finds itself on a silo
+    /// that does not own it gives its partition back, and the next
+    /// keep-alive activates it where the placement puts it.
+    ///
+    /// Without it, a cluster member owns the agents whose ids it owns in
+    /// its view of the cluster
+    /// ([`ClusterView::owner_of`](actor_cluster::ClusterView::owner_of),
+    /// where the default hash placement activates them), so partitions
+    /// follow silos that join; a silo outside a cluster owns every agent.
+    /// Set it when agents are placed another way.
     pub fn set_ownership(&self, owns: Ownership) {
         *self.inner.ownership.write() = Some(owns);
     }
 
-    pub(crate) fn owns(&self, id: &actor_core::GrainId) -> bool {
-        self.inner.ownership.read().as_ref().is_none_or(|o| o(id))
+    pub(crate) fn owns(&self, silo: &Silo, id: &actor_core::GrainId) -> bool {
+        if let Some(owns) = self.inner.ownership.read().as_ref() {
+            return owns(id);
+        }
+        actor_cluster::ClusterView::of(silo).is_none_or(|v| v.owner_of(id) == v.me().endpoint)
     }
 
     /// This silo's stream counters.
@@ -526,6 +550,34 @@ impl ProviderHandle {
         Ok(handle)
     }
 
+    /// Publishes items numbered elsewhere (a client's, through the
+    /// publisher grain): checked against the provider's size limit,
+    /// published as one batch, counted.
+    pub(crate) async fn publish_raw(&self, items: Vec<RawItem>) -> Result<()> {
+        let Some(first) = items.first() else {
+            return Ok(());
+        };
+        if items.iter().any(|i| i.stream != first.stream) {
+            return Err(Error::Config("a batch holds items of one stream".into()));
+        }
+        let limit = self.provider.max_item_bytes();
+        if let Some(big) = items.iter().find(|i| i.payload.len() > limit) {
+            return Err(Error::TooLarge {
+                provider: self.name.to_string(),
+                stream: big.stream.to_string(),
+                size: big.payload.len(),
+                limit,
+            });
+        }
+        let counters = self.streams.counters(&first.stream.namespace);
+        let n = items.len() as u64;
+        self.provider.publish(&self.silo, &self.name, items).await?;
+        counters
+            .published
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The subscriptions `consumer` holds on this provider with items of
     /// type `T`: what a reactivated grain resumes.
     pub async fn subscriptions<G, T>(
@@ -614,7 +666,15 @@ impl<T: StreamItem> StreamProducer<T> {
             }
             payloads.push(bytes);
         }
-        let traceparent = TraceContext::current().map(|t| t.to_string());
+        // The publishing turn's span, or outside a turn the caller's
+        // `traceparent` (an HTTP handler's, say): the consumers' turns
+        // continue that trace.
+        let traceparent = TraceContext::current().map(|t| t.to_string()).or_else(|| {
+            actor_core::RequestContext::current()
+                .value(actor_core::TRACEPARENT)
+                .filter(|t| TraceContext::from_traceparent(t).is_ok())
+                .map(str::to_owned)
+        });
         let mut seq = self.seq.lock().await;
         let mut tokens = Vec::with_capacity(items.len());
         let raw: Vec<RawItem> = payloads
