@@ -19,8 +19,11 @@
 //!   acknowledged write lost).
 //! - **Deterministic simulation** ([`sim`]): the same silos, links and
 //!   membership protocol under turmoil's simulated network and clock, with
-//!   a workload and a nemesis (kills, restarts, partitions, held
-//!   messages) over many seeds; a failing seed replays exactly.
+//!   a nemesis (kills, restarts, partitions, held messages) over many
+//!   seeds; a failing seed replays exactly. [`sim::Simulation`] runs
+//!   **your** grain types and workload there, with the oracles and
+//!   invariants of your own (see the example in [`sim`] and
+//!   `docs/testing.md`).
 //!
 //! What it is not: a mock of the runtime. The silos, the membership agent,
 //! the fenced router and the gRPC link are the production code; only the
@@ -59,6 +62,12 @@
 //! assert_eq!(counter.add(1).await?, 1);
 //! # Ok(()) }
 //! ```
+
+/// docs/testing.md, whose Rust examples are compiled as doctests so that
+/// they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/testing.md")]
+struct TestingGuideDoctests;
 
 mod cluster;
 mod error;

@@ -1,46 +1,101 @@
-// Over 800 lines on purpose: the simulated hosts, the nemesis and the
-// replay share the simulated world's types; its oracles are in oracle.rs.
-//! Deterministic simulation: the cluster under turmoil.
+// Over 800 lines on purpose: the simulated hosts share the simulated
+// world's wire types; the builder and the nemesis are in sim/world.rs,
+// the built-in workload in sim/builtin.rs, the oracles in oracle.rs.
+//! Deterministic simulation: the cluster, your grains and your workload
+//! under turmoil.
 //!
 //! Each silo is a turmoil host running the production [`ClusterSilo`]:
 //! its tonic link server on a simulated TCP listener, its links and probes
 //! over simulated TCP streams, its membership agent on the simulator's
 //! clock ([`WallClock`] from `turmoil::since_epoch`, tokio time paused and
-//! stepped by turmoil). The membership table is the in-memory one, served
-//! by a host named `db` over simulated TCP, so a silo can be partitioned
-//! from it like from a real database. A client host runs a workload
-//! through a [`ClusterClient`], and a
-//! nemesis, driven by the same seed, crashes, restarts and partitions
-//! silos and holds their messages.
+//! stepped by turmoil). The membership table and the silos' default grain
+//! storage are the in-memory ones, served by a host named `db` over
+//! simulated TCP, so a silo can be partitioned from them like from a real
+//! database. Client hosts run a workload through a [`ClusterClient`], and
+//! a [`Nemesis`], driven by the same seed, crashes, restarts and
+//! partitions silos and holds their messages.
 //!
-//! The [`ActivationOracle`] (strict) and the [`CallHistory`] check every
-//! run. The same seed gives the same run: [`SimReport::trace`] is the
-//! event trace, equal across replays. A failing seed is printed by
-//! [`run_seeds`]; replay it with `SIM_SEED=<seed> SIM_SEEDS=1`.
+//! [`Simulation`] runs **your** grain types and workload in that world:
+//!
+//! ```no_run
+//! use actor_core::prelude::*;
+//! use actor_testkit::sim::{SimActivations, Simulation, seeds_from_env};
+//!
+//! /// A grain of yours, reporting its activations to the oracle.
+//! struct Counter { n: u64, activations: SimActivations }
+//! impl Grain for Counter {
+//!     const TYPE_NAME: &'static str = "counter";
+//!     async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
+//!         self.activations.activated(ctx);
+//!         Ok(())
+//!     }
+//!     async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, why: actor_core::DeactivationReason) {
+//!         self.activations.deactivated(ctx, why);
+//!     }
+//! }
+//! #[grain_methods]
+//! impl Counter {
+//!     pub async fn add(&mut self, n: u64) -> u64 { self.n += n; self.n }
+//! }
+//!
+//! Simulation::builder()
+//!     .silo(|silo, builder| {
+//!         let activations = silo.activations();
+//!         builder.grain_with(move |_| Counter { n: 0, activations: activations.clone() })
+//!     })
+//!     .workload(|sim| async move {
+//!         let mut rng = sim.rng(0);
+//!         while sim.during_chaos() {
+//!             let grain = sim.client().get_grain::<Counter>(rng.below(8) as i64);
+//!             let _ = grain.add(1).await; // may fail under the nemesis
+//!             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+//!         }
+//!         sim.after_chaos().await;
+//!         for key in 0..8i64 {
+//!             sim.client().get_grain::<Counter>(key).add(0).await?;
+//!         }
+//!         Ok(())
+//!     })
+//!     .build()
+//!     .check(seeds_from_env(4)); // panics with each failing seed and its replay line
+//! ```
+//!
+//! Every run is checked by the strict [`ActivationOracle`] (fed by
+//! [`SimActivations`]), the [`CallHistory`] and the [`WriteHistory`] (fed
+//! by whoever uses them), and your [invariants](SimulationBuilder::invariant).
+//! The same seed gives the same run: [`SimReport::trace`] is the event
+//! trace, equal across replays in fresh processes. A failing seed is
+//! printed with the line that replays it (`SIM_SEED=<seed> SIM_SEEDS=1`).
+//! The built-in workload ([`run`], [`SimConfig`]) is one user of
+//! [`Simulation`].
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use actor_cluster::{
-    BoxedIo, ClusterClient, ClusterConfig, ClusterSilo, Connector, InMemoryMembership,
-    LinkListener, MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress,
-    TableVersion, WallClock,
+    BoxedIo, Connector, LinkListener, MembershipEntry, MembershipSnapshot, MembershipTable,
+    RowEtag, SiloAddress, TableVersion, WallClock,
 };
 use actor_core::prelude::*;
-use actor_persistence::{
-    ETag, MemoryStorage, PersistentState, SiloBuilderStorageExt, StateKey, StorageProvider,
-    StoredState,
-};
+use actor_persistence::{ETag, StateKey, StorageProvider, StoredState};
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::faults::{FaultSwitch, FaultyMembership};
-use crate::oracle::{
-    ActivationOracle, CallHistory, CallOutcome, DuplicateActivation, HistoryViolation,
-    WriteHistory, WriteViolation,
+#[cfg(doc)]
+use crate::oracle::{ActivationOracle, CallHistory, WriteHistory};
+use crate::oracle::{DuplicateActivation, HistoryViolation, WriteViolation};
+#[cfg(doc)]
+use actor_cluster::{ClusterClient, ClusterSilo};
+
+mod builtin;
+mod world;
+
+pub use builtin::{SimConfig, run, run_seeds};
+pub use world::{
+    Nemesis, SERVICE_PORT, SimActivations, SimClient, SimSilo, Simulation, SimulationBuilder,
+    WorkloadResult, request,
 };
 
 /// The port silos serve their link on.
@@ -51,55 +106,6 @@ const DB_PORT: u16 = 5432;
 const EPOCH_MILLIS: u64 = 1_700_000_000_000;
 /// One simulation step.
 const TICK_MS: u64 = 2;
-
-/// What one simulated run does.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct SimConfig {
-    /// The seed of the network, the workload and the nemesis.
-    pub seed: u64,
-    /// How many silos.
-    pub silos: usize,
-    /// How many grains the workload calls.
-    pub grains: i64,
-    /// How many concurrent callers.
-    pub callers: usize,
-    /// How long the nemesis runs (simulated time); the run then heals
-    /// everything, waits for the cluster to settle and calls every grain.
-    pub chaos: Duration,
-    /// Whether the nemesis acts at all.
-    pub nemesis: bool,
-    /// Test-only: turn the activation fence off (the broken variant the
-    /// oracle must catch).
-    pub unfenced: bool,
-}
-
-impl SimConfig {
-    /// Three silos, 12 grains, 3 callers, 8 s of chaos.
-    pub fn new(seed: u64) -> Self {
-        SimConfig {
-            seed,
-            silos: 3,
-            grains: 12,
-            callers: 3,
-            chaos: Duration::from_secs(8),
-            nemesis: true,
-            unfenced: false,
-        }
-    }
-
-    /// The broken variant: the same run with the fence turned off.
-    pub fn unfenced(mut self) -> Self {
-        self.unfenced = true;
-        self
-    }
-
-    /// Without the nemesis.
-    pub fn calm(mut self) -> Self {
-        self.nemesis = false;
-        self
-    }
-}
 
 /// What one simulated run found.
 #[derive(Debug, Clone)]
@@ -116,12 +122,14 @@ pub struct SimReport {
     /// Acknowledged writes missing from the stored state, or stored
     /// twice.
     pub writes: Vec<WriteViolation>,
+    /// The user's invariants that failed, as `name: why`.
+    pub invariants: Vec<String>,
     /// Acknowledged, failed and unknown calls.
     pub calls: (usize, usize, usize),
     /// Nemesis actions taken.
     pub faults: usize,
-    /// The simulation itself failed (a host errored, or the run did not
-    /// finish in time).
+    /// The simulation itself failed (a host or the workload errored, or
+    /// the run did not finish in time).
     pub error: Option<String>,
 }
 
@@ -131,6 +139,7 @@ impl SimReport {
         self.duplicates.is_empty()
             && self.history.is_empty()
             && self.writes.is_empty()
+            && self.invariants.is_empty()
             && self.error.is_none()
     }
 
@@ -148,6 +157,9 @@ impl SimReport {
         }
         for w in self.writes.iter().take(3) {
             s.push_str(&format!(" {w};"));
+        }
+        for i in self.invariants.iter().take(3) {
+            s.push_str(&format!(" {i};"));
         }
         s
     }
@@ -188,12 +200,19 @@ pub fn seeds_from_env(default_count: u64) -> std::ops::Range<u64> {
     first..first + count
 }
 
-/// Runs `seeds` on `threads` threads (each run is single-threaded and
-/// independent), printing each failing seed; the reports in seed order.
-pub fn run_seeds(
+/// Simulated milliseconds since the Unix epoch inside a simulation (the
+/// simulator's clock), `None` outside one: the clock to give a library
+/// that keeps its own ([`SimulationBuilder::setup`]).
+pub fn clock_millis() -> Option<i64> {
+    turmoil::since_epoch().map(|d| d.as_millis() as i64)
+}
+
+/// Runs `run(seed)` for `seeds` on `threads` threads, printing each
+/// failing seed; the reports in seed order.
+pub(crate) fn run_seeds_with(
     seeds: std::ops::Range<u64>,
     threads: usize,
-    config: impl Fn(u64) -> SimConfig + Send + Sync,
+    run: impl Fn(u64) -> SimReport + Sync,
 ) -> Vec<SimReport> {
     let next = Mutex::new(seeds.clone());
     let reports = Mutex::new(Vec::new());
@@ -204,7 +223,7 @@ pub fn run_seeds(
                     let Some(seed) = next.lock().next() else {
                         return;
                     };
-                    let report = run(&config(seed));
+                    let report = run(seed);
                     if !report.passed() {
                         eprintln!(
                             "simulation failed: {} (replay: SIM_SEED={seed} SIM_SEEDS=1)",
@@ -221,62 +240,34 @@ pub fn run_seeds(
     reports
 }
 
-/// The event trace of a run, shared by its hosts (one thread).
+/// The event trace of a run, shared by its hosts (one thread): each event
+/// with its simulated time in milliseconds.
 #[derive(Clone, Default)]
-struct Trace(Arc<Mutex<Vec<String>>>);
+pub struct SimTrace(Arc<Mutex<Vec<String>>>);
 
-impl Trace {
-    fn push(&self, what: impl Into<String>) {
+impl std::fmt::Debug for SimTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SimTrace")
+            .field(&self.0.lock().len())
+            .finish()
+    }
+}
+
+impl SimTrace {
+    /// Records an event now (inside a simulated host).
+    pub fn event(&self, what: impl Into<String>) {
         let at = turmoil::sim_elapsed().unwrap_or_default().as_millis();
         self.0.lock().push(format!("{at:>6} {}", what.into()));
     }
-}
 
-/// The grain the workload calls: it reports its activations to the
-/// oracle and each call it runs to the history.
-struct Tracked {
-    oracle: ActivationOracle,
-    history: CallHistory,
-    trace: Trace,
-    /// The ops this grain ran and stored.
-    ops: Option<PersistentState<Vec<u64>>>,
-}
-
-impl Grain for Tracked {
-    const TYPE_NAME: &'static str = "tracked";
-    async fn on_activate(&mut self, ctx: &GrainContext<Self>) -> Result<(), actor_core::BoxError> {
-        // An activation that cannot load its state fails (and is never
-        // deactivated): it only counts once it is up.
-        self.ops = Some(PersistentState::load(ctx, "ops").await?);
-        self.oracle.activated(ctx.id(), ctx.silo().name());
-        self.trace
-            .push(format!("{} up on {}", ctx.id(), ctx.silo().name()));
-        Ok(())
-    }
-    async fn on_deactivate(&mut self, ctx: &GrainContext<Self>, _: actor_core::DeactivationReason) {
-        self.oracle.deactivated(ctx.id(), ctx.silo().name());
-        self.trace
-            .push(format!("{} down on {}", ctx.id(), ctx.silo().name()));
-    }
-}
-
-#[grain_methods]
-impl Tracked {
-    /// Runs call `op` and stores it; how many ops are stored.
-    pub(crate) async fn touch(&mut self, op: u64, ctx: &GrainContext<Self>) -> Result<u64, String> {
-        self.history.observe(ctx.id(), op);
-        let ops = self.ops.as_mut().ok_or("not loaded")?;
-        ops.state_mut().push(op);
-        ops.write_or_reset(ctx).await.map_err(|e| e.to_string())?;
-        Ok(ops.state().len() as u64)
+    fn event_at(&self, at: Duration, what: impl Into<String>) {
+        self.0
+            .lock()
+            .push(format!("{:>6} {}", at.as_millis(), what.into()));
     }
 
-    /// The ops stored.
-    pub(crate) async fn ops(&self) -> Vec<u64> {
-        self.ops
-            .as_ref()
-            .map(|s| s.state().clone())
-            .unwrap_or_default()
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().clone()
     }
 }
 
@@ -306,7 +297,7 @@ enum TableReply {
     Conflict,
 }
 
-async fn serve_db(
+pub(crate) async fn serve_db(
     table: Arc<dyn MembershipTable>,
     storage: Arc<dyn StorageProvider>,
 ) -> std::io::Result<()> {
@@ -378,8 +369,8 @@ fn state_reply(r: actor_persistence::Result<TableReply>) -> TableReply {
 
 /// A silo's view of the table on host `db`: one request per connection,
 /// each bounded in time, so a partition from `db` is an error, not a hang.
-struct RemoteTable {
-    timeout: Duration,
+pub(crate) struct RemoteTable {
+    pub(crate) timeout: Duration,
 }
 
 impl RemoteTable {
@@ -472,7 +463,7 @@ impl MembershipTable for RemoteTable {
 
 /// Grain state on host `db` (the in-memory storage provider behind
 /// simulated TCP), through the same connection-per-request protocol.
-struct RemoteStorage(RemoteTable);
+pub(crate) struct RemoteStorage(pub(crate) RemoteTable);
 
 impl RemoteStorage {
     async fn call(
@@ -498,14 +489,10 @@ impl RemoteStorage {
 }
 
 fn state_key_parts(key: &StateKey) -> (GrainId, String) {
-    // The workload's grains have integer keys, stored as `i:<n>`.
-    let k: i64 = key
-        .grain_key()
-        .strip_prefix("i:")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_default();
+    // Any grain key, carried as a string key (`i:42`, `s:alice`, ..) of
+    // the same type: one record on `db` per record of the silos.
     (
-        GrainId::new(key.grain_type().to_owned(), k),
+        GrainId::new(key.grain_type().to_owned(), key.grain_key()),
         key.name().to_owned(),
     )
 }
@@ -577,7 +564,7 @@ fn bad_state_reply(reply: &TableReply) -> actor_persistence::Error {
 
 // ---- Silo links over simulated TCP ----
 
-struct SimConnector;
+pub(crate) struct SimConnector;
 
 impl Connector for SimConnector {
     fn connect(&self, endpoint: &str) -> BoxFuture<'static, std::io::Result<BoxedIo>> {
@@ -593,7 +580,7 @@ impl Connector for SimConnector {
     }
 }
 
-async fn sim_listener(name: &str) -> std::io::Result<LinkListener> {
+pub(crate) async fn sim_listener(name: &str) -> std::io::Result<LinkListener> {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", LINK_PORT)).await?;
     let incoming = futures::stream::unfold(listener, |l| async move {
         let accepted = l.accept().await.map(|(s, _)| Box::new(s) as BoxedIo);
@@ -602,7 +589,7 @@ async fn sim_listener(name: &str) -> std::io::Result<LinkListener> {
     Ok(LinkListener::new(format!("{name}:{LINK_PORT}"), incoming))
 }
 
-fn sim_clock() -> WallClock {
+pub(crate) fn sim_clock() -> WallClock {
     WallClock::new(|| {
         turmoil::since_epoch()
             .map(|d| d.as_millis() as i64)
@@ -610,382 +597,6 @@ fn sim_clock() -> WallClock {
     })
 }
 
-fn silo_name(i: usize) -> String {
+pub(crate) fn silo_name(i: usize) -> String {
     format!("silo-{i}")
-}
-
-/// Runs one simulation.
-pub fn run(config: &SimConfig) -> SimReport {
-    // Ids from the run, not from whatever ran on this thread before.
-    actor_core::__private::restart_call_ids_on_this_thread();
-    let oracle = ActivationOracle::strict();
-    let history = CallHistory::new();
-    let writes = WriteHistory::new();
-    let trace = Trace::default();
-    let faults = Arc::new(Mutex::new(0usize));
-
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(config.seed)
-        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MILLIS))
-        .simulation_duration(config.chaos + Duration::from_secs(60))
-        .min_message_latency(Duration::from_micros(200))
-        .max_message_latency(Duration::from_millis(5))
-        .tcp_capacity(4096)
-        .tick_duration(Duration::from_millis(TICK_MS))
-        .build();
-
-    // The database host: the in-memory table behind simulated TCP. It
-    // tells the oracle about every silo declared dead.
-    let table = InMemoryMembership::new();
-    {
-        let (oracle, trace) = (oracle.clone(), trace.clone());
-        let table = FaultyMembership::new(Arc::new(table), FaultSwitch::new()).on_death(move |e| {
-            oracle.declared_dead(&e.name);
-            trace.push(format!("{} declared dead", e.name));
-        });
-        let storage: Arc<dyn StorageProvider> = Arc::new(MemoryStorage::new());
-        sim.host("db", move || {
-            let table: Arc<dyn MembershipTable> = Arc::new(table.clone());
-            let storage = storage.clone();
-            async move {
-                serve_db(table, storage).await?;
-                Ok(())
-            }
-        });
-    }
-
-    let mut cluster = ClusterConfig::fast();
-    cluster.clock = sim_clock();
-    cluster.unfenced_for_tests = config.unfenced;
-    for i in 0..config.silos {
-        let name = silo_name(i);
-        let (oracle, history, trace, cluster) = (
-            oracle.clone(),
-            history.clone(),
-            trace.clone(),
-            cluster.clone(),
-        );
-        sim.host(name.clone(), move || {
-            let (name, oracle, history, trace, cluster) = (
-                name.clone(),
-                oracle.clone(),
-                history.clone(),
-                trace.clone(),
-                cluster.clone(),
-            );
-            async move {
-                // A supervisor: a silo that stops serving (it read itself
-                // dead) exits, and the process is started again, as a
-                // service manager would.
-                loop {
-                    oracle.started(&name);
-                    trace.push(format!("{name} starts"));
-                    // The table may be out of reach (a partition): retry.
-                    let silo = loop {
-                        let (o, h, t) = (oracle.clone(), history.clone(), trace.clone());
-                        let builder = Silo::builder()
-                            .name(name.clone())
-                            .call_timeout(Duration::from_secs(2))
-                            .grain_with(move |_| Tracked {
-                                oracle: o.clone(),
-                                history: h.clone(),
-                                trace: t.clone(),
-                                ops: None,
-                            });
-                        let builder = builder.with_default_storage(RemoteStorage(RemoteTable {
-                            timeout: Duration::from_millis(500),
-                        }));
-                        let table = Arc::new(RemoteTable {
-                            timeout: Duration::from_millis(500),
-                        });
-                        let listener = sim_listener(&name).await?;
-                        match ClusterSilo::start_on(
-                            builder,
-                            listener,
-                            Arc::new(SimConnector),
-                            table,
-                            cluster.clone(),
-                        )
-                        .await
-                        {
-                            Ok(silo) => break silo,
-                            Err(e) => {
-                                trace.push(format!("{name} could not join: {e}"));
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                            }
-                        }
-                    };
-                    trace.push(format!("{name} joined"));
-                    while silo.is_serving() {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    // The process exits: whatever it still held is gone.
-                    drop(silo);
-                    oracle.crashed(&name);
-                    trace.push(format!("{name} stopped serving; restarting"));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        });
-    }
-
-    // The workload: callers through a cluster client, then, once the
-    // nemesis stopped and the cluster settled, one call to every grain.
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (history, writes, trace, done) =
-            (history.clone(), writes.clone(), trace.clone(), done.clone());
-        let config = config.clone();
-        sim.client("client", async move {
-            let gateways: Vec<String> = (0..config.silos)
-                .map(|i| format!("{}:{LINK_PORT}", silo_name(i)))
-                .collect();
-            // Let the silos join first.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let client = loop {
-                match ClusterClient::connect_via(
-                    Arc::new(SimConnector),
-                    gateways.clone(),
-                    Duration::from_millis(500),
-                )
-                .await
-                {
-                    Ok(client) => break client,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            };
-            let w = Arc::new(Workload {
-                client,
-                history,
-                writes,
-                trace,
-            });
-            let until = tokio::time::Instant::now() + config.chaos;
-            let mut callers = Vec::new();
-            for c in 0..config.callers {
-                let w = w.clone();
-                let mut rng = SimRng::new(config.seed.wrapping_mul(31).wrapping_add(c as u64));
-                let grains = config.grains;
-                callers.push(tokio::spawn(async move {
-                    while tokio::time::Instant::now() < until {
-                        let key = rng.below(grains as u64) as i64;
-                        call(&w, key).await;
-                        let pause = 10 + rng.below(60);
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                    }
-                }));
-            }
-            for c in callers {
-                let _ = c.await;
-            }
-            // The nemesis heals everything at `chaos`; give failure
-            // detection and leases time to settle, then every grain must
-            // answer again.
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            for key in 0..config.grains {
-                let mut answered = false;
-                for _ in 0..10 {
-                    if call(&w, key).await && read_back(&w, key).await {
-                        answered = true;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                if !answered {
-                    return Err(format!("grain {key} does not answer after healing").into());
-                }
-            }
-            done.store(true, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        });
-    }
-
-    // The nemesis, between simulation steps.
-    let mut rng = SimRng::new(config.seed);
-    let mut down: BTreeSet<usize> = BTreeSet::new();
-    let mut cut: Vec<(String, String)> = Vec::new();
-    let mut held: Vec<(String, String)> = Vec::new();
-    let start = Duration::from_secs(3);
-    let mut next_action = start + Duration::from_millis(500 + rng.below(1000));
-    let mut healed = false;
-    let result = loop {
-        match sim.step() {
-            Ok(true) => break Ok(()),
-            Ok(false) => {}
-            Err(e) => break Err(e.to_string()),
-        }
-        let now = sim.elapsed();
-        if !config.nemesis || healed {
-            continue;
-        }
-        if now >= start + config.chaos {
-            // Heal: repair links, release messages, restart crashed silos.
-            for (a, b) in cut.drain(..) {
-                sim.repair(a.as_str(), b.as_str());
-            }
-            for (a, b) in held.drain(..) {
-                sim.release(a.as_str(), b.as_str());
-            }
-            for i in std::mem::take(&mut down) {
-                sim.bounce(silo_name(i));
-            }
-            trace.push_at(now, "nemesis heals everything");
-            healed = true;
-            continue;
-        }
-        if now < next_action {
-            continue;
-        }
-        next_action = now + Duration::from_millis(800 + rng.below(1500));
-        *faults.lock() += 1;
-        let victim = rng.below(config.silos as u64) as usize;
-        let name = silo_name(victim);
-        match rng.below(6) {
-            0 if down.len() + 1 < config.silos && !down.contains(&victim) => {
-                sim.crash(name.as_str());
-                oracle.crashed(&name);
-                down.insert(victim);
-                trace.push_at(now, format!("nemesis crashes {name}"));
-            }
-            1 if !down.is_empty() => {
-                let i = *down
-                    .iter()
-                    .nth(rng.below(down.len() as u64) as usize)
-                    .unwrap();
-                down.remove(&i);
-                sim.bounce(silo_name(i));
-                trace.push_at(now, format!("nemesis restarts {}", silo_name(i)));
-            }
-            2 => {
-                // Cut a silo off from everyone, the table included.
-                for peer in (0..config.silos)
-                    .map(silo_name)
-                    .chain(["db".to_owned(), "client".to_owned()])
-                {
-                    if peer != name {
-                        sim.partition(name.as_str(), peer.as_str());
-                        cut.push((name.clone(), peer));
-                    }
-                }
-                trace.push_at(now, format!("nemesis isolates {name}"));
-            }
-            3 => {
-                let other = silo_name((victim + 1) % config.silos);
-                sim.partition(name.as_str(), other.as_str());
-                cut.push((name.clone(), other.clone()));
-                trace.push_at(now, format!("nemesis partitions {name} | {other}"));
-            }
-            4 => {
-                let other = silo_name((victim + 1) % config.silos);
-                sim.hold(name.as_str(), other.as_str());
-                held.push((name.clone(), other.clone()));
-                trace.push_at(now, format!("nemesis holds {name} <-> {other}"));
-            }
-            _ => {
-                for (a, b) in cut.drain(..) {
-                    sim.repair(a.as_str(), b.as_str());
-                }
-                for (a, b) in held.drain(..) {
-                    sim.release(a.as_str(), b.as_str());
-                }
-                trace.push_at(now, "nemesis repairs the network");
-            }
-        }
-    };
-
-    let mut error = result.err();
-    if error.is_none() && !done.load(std::sync::atomic::Ordering::SeqCst) {
-        error = Some("the workload did not finish".into());
-    }
-    let report = SimReport {
-        seed: config.seed,
-        trace: trace.0.lock().clone(),
-        duplicates: oracle.violations(),
-        history: history.violations(),
-        writes: writes.violations(),
-        calls: history.counts(),
-        faults: *faults.lock(),
-        error,
-    };
-    drop(sim);
-    report
-}
-
-impl Trace {
-    fn push_at(&self, at: Duration, what: impl Into<String>) {
-        self.0
-            .lock()
-            .push(format!("{:>6} {}", at.as_millis(), what.into()));
-    }
-}
-
-/// One call of the workload; whether it was acknowledged.
-async fn call(w: &Workload, key: i64) -> bool {
-    let grain = w
-        .client
-        .get_grain::<Tracked>(key)
-        .with_timeout(Duration::from_secs(2));
-    let id = GrainId::new(Tracked::TYPE_NAME, key);
-    let op = w.history.invoke(&id);
-    w.writes.write_started(&id, op);
-    let result = grain.touch(op).await;
-    // A grain error (its write failed) leaves the outcome unknown: the
-    // op ran, and its write may or may not have been stored.
-    let acked = matches!(result, Ok(Ok(_)));
-    w.history.complete(
-        op,
-        if acked {
-            CallOutcome::Ok
-        } else {
-            CallOutcome::Unknown
-        },
-    );
-    match &result {
-        Ok(Ok(n)) => {
-            w.writes.write_acked(&id, op);
-            w.trace.push(format!("call #{op} to {key}: ok {n}"));
-        }
-        Ok(Err(_)) => w.trace.push(format!("call #{op} to {key}: write failed")),
-        Err(e) => w
-            .trace
-            .push(format!("call #{op} to {key}: {}", error_kind(e))),
-    }
-    acked
-}
-
-/// Reads grain `key`'s stored ops for the lost-write checker.
-async fn read_back(w: &Workload, key: i64) -> bool {
-    let grain = w
-        .client
-        .get_grain::<Tracked>(key)
-        .with_timeout(Duration::from_secs(2));
-    let id = GrainId::new(Tracked::TYPE_NAME, key);
-    let start = w.writes.read_started(&id);
-    match grain.ops().await {
-        Ok(ops) => {
-            w.trace.push(format!("read {key}: {} ops", ops.len()));
-            w.writes.read_finished(start, &ops);
-            true
-        }
-        Err(e) => {
-            w.trace.push(format!("read {key}: {}", error_kind(&e)));
-            false
-        }
-    }
-}
-
-/// What the workload's callers share.
-struct Workload {
-    client: ClusterClient,
-    history: CallHistory,
-    writes: WriteHistory,
-    trace: Trace,
-}
-
-fn error_kind(e: &actor_core::Error) -> &'static str {
-    match e {
-        actor_core::Error::Timeout { .. } => "timeout",
-        actor_core::Error::SiloUnavailable { .. } => "unavailable",
-        _ => "error",
-    }
 }

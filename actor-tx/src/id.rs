@@ -20,7 +20,7 @@ impl TxId {
 
     /// A fresh random id.
     pub fn new() -> TxId {
-        TxId(uuid::Uuid::new_v4())
+        TxId(uuid::Builder::from_random_bytes(random_u128().to_le_bytes()).into_uuid())
     }
 }
 
@@ -54,7 +54,8 @@ pub struct Priority {
 impl Priority {
     /// A priority for a transaction starting now.
     pub fn now() -> Priority {
-        let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
+        let r = random_u128();
+        let (hi, lo) = ((r >> 64) as u64, r as u64);
         Priority {
             micros: now_millis().saturating_mul(1000) as u64 + (hi % 1000),
             tie: lo,
@@ -112,9 +113,44 @@ impl TxInfo {
 }
 
 /// Wall-clock milliseconds since the Unix epoch (the workspace's one clock
-/// helper, in actor-core).
+/// helper, in actor-core), or the simulated clock on a thread that runs a
+/// deterministic simulation ([`__private::simulate_on_this_thread`](crate::__private::simulate_on_this_thread)).
 pub fn now_millis() -> i64 {
-    actor_core::__private::now_millis()
+    SIMULATED
+        .with_borrow(|s| s.as_ref().and_then(|s| (s.clock)()))
+        .unwrap_or_else(actor_core::__private::now_millis)
+}
+
+/// 128 random bits: from the OS, or from the simulation's seeded
+/// generator on a thread that runs one (so that ids, ages and ETags
+/// replay with the seed).
+pub(crate) fn random_u128() -> u128 {
+    SIMULATED
+        .with_borrow_mut(|s| {
+            s.as_mut().map(|s| {
+                let mut next = || {
+                    // splitmix64
+                    s.rng = s.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = s.rng;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    z ^ (z >> 31)
+                };
+                (u128::from(next()) << 64) | u128::from(next())
+            })
+        })
+        .unwrap_or_else(|| uuid::Uuid::new_v4().as_u128())
+}
+
+/// What a simulation thread reads instead of the wall clock and the OS.
+pub(crate) struct Simulated {
+    pub(crate) clock: fn() -> Option<i64>,
+    pub(crate) rng: u64,
+}
+
+thread_local! {
+    pub(crate) static SIMULATED: std::cell::RefCell<Option<Simulated>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// How a transaction used one transactional state.

@@ -180,6 +180,27 @@ pub use transaction::{
     retry_transaction, run_transaction, run_transaction_with,
 };
 
+/// Hooks for actor-testkit's deterministic simulation; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    /// A simulated clock: milliseconds since the Unix epoch, `None` where it
+    /// has none (outside a simulated host).
+    pub type SimClock = fn() -> Option<i64>;
+
+    /// On this thread, read the time from `clock` (falling back to the
+    /// wall clock where it answers `None`) and draw transaction ids, ages,
+    /// ETags and backoff jitter from a generator seeded with `seed`, so
+    /// that a simulated run replays with its seed; `None` restores the wall
+    /// clock and the OS's randomness. A turmoil simulation runs all its
+    /// hosts on one thread, so this covers the whole run.
+    pub fn simulate_on_this_thread(hooks: Option<(SimClock, u64)>) {
+        crate::id::SIMULATED.set(hooks.map(|(clock, seed)| crate::id::Simulated {
+            clock,
+            rng: seed ^ 0x5851_f42d_4c95_7f2d,
+        }));
+    }
+}
+
 /// The names a grain author needs, in one `use`.
 pub mod prelude {
     pub use crate::{

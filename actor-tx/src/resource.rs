@@ -16,7 +16,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// The runtime's clock (simulated under turmoil), not the OS's.
+use tokio::time::Instant;
 
 use actor_core::prelude::*;
 use actor_core::{ActivationContext, TimerHandle};
@@ -74,6 +77,15 @@ struct Inner {
 }
 
 const BROKEN_KEPT: usize = 4096;
+
+/// How long past a committed transaction's deadline its outcome record
+/// outlives the confirmations. A root whose commit answer was lost asks
+/// the manager for the outcome until about deadline + 20 s (the commit
+/// call's 5 s of grace, 10 s of asking, 5 s per ask); a record forgotten
+/// before that would let the ask find none and decide "aborted" for a
+/// transaction every participant applied (found by the bank simulation,
+/// actor-testkit/tests/simulation_bank.rs).
+const OUTCOME_KEPT: Duration = Duration::from_secs(30);
 
 /// How long a confirmed participant waits before writing its row, so that
 /// the prepare record of the next transaction on the state (which a
@@ -386,7 +398,7 @@ impl TxResource {
             }
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep_until(wait_until.into()) => {}
+                _ = tokio::time::sleep_until(wait_until) => {}
             }
         }
     }
@@ -758,7 +770,7 @@ impl TxResource {
                 ctx.deactivate_on_idle();
                 return match self.rt.storage.outcome(tx.id).await {
                     Ok(Some(Outcome::Committed)) => {
-                        self.confirm_later(tx.id, others, ctx);
+                        self.confirm_later(tx, others, ctx);
                         CommitReply::Committed
                     }
                     Ok(Some(Outcome::Aborted)) => {
@@ -772,13 +784,16 @@ impl TxResource {
         }
         self.changed.notify_waiters();
         self.rt.step(Step::AfterCommitRecord, tx.id).await;
-        self.confirm_later(tx.id, others, ctx);
+        self.confirm_later(tx, others, ctx);
         CommitReply::Committed
     }
 
     /// Confirms the commit to the writers (readers released at prepare),
-    /// then forgets the outcome record once all of them applied it.
-    fn confirm_later(&self, tx: TxId, others: &[(String, Access)], ctx: &GrainContext<Self>) {
+    /// then forgets the outcome record once all of them applied it and the
+    /// root can no longer ask for it ([`OUTCOME_KEPT`] past the deadline).
+    fn confirm_later(&self, tx: &TxInfo, others: &[(String, Access)], ctx: &GrainContext<Self>) {
+        let keep = tx.remaining() + OUTCOME_KEPT;
+        let tx = tx.id;
         let writers: Vec<GrainRef<TxResource>> = others
             .iter()
             .filter(|(_, a)| *a == Access::Write)
@@ -808,7 +823,11 @@ impl TxResource {
             if writers.len() == 1 {
                 rt.step(Step::DuringConfirmation, tx).await;
             }
-            if all && let Err(e) = rt.storage.forget(tx).await {
+            if !all {
+                return;
+            }
+            tokio::time::sleep(keep).await;
+            if let Err(e) = rt.storage.forget(tx).await {
                 tracing::debug!(%tx, error = %e, "forgetting an outcome record failed");
             }
         });

@@ -106,7 +106,7 @@ pub trait TransactionalStorage: Send + Sync + 'static {
 }
 
 pub(crate) fn new_etag() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    format!("{:032x}", crate::id::random_u128())
 }
 
 #[derive(Default)]

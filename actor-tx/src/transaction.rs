@@ -288,8 +288,7 @@ where
         match attempt(client, options, priority, body()).await {
             Err(e) if e.is_retryable() && run < policy.attempts.max(1) => {
                 run += 1;
-                let jitter =
-                    uuid::Uuid::new_v4().as_u64_pair().0 % (backoff.as_micros() as u64 + 1);
+                let jitter = crate::id::random_u128() as u64 % (backoff.as_micros() as u64 + 1);
                 tokio::time::sleep(backoff / 2 + Duration::from_micros(jitter / 2)).await;
                 backoff = (backoff * 2).min(policy.max_backoff);
             }
