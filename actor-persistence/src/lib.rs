@@ -186,6 +186,8 @@
 mod error;
 mod etag;
 mod event_store;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod group_commit;
 mod journal;
 mod memory_storage;
 mod persistent_state;

@@ -3,7 +3,9 @@
 //! Each write is one conditional statement (an `UPDATE ... WHERE etag = $n`
 //! or an `INSERT ... ON CONFLICT DO NOTHING`); PostgreSQL's row locks make
 //! it atomic, and the affected-row count tells whether the compare-and-set
-//! held. The DDL runs under a transaction-scoped advisory lock, so that
+//! held. Updates issued at the same time are group-committed: one
+//! statement over arrays updates them all in one transaction, each with its
+//! own ETag check (see `group_commit.rs`). The DDL runs under a transaction-scoped advisory lock, so that
 //! several silos starting at once do not race on `CREATE TABLE`.
 
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct PostgresStorage {
     pub(crate) url: Arc<str>,
     pub(crate) sql: Arc<Statements>,
     operation_timeout: Duration,
+    /// Updates waiting to be committed together.
+    pub(crate) batch: crate::group_commit::Shared,
 }
 
 pub(crate) struct Statements {
@@ -46,7 +50,7 @@ pub(crate) struct Statements {
     read: String,
     etag: String,
     insert: String,
-    update: String,
+    update_batch: String,
     delete: String,
     pub(crate) events_append_first: String,
     pub(crate) events_insert: String,
@@ -72,9 +76,16 @@ impl Statements {
                  VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (grain_type, grain_id, state_name) DO NOTHING"
             ),
-            update: format!(
-                "UPDATE {s} SET etag = $4, payload = $5, updated_at = now() \
-                 WHERE {pk} AND etag = $6"
+            // One statement for a whole batch (each column bound as one
+            // array): one round trip and one commit for all of them; the
+            // ordinals of the rows whose ETag held come back.
+            update_batch: format!(
+                "UPDATE {s} AS t SET etag = v.etag, payload = v.payload, updated_at = now() \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[]) \
+                 WITH ORDINALITY AS v(grain_type, grain_id, state_name, etag, payload, expected, i) \
+                 WHERE t.grain_type = v.grain_type AND t.grain_id = v.grain_id \
+                 AND t.state_name = v.state_name AND t.etag = v.expected \
+                 RETURNING v.i"
             ),
             delete: format!("DELETE FROM {s} WHERE {pk} AND etag = $4"),
             events_append_first: format!(
@@ -189,6 +200,7 @@ impl PostgresStorageBuilder {
             url: shown.into(),
             sql: Arc::new(Statements::new(&self.prefix)),
             operation_timeout: self.operation_timeout,
+            batch: Default::default(),
         })
     }
 }
@@ -284,6 +296,35 @@ impl PostgresStorage {
                 reason: format!("no answer within {:?}", self.operation_timeout),
             }),
         }
+    }
+
+    /// A batch of group-committed updates as one statement (one round
+    /// trip, one commit): whether each one's ETag held.
+    async fn update_batch(&self, batch: &[crate::group_commit::PendingWrite]) -> Result<Vec<bool>> {
+        let types: Vec<&str> = batch.iter().map(|w| w.key.grain_type()).collect();
+        let ids: Vec<&str> = batch.iter().map(|w| w.key.grain_id()).collect();
+        let names: Vec<&str> = batch.iter().map(|w| w.key.name()).collect();
+        let etags: Vec<&str> = batch.iter().map(|w| w.etag.as_str()).collect();
+        let payloads: Vec<&[u8]> = batch.iter().map(|w| w.data.as_slice()).collect();
+        let expected: Vec<&str> = batch.iter().map(|w| w.expected.as_str()).collect();
+        let held: Vec<i64> = sqlx::query_scalar(&self.sql.update_batch)
+            .bind(types)
+            .bind(ids)
+            .bind(names)
+            .bind(etags)
+            .bind(payloads)
+            .bind(expected)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut applied = vec![false; batch.len()];
+        for i in held {
+            // Ordinals count from 1.
+            if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| applied.get_mut(i)) {
+                *slot = true;
+            }
+        }
+        Ok(applied)
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {

@@ -42,20 +42,34 @@ macro_rules! sql_provider {
                 expected: Option<&ETag>,
             ) -> Result<ETag> {
                 let etag = ETag::generate();
-                let query = match expected {
-                    None => sqlx::query(&self.sql.insert),
-                    Some(_) => sqlx::query(&self.sql.update),
-                };
-                let mut query = query
+                if let Some(expected) = expected {
+                    // An update: committed together with the updates other
+                    // grains issue meanwhile (see `group_commit`).
+                    let sent = self.batch.submit(key, data, expected, etag.clone());
+                    if sent.start_writer {
+                        let writer = self.clone();
+                        tokio::spawn(async move { writer.write_batches().await });
+                    }
+                    return match sent.outcome.await {
+                        Ok(Ok(true)) => Ok(etag),
+                        Ok(Ok(false)) => Err(Error::Conflict {
+                            key: key.to_string(),
+                            expected: Some(expected.clone()),
+                            actual: self.current_etag(key).await?,
+                        }),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err($crate::group_commit::writer_gone(PROVIDER, &self.url)),
+                    };
+                }
+                let done = sqlx::query(&self.sql.insert)
                     .bind(key.grain_type())
                     .bind(key.grain_id())
                     .bind(key.name())
                     .bind(etag.as_str())
-                    .bind(data);
-                if let Some(expected) = expected {
-                    query = query.bind(expected.as_str());
-                }
-                let done = query.execute(&self.pool).await.map_err(|e| self.err(e))?;
+                    .bind(data)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| self.err(e))?;
                 if done.rows_affected() == 1 {
                     Ok(etag)
                 } else {
@@ -64,6 +78,22 @@ macro_rules! sql_provider {
                         expected: expected.cloned(),
                         actual: self.current_etag(key).await?,
                     })
+                }
+            }
+
+            /// The group-commit writer: runs the queued updates batch by
+            /// batch until the queue is empty (then the next update starts
+            /// a new writer).
+            async fn write_batches(&self) {
+                let mut writing = $crate::group_commit::Writing::new(&self.batch);
+                loop {
+                    let batch = self.batch.next_batch();
+                    if batch.is_empty() {
+                        writing.done = true;
+                        return;
+                    }
+                    let outcome = self.bounded(self.update_batch(&batch)).await;
+                    $crate::group_commit::answer_all(batch, outcome);
                 }
             }
 

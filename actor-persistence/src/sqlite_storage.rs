@@ -4,6 +4,9 @@
 //! Each write is one conditional statement (an `UPDATE ... WHERE etag = ?`
 //! or an `INSERT ... ON CONFLICT DO NOTHING`), atomic under SQLite's write
 //! lock; the affected-row count tells whether the compare-and-set held.
+//! Updates issued at the same time are group-committed: one write
+//! transaction holds them all, so they share one commit (see
+//! `group_commit.rs`); each keeps its own ETag check.
 //! The file runs in WAL mode with `synchronous = FULL`: an acknowledged
 //! write survives a crash of the process or of the machine.
 
@@ -46,6 +49,8 @@ pub struct SqliteStorage {
     pub(crate) pool: SqlitePool,
     pub(crate) url: Arc<str>,
     pub(crate) sql: Arc<Statements>,
+    /// Updates waiting to be committed together.
+    pub(crate) batch: crate::group_commit::Shared,
 }
 
 pub(crate) struct Statements {
@@ -178,6 +183,7 @@ impl SqliteStorageBuilder {
             pool,
             url: url.into(),
             sql: Arc::new(sql),
+            batch: Default::default(),
         })
     }
 }
@@ -268,6 +274,28 @@ impl SqliteStorage {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| self.err(e))
+    }
+
+    /// A batch of group-committed updates in one write transaction (one
+    /// commit, one fsync): whether each one's ETag held.
+    async fn update_batch(&self, batch: &[crate::group_commit::PendingWrite]) -> Result<Vec<bool>> {
+        let mut tx = self.begin().await?;
+        let mut applied = Vec::with_capacity(batch.len());
+        for w in batch {
+            let done = sqlx::query(&self.sql.update)
+                .bind(w.key.grain_type())
+                .bind(w.key.grain_id())
+                .bind(w.key.name())
+                .bind(w.etag.as_str())
+                .bind(w.data.as_slice())
+                .bind(w.expected.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            applied.push(done.rows_affected() == 1);
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(applied)
     }
 
     /// SQLite needs no bound of its own: the busy timeout already bounds
