@@ -38,6 +38,11 @@
 //! needs [`DashboardConfig::token`] (sent as `Authorization: Bearer` or
 //! `?token=`) or [`DashboardConfig::basic_auth`], or the silo refuses to
 //! start.
+//! [`DashboardConfig::tls`] serves HTTPS instead (a [`DashboardTls`] from
+//! PEM files or certificates in memory; rustls on ring); the access rule
+//! stays as set. Connections on which nothing moves for the idle timeout
+//! (30 s, [`DashboardConfig::idle_timeout`]) are closed; a page's event
+//! stream is not idle. `docs/security.md` says what this protects.
 //!
 //! Charts are drawn by [uPlot](https://github.com/leeoniya/uPlot) (MIT),
 //! served from the crate: the page needs no internet.
