@@ -7,8 +7,10 @@
 //! ```
 //!
 //! Two silos on loopback; the caller keeps 64 asks in flight to grains
-//! that live on the other silo. The figures for BENCHMARKS.md belong in
-//! benches/; this gives the TLS-on / TLS-off ratio until they are there.
+//! that live on the other silo. The figures in BENCHMARKS.md come from the
+//! benches' `remote/tls_*` scenarios (`cargo run --release -p benches --
+//! --only remote/tls`: two processes, interleaved runs); this is a quick
+//! check of the same ratio inside one process, through `ClusterSilo`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
