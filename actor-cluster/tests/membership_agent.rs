@@ -274,3 +274,55 @@ async fn grains_already_active_on_survivors_do_not_wait_for_the_fence() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A process starved of CPU (more busy threads than cores) and whose
+/// runtime stalls again and again (tasks blocking every worker) is slow, not
+/// dead: with the test timings (`ClusterConfig::fast`: probes every
+/// 100 ms, 300 ms to answer), none of its silos is declared dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_process_declares_none_of_its_silos_dead() {
+    let shared: Arc<dyn MembershipTable> = Arc::new(InMemoryMembership::new());
+    let a = start("a", shared.clone()).await;
+    let b = start("b", shared.clone()).await;
+    let c = start("c", shared.clone()).await;
+    eventually("all see three", Duration::from_secs(10), || {
+        [&a, &b, &c].iter().all(|s| s.active_members().len() == 3)
+    })
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cores * 3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = x.wrapping_mul(31).wrapping_add(1);
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        // Both workers blocked for longer than a probe may take.
+        for _ in 0..2 {
+            tokio::spawn(async { std::thread::sleep(Duration::from_millis(400)) });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let snap = shared.read_all().await.unwrap();
+    let dead: Vec<_> = snap
+        .entries
+        .iter()
+        .filter(|(e, _)| e.status == SiloStatus::Dead)
+        .map(|(e, _)| e.silo.to_string())
+        .collect();
+    assert!(dead.is_empty(), "declared dead under load: {dead:?}");
+    assert!([&a, &b, &c].iter().all(|s| s.is_serving()));
+}
