@@ -57,13 +57,21 @@ impl SqlSubscriptions {
     /// backend this build lacks fails with [`Error::Config`] naming the
     /// feature; an unreachable database with [`Error::Store`].
     pub async fn connect(url: &str) -> Result<Self> {
-        let shown = url.split('@').next_back().unwrap_or(url).to_owned();
-        let scheme = url.split_once(':').map_or("", |(s, _)| s);
-        let kind = match scheme {
-            "sqlite" if cfg!(feature = "sqlite") => "sqlite",
-            "postgres" | "postgresql" if cfg!(feature = "postgres") => "postgres",
-            "sqlite" => return Err(missing("SQLite", "sqlite", &shown)),
-            "postgres" | "postgresql" => return Err(missing("PostgreSQL", "postgres", &shown)),
+        use actor_core::__private::sql_url;
+        let shown = actor_core::redact_url(url);
+        sql_url::check(
+            url,
+            &shown,
+            &sql_url::backends(cfg!(feature = "sqlite"), cfg!(feature = "postgres")),
+            "subscription store",
+            "actor-streams",
+        )
+        .map_err(Error::Config)?;
+        let kind = match url.split_once(':').map_or("", |(s, _)| s) {
+            _ if sql_url::is_sqlite(url) => "sqlite",
+            s if s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql") => {
+                "postgres"
+            }
             other => {
                 return Err(Error::Config(format!(
                     "subscription store at {shown}: unknown scheme `{other}`; use sqlite:// or postgres://"
@@ -71,11 +79,7 @@ impl SqlSubscriptions {
             }
         };
         sqlx::any::install_default_drivers();
-        let full = if kind == "sqlite" && !url.contains("mode=") {
-            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-        } else {
-            url.to_owned()
-        };
+        let full = sql_url::creating_sqlite_file(url);
         let store_err = |e: sqlx::Error| Error::Store {
             store: format!("{kind} at {shown}"),
             reason: e.to_string(),
@@ -114,12 +118,6 @@ impl SqlSubscriptions {
             })
             .collect()
     }
-}
-
-fn missing(name: &str, feature: &str, shown: &str) -> Error {
-    Error::Config(format!(
-        "subscription store at {shown}: this build of actor-streams has no {name} driver; enable its `{feature}` feature"
-    ))
 }
 
 impl SubscriptionStore for SqlSubscriptions {

@@ -196,9 +196,4 @@ impl SubscriptionStore for MemorySubscriptions {
     }
 }
 
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use actor_core::__private::now_millis;
