@@ -3,11 +3,14 @@
 //! in one transaction, so that they share one commit (one WAL flush, one
 //! fsync) instead of paying one each.
 //!
-//! A write joins the queue and waits for its own outcome; the first write
-//! that finds no batch running starts a writer task, which takes what is
-//! queued (up to [`MAX_BATCH`] writes, at most one per row), runs it as one
-//! transaction, answers every write of it, and goes on while writes are
-//! queued. A write is acknowledged only after the transaction that holds it
+//! A write joins the queue and waits for its own outcome; a write that
+//! finds fewer writer tasks running than the provider allows starts one,
+//! which takes what is queued (up to [`MAX_BATCH`] writes, at most one per
+//! row), runs it as one transaction, answers every write of it, and goes on
+//! while writes are queued. SQLite allows one writer (it runs one write
+//! transaction at a time anyway); PostgreSQL a few, so that one batch's
+//! round trip overlaps the next batch's and the server's own group commit
+//! joins their flushes. A write is acknowledged only after the transaction that holds it
 //! has committed: the durability of a write is that of a single-row write.
 //! Each write keeps its own compare-and-set: a stale ETag fails that write
 //! alone (`Conflict`), the others of its batch commit. A batch that fails as
@@ -54,16 +57,17 @@ impl PendingWrite {
 }
 
 /// The queue of one provider's pending updates (shared by its clones).
-#[derive(Default)]
 pub(crate) struct GroupCommit {
     queue: Mutex<Queue>,
+    /// Writer tasks that may run at once.
+    max_writers: usize,
 }
 
 #[derive(Default)]
 struct Queue {
     pending: Vec<PendingWrite>,
-    /// A writer task is running (it empties the queue before it ends).
-    writing: bool,
+    /// Writer tasks running (each goes on until it finds the queue empty).
+    writers: usize,
 }
 
 /// What [`GroupCommit::submit`] gives a write: its outcome to await, and
@@ -74,6 +78,14 @@ pub(crate) struct Submitted {
 }
 
 impl GroupCommit {
+    /// A queue whose batches run on up to `max_writers` tasks at once.
+    pub(crate) fn new(max_writers: usize) -> Shared {
+        Arc::new(GroupCommit {
+            queue: Mutex::default(),
+            max_writers: max_writers.max(1),
+        })
+    }
+
     /// Queues an update of `key` from `expected` to `etag`.
     pub(crate) fn submit(
         &self,
@@ -92,8 +104,10 @@ impl GroupCommit {
         };
         let mut q = self.queue.lock();
         q.pending.push(write);
-        let start_writer = !q.writing;
-        q.writing = true;
+        let start_writer = q.writers < self.max_writers;
+        if start_writer {
+            q.writers += 1;
+        }
         Submitted {
             outcome,
             start_writer,
@@ -108,7 +122,7 @@ impl GroupCommit {
     pub(crate) fn next_batch(&self) -> Vec<PendingWrite> {
         let mut q = self.queue.lock();
         if q.pending.is_empty() {
-            q.writing = false;
+            q.writers -= 1;
             return Vec::new();
         }
         let all = std::mem::take(&mut q.pending);
@@ -140,12 +154,12 @@ impl GroupCommit {
 /// Held by a writer task while it runs. A writer that ends without
 /// finding the queue empty (it panicked, or its runtime dropped it) is
 /// abandoned: the queue stops counting it as running, so that the next
-/// write starts a new writer, and the writes queued behind it fail at once
-/// (their senders drop: [`writer_gone`]) instead of waiting for it.
+/// write starts a new writer, and if no writer is left, the writes queued
+/// fail at once (their senders drop: [`writer_gone`]) instead of waiting.
 pub(crate) struct Writing<'a> {
     queue: &'a GroupCommit,
     /// Set when the writer found the queue empty (`next_batch` then
-    /// cleared `writing` itself, and a new writer may already run).
+    /// stopped counting it itself).
     pub(crate) done: bool,
 }
 
@@ -162,8 +176,12 @@ impl Drop for Writing<'_> {
         }
         let orphans = {
             let mut q = self.queue.queue.lock();
-            q.writing = false;
-            std::mem::take(&mut q.pending)
+            q.writers -= 1;
+            if q.writers == 0 {
+                std::mem::take(&mut q.pending)
+            } else {
+                Vec::new()
+            }
         };
         drop(orphans);
     }
@@ -216,7 +234,7 @@ mod tests {
 
     #[test]
     fn the_first_write_starts_the_writer_and_an_empty_queue_ends_it() {
-        let g = GroupCommit::default();
+        let g = GroupCommit::new(1);
         assert!(submit(&g, 1).start_writer);
         assert!(!submit(&g, 2).start_writer, "a writer is running");
         assert_eq!(g.next_batch().len(), 2);
@@ -225,8 +243,34 @@ mod tests {
     }
 
     #[test]
+    fn writers_start_up_to_their_bound_and_an_abandoned_one_is_replaced() {
+        let g = GroupCommit::new(2);
+        assert!(submit(&g, 1).start_writer);
+        assert!(submit(&g, 2).start_writer, "a second writer is allowed");
+        assert!(!submit(&g, 3).start_writer, "not a third");
+        // One writer is abandoned mid-batch: the other still runs, so the
+        // queue is kept for it.
+        let batch = g.next_batch();
+        drop(Writing::new(&g));
+        assert_eq!(g.queue.lock().writers, 1);
+        assert!(g.queue.lock().pending.is_empty());
+        drop(batch);
+        let waiting = submit(&g, 4);
+        assert!(waiting.start_writer, "one writer left: one more may start");
+        // Both gone without emptying the queue: the queued write fails at
+        // once instead of waiting for a writer.
+        drop(Writing::new(&g));
+        drop(Writing::new(&g));
+        assert_eq!(g.queue.lock().writers, 0);
+        assert!(
+            waiting.outcome.blocking_recv().is_err(),
+            "the write is told"
+        );
+    }
+
+    #[test]
     fn a_batch_holds_one_write_per_row_and_at_most_max_batch() {
-        let g = GroupCommit::default();
+        let g = GroupCommit::new(1);
         let _a = submit(&g, 1);
         let _b = submit(&g, 1);
         let _c = submit(&g, 2);
@@ -248,7 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_write_gets_its_own_outcome_or_the_batch_error() {
-        let g = GroupCommit::default();
+        let g = GroupCommit::new(1);
         let a = submit(&g, 1);
         let b = submit(&g, 2);
         answer_all(g.next_batch(), Ok(vec![true, false]));

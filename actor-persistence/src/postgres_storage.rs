@@ -200,7 +200,8 @@ impl PostgresStorageBuilder {
             url: shown.into(),
             sql: Arc::new(Statements::new(&self.prefix)),
             operation_timeout: self.operation_timeout,
-            batch: Default::default(),
+            // Group commit with a few writers, so that batches overlap their round trips.
+            batch: crate::group_commit::GroupCommit::new(4),
         })
     }
 }

@@ -183,7 +183,8 @@ impl SqliteStorageBuilder {
             pool,
             url: url.into(),
             sql: Arc::new(sql),
-            batch: Default::default(),
+            // Group commit with one writer: SQLite runs one write transaction at a time.
+            batch: crate::group_commit::GroupCommit::new(1),
         })
     }
 }
