@@ -166,7 +166,7 @@ pub use option::{CONTEXT_KEY, TransactionOption, TxReply, call, serve};
 pub use resource::{LockStatus, TxResource};
 pub use runtime::{
     DEFAULT_SWEEP_EVERY, SiloBuilderTransactionsExt, SiloTransactionsExt, Step, StepHook,
-    TransactionsConfig, TxMetrics, TxMetricsSnapshot, TxRuntime,
+    TransactionsConfig, TxMetrics, TxMetricsSnapshot, TxRuntime, metric_names,
 };
 pub use sql::DEFAULT_TX_TABLE_PREFIX;
 #[cfg(feature = "postgres")]

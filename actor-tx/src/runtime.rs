@@ -73,6 +73,78 @@ const LABELS: [&str; 5] = [
     "user",
 ];
 
+/// The names of the transaction figures among a silo's plug-in metrics
+/// ([`Silo::metrics`](actor_core::Silo::metrics)), which actor-telemetry
+/// exports over OTLP and the dashboard shows: all counters since the silo
+/// started, as [`TxMetrics`] counts them (read-only transactions are not
+/// counted).
+pub mod metric_names {
+    use actor_core::MetricDescriptor;
+
+    /// Transactions committed (`{transaction}`).
+    pub const COMMITTED: &str = "transactions.committed";
+    /// Transactions aborted, one reading per [`ABORT_REASON`] (`{transaction}`).
+    pub const ABORTED: &str = "transactions.aborted";
+    /// Transactions whose outcome the manager could not learn (`{transaction}`).
+    pub const IN_DOUBT: &str = "transactions.in_doubt";
+    /// Locks granted (`{lock}`).
+    pub const LOCK_WAITS: &str = "transactions.lock.waits";
+    /// Time spent waiting for the locks granted, in microseconds (`us`).
+    pub const LOCK_WAIT_TIME: &str = "transactions.lock.wait_time";
+    /// The attribute of [`ABORTED`]: the reason's label
+    /// ([`AbortReason::label`](crate::AbortReason::label)).
+    pub const ABORT_REASON: &str = "transaction.abort_reason";
+
+    /// The descriptors, as actor-tx registers them.
+    pub fn descriptors() -> Vec<MetricDescriptor> {
+        vec![
+            MetricDescriptor::counter(COMMITTED, "{transaction}", "Transactions committed"),
+            MetricDescriptor::counter(ABORTED, "{transaction}", "Transactions aborted, by reason"),
+            MetricDescriptor::counter(
+                IN_DOUBT,
+                "{transaction}",
+                "Transactions whose outcome the manager could not learn",
+            ),
+            MetricDescriptor::counter(LOCK_WAITS, "{lock}", "Transactional locks granted"),
+            MetricDescriptor::counter(
+                LOCK_WAIT_TIME,
+                "us",
+                "Time spent waiting for the transactional locks granted",
+            ),
+        ]
+    }
+}
+
+impl TxMetricsSnapshot {
+    /// Pushes these counters as plug-in metrics ([`metric_names`]).
+    pub fn read_into(&self, out: &mut Vec<actor_core::PluginMetric>) {
+        use actor_core::PluginMetric;
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        out.push(PluginMetric::new(
+            metric_names::COMMITTED,
+            clamp(self.committed),
+        ));
+        for (reason, n) in &self.aborted {
+            out.push(
+                PluginMetric::new(metric_names::ABORTED, clamp(*n))
+                    .with(metric_names::ABORT_REASON, *reason),
+            );
+        }
+        out.push(PluginMetric::new(
+            metric_names::IN_DOUBT,
+            clamp(self.in_doubt),
+        ));
+        out.push(PluginMetric::new(
+            metric_names::LOCK_WAITS,
+            clamp(self.lock_waits),
+        ));
+        out.push(PluginMetric::new(
+            metric_names::LOCK_WAIT_TIME,
+            clamp(self.lock_wait_micros),
+        ));
+    }
+}
+
 impl TxMetrics {
     pub(crate) fn lock_waited(&self, d: Duration) {
         self.lock_waits.fetch_add(1, Ordering::Relaxed);
@@ -216,13 +288,18 @@ pub trait SiloBuilderTransactionsExt: Sized {
 }
 
 impl SiloBuilderTransactionsExt for SiloBuilder {
-    fn with_transactions_config(self, config: TransactionsConfig) -> Self {
+    fn with_transactions_config(mut self, config: TransactionsConfig) -> Self {
         let rt = Arc::new(TxRuntime {
             storage: config.storage,
             sweep_every: config.sweep_every,
             hook: config.hook,
             metrics: Arc::new(TxMetrics::default()),
         });
+        let metrics = rt.metrics.clone();
+        self.extension_mut::<actor_core::MetricSources>()
+            .add(metric_names::descriptors(), move |out| {
+                metrics.snapshot().read_into(out)
+            });
         self.extension(rt)
             .grain_with_async(|ctx| async move { TxResource::activate(ctx).await })
     }

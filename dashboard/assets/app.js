@@ -213,7 +213,34 @@ function renderStreams(s) {
   });
 }
 
-const pages = { overview: renderOverview, grains: renderGrains, hot: renderHot, silos: renderSilos, reminders: renderReminders, streams: renderStreams };
+function renderTransactions(s) {
+  const tx = s.transactions || { enabled: false, total: {}, aborted_by_reason: [], silos: [] };
+  const t = tx.total;
+  $("tx-note").textContent = tx.enabled
+    ? fmt(t.committed_per_sec) + " committed/s, " + fmt(t.aborted_per_sec) + " aborted/s, " +
+      fmt(t.in_doubt_per_sec) + " in doubt/s; mean lock wait " + fmt(t.lock_wait_mean_ms) + " ms"
+    : "No silo reports transactions.";
+  const rows = tx.enabled ? tx.silos.concat([{ silo: "all silos", figures: t }]) : [];
+  fill("tx-silo-table", rows, (tr, r) => {
+    const f = r.figures;
+    cell(tr, r.silo);
+    cell(tr, int(f.committed_total));
+    cell(tr, fmt(f.committed_per_sec));
+    cell(tr, int(f.aborted_total));
+    cell(tr, fmt(f.aborted_per_sec));
+    cell(tr, int(f.in_doubt_total));
+    cell(tr, fmt(f.in_doubt_per_sec));
+    cell(tr, int(f.lock_waits_total));
+    cell(tr, fmt(f.lock_wait_mean_ms));
+  });
+  fill("tx-reason-table", tx.aborted_by_reason, (tr, r) => {
+    cell(tr, r.reason);
+    cell(tr, int(r.total));
+    cell(tr, fmt(r.per_sec));
+  });
+}
+
+const pages = { overview: renderOverview, grains: renderGrains, hot: renderHot, silos: renderSilos, reminders: renderReminders, streams: renderStreams, transactions: renderTransactions };
 
 function currentPage() {
   const p = location.hash.replace("#", "");

@@ -139,6 +139,7 @@ pub(crate) struct Collector {
     /// Per row (`endpoint@generation`): status and suspicion times seen.
     seen_rows: HashMap<String, (SiloStatus, Vec<i64>)>,
     streams: crate::streams::StreamsTracker,
+    transactions: crate::transactions::TransactionsTracker,
 }
 
 impl Collector {
@@ -153,6 +154,7 @@ impl Collector {
             events: VecDeque::new(),
             seen_rows: HashMap::new(),
             streams: Default::default(),
+            transactions: Default::default(),
         }
     }
 
@@ -292,6 +294,7 @@ impl Collector {
         let mut ov = Overview::default();
         let mut next_prev = HashMap::new();
         let mut streams = self.streams.round();
+        let mut transactions = self.transactions.round();
         for f in found {
             ov.silos += 1;
             let status = f
@@ -329,6 +332,8 @@ impl Collector {
             };
             self.streams
                 .add(&mut streams, &f.key, &f.name, &report, now);
+            self.transactions
+                .add(&mut transactions, &f.key, &f.name, &report, now);
             let sample = Sample::of(&report, now);
             let prev = self.prev.get(&f.key);
             let dt = prev
@@ -478,6 +483,7 @@ impl Collector {
             membership_history: self.events.iter().cloned().collect(),
             reminders: self.reminders().await,
             streams: self.streams.finish(streams),
+            transactions: self.transactions.finish(transactions),
             history: self.history.iter().cloned().collect(),
         }
     }

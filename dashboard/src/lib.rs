@@ -16,7 +16,10 @@
 //! - **streams**: actor-streams' figures per namespace (published,
 //!   delivered, redelivered, dead-lettered, in flight) and per partition
 //!   (which silo pulls it, items held, consumer lag), when silos have
-//!   streams.
+//!   streams;
+//! - **transactions**: actor-tx's commits, aborts by reason and in-doubt
+//!   outcomes per second, and the mean lock wait, over the cluster and per
+//!   silo, when silos host transactional state.
 //!
 //! A JSON API under `/api/` serves the same numbers (`GET /api` lists the
 //! endpoints; the figures are described on [`DashboardSnapshot`]). Every
@@ -72,6 +75,7 @@ mod model;
 mod server;
 mod streams;
 mod tls;
+mod transactions;
 mod wire;
 
 use std::net::SocketAddr;
@@ -88,6 +92,9 @@ pub use model::{
 };
 pub use streams::{StreamNamespaceView, StreamPartitionView, StreamsView};
 pub use tls::DashboardTls;
+pub use transactions::{
+    AbortReasonView, TransactionFigures, TransactionSiloView, TransactionsView,
+};
 
 /// The running dashboard of a silo: where it listens. A silo extension;
 /// read it with [`Dashboard::of`].

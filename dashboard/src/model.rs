@@ -41,6 +41,8 @@ pub struct DashboardSnapshot {
     pub reminders: RemindersView,
     /// Stream namespaces and partitions.
     pub streams: crate::streams::StreamsView,
+    /// Transactions: committed, aborted by reason, in doubt, lock waits.
+    pub transactions: crate::transactions::TransactionsView,
     /// One point per refresh over the history span, oldest first.
     pub history: Vec<HistoryPoint>,
 }

@@ -64,6 +64,10 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("/api/reminders", "durable reminders"),
     ("/api/streams", "stream namespaces and partitions"),
     (
+        "/api/transactions",
+        "transactions: committed, aborted by reason, in doubt, lock waits",
+    ),
+    (
         "/api/events",
         "server-sent events: one snapshot per refresh",
     ),
@@ -147,6 +151,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/membership", get(membership))
         .route("/reminders", get(reminders))
         .route("/streams", get(streams))
+        .route("/transactions", get(transactions))
         .route("/events", get(events))
         .fallback(not_found_in_api)
         .method_not_allowed_fallback(method_not_allowed);
@@ -483,6 +488,13 @@ async fn reminders(State(s): State<AppState>) -> Response {
 async fn streams(State(s): State<AppState>) -> Response {
     match current(&s) {
         Ok(snap) => axum::Json(&snap.streams).into_response(),
+        Err(e) => *e,
+    }
+}
+
+async fn transactions(State(s): State<AppState>) -> Response {
+    match current(&s) {
+        Ok(snap) => axum::Json(&snap.transactions).into_response(),
         Err(e) => *e,
     }
 }
