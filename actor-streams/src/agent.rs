@@ -5,8 +5,10 @@
 //! (`streams.agent`, keyed by provider and partition). Being a grain, it
 //! has one activation in the cluster (the directory's fenced single
 //! activation), placed by the cluster's placement over the live silos:
-//! no partition is pulled by two silos at once, and when the silo holding
-//! an agent dies, the next keep-alive activates it on a live one. A
+//! no partition is pulled by two silos at once (while a silo joins, the
+//! directory can briefly run an agent on two; see `docs/streams.md`), and
+//! when the silo holding an agent dies, the next keep-alive activates it
+//! on a live one. A
 //! keeper task on every silo sends the agents that silo owns a one-way
 //! keep-alive twice a second. An agent that finds itself on a silo that no
 //! longer owns it (a silo joined: the cluster's view says so, or the

@@ -28,8 +28,10 @@
 //! A persistent provider's partitions are pulled by agents, one grain per
 //! partition, so the cluster's placement spreads them over the live silos
 //! and its single activation keeps a partition from being pulled by two
-//! silos at once; when a silo dies, its partitions' agents are activated
-//! on the others (see [`PartitionSource`], [`Streams::set_ownership`]).
+//! silos at once (save for a moment while a silo joins: see
+//! `docs/streams.md`); when a silo dies or joins, its partitions' agents
+//! move to their owners (see [`PartitionSource`],
+//! [`Streams::set_ownership`]).
 //!
 //! Producers are grains, code holding a silo ([`ProviderHandle::producer`])
 //! or an external [`ClusterClient`](actor_cluster::ClusterClient)
