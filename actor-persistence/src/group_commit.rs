@@ -61,6 +61,8 @@ pub(crate) struct GroupCommit {
     queue: Mutex<Queue>,
     /// Writer tasks that may run at once.
     max_writers: usize,
+    /// Off: every update is written alone, by its caller.
+    pub(crate) on: bool,
 }
 
 #[derive(Default)]
@@ -78,11 +80,13 @@ pub(crate) struct Submitted {
 }
 
 impl GroupCommit {
-    /// A queue whose batches run on up to `max_writers` tasks at once.
-    pub(crate) fn new(max_writers: usize) -> Shared {
+    /// A queue whose batches run on up to `max_writers` tasks at once
+    /// (`on` false: no batching, each update is written alone).
+    pub(crate) fn new(on: bool, max_writers: usize) -> Shared {
         Arc::new(GroupCommit {
             queue: Mutex::default(),
             max_writers: max_writers.max(1),
+            on,
         })
     }
 
@@ -234,7 +238,7 @@ mod tests {
 
     #[test]
     fn the_first_write_starts_the_writer_and_an_empty_queue_ends_it() {
-        let g = GroupCommit::new(1);
+        let g = GroupCommit::new(true, 1);
         assert!(submit(&g, 1).start_writer);
         assert!(!submit(&g, 2).start_writer, "a writer is running");
         assert_eq!(g.next_batch().len(), 2);
@@ -244,7 +248,7 @@ mod tests {
 
     #[test]
     fn writers_start_up_to_their_bound_and_an_abandoned_one_is_replaced() {
-        let g = GroupCommit::new(2);
+        let g = GroupCommit::new(true, 2);
         assert!(submit(&g, 1).start_writer);
         assert!(submit(&g, 2).start_writer, "a second writer is allowed");
         assert!(!submit(&g, 3).start_writer, "not a third");
@@ -270,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_batch_holds_one_write_per_row_and_at_most_max_batch() {
-        let g = GroupCommit::new(1);
+        let g = GroupCommit::new(true, 1);
         let _a = submit(&g, 1);
         let _b = submit(&g, 1);
         let _c = submit(&g, 2);
@@ -292,7 +296,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_write_gets_its_own_outcome_or_the_batch_error() {
-        let g = GroupCommit::new(1);
+        let g = GroupCommit::new(true, 1);
         let a = submit(&g, 1);
         let b = submit(&g, 2);
         answer_all(g.next_batch(), Ok(vec![true, false]));

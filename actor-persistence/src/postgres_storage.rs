@@ -3,9 +3,9 @@
 //! Each write is one conditional statement (an `UPDATE ... WHERE etag = $n`
 //! or an `INSERT ... ON CONFLICT DO NOTHING`); PostgreSQL's row locks make
 //! it atomic, and the affected-row count tells whether the compare-and-set
-//! held. Updates issued at the same time are group-committed: one
-//! statement over arrays updates them all in one transaction, each with its
-//! own ETag check (see `group_commit.rs`). The DDL runs under a transaction-scoped advisory lock, so that
+//! held. With [`group_commit`](PostgresStorageBuilder::group_commit) on,
+//! updates issued at the same time go as one statement over arrays in one
+//! transaction, each with its own ETag check (see `group_commit.rs`). The DDL runs under a transaction-scoped advisory lock, so that
 //! several silos starting at once do not race on `CREATE TABLE`.
 
 use std::sync::Arc;
@@ -50,6 +50,7 @@ pub(crate) struct Statements {
     read: String,
     etag: String,
     insert: String,
+    update: String,
     update_batch: String,
     delete: String,
     pub(crate) events_append_first: String,
@@ -75,6 +76,10 @@ impl Statements {
                 "INSERT INTO {s} (grain_type, grain_id, state_name, etag, payload) \
                  VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (grain_type, grain_id, state_name) DO NOTHING"
+            ),
+            update: format!(
+                "UPDATE {s} SET etag = $4, payload = $5, updated_at = now() \
+                 WHERE {pk} AND etag = $6"
             ),
             // One statement for a whole batch (each column bound as one
             // array): one round trip and one commit for all of them; the
@@ -122,6 +127,7 @@ pub struct PostgresStorageBuilder {
     connect_timeout: Duration,
     operation_timeout: Duration,
     max_connections: u32,
+    group_commit: bool,
 }
 
 impl PostgresStorageBuilder {
@@ -151,6 +157,20 @@ impl PostgresStorageBuilder {
     /// Connections in the pool (default 10).
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
+        self
+    }
+
+    /// Whether updates issued at the same time are committed together, in
+    /// one statement and transaction, each with its own ETag check
+    /// (default: no). Off, each update is its own statement and
+    /// transaction on a connection of the pool; PostgreSQL's own group
+    /// commit already joins the WAL flushes of concurrent commits, and in
+    /// the storage benchmark (16 writers, BENCHMARKS.md) writes alone were
+    /// faster. On, batches form only when more updates wait than the pool
+    /// has connections (one writer per connection). The durability is the
+    /// same either way: a write is acknowledged after its commit.
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
         self
     }
 
@@ -200,8 +220,16 @@ impl PostgresStorageBuilder {
             url: shown.into(),
             sql: Arc::new(Statements::new(&self.prefix)),
             operation_timeout: self.operation_timeout,
-            // Group commit with a few writers, so that batches overlap their round trips.
-            batch: crate::group_commit::GroupCommit::new(4),
+            // Group commit with as many writers as connections: a write
+            // that finds a connection free goes at once (PostgreSQL's own
+            // WAL flush already joins concurrent commits), and batches form
+            // only when more updates are waiting than there are
+            // connections, which is when one statement for many saves the
+            // round trips and the server's per-statement work.
+            batch: crate::group_commit::GroupCommit::new(
+                self.group_commit,
+                self.max_connections as usize,
+            ),
         })
     }
 }
@@ -221,6 +249,7 @@ impl PostgresStorage {
             connect_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(10),
             max_connections: 10,
+            group_commit: false,
         }
     }
 
@@ -302,6 +331,20 @@ impl PostgresStorage {
     /// A batch of group-committed updates as one statement (one round
     /// trip, one commit): whether each one's ETag held.
     async fn update_batch(&self, batch: &[crate::group_commit::PendingWrite]) -> Result<Vec<bool>> {
+        if let [w] = batch {
+            // A batch of one: the plain statement, planned for one row.
+            let done = sqlx::query(&self.sql.update)
+                .bind(w.key.grain_type())
+                .bind(w.key.grain_id())
+                .bind(w.key.name())
+                .bind(w.etag.as_str())
+                .bind(w.data.as_slice())
+                .bind(w.expected.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+            return Ok(vec![done.rows_affected() == 1]);
+        }
         let types: Vec<&str> = batch.iter().map(|w| w.key.grain_type()).collect();
         let ids: Vec<&str> = batch.iter().map(|w| w.key.grain_id()).collect();
         let names: Vec<&str> = batch.iter().map(|w| w.key.name()).collect();

@@ -42,7 +42,9 @@ macro_rules! sql_provider {
                 expected: Option<&ETag>,
             ) -> Result<ETag> {
                 let etag = ETag::generate();
-                if let Some(expected) = expected {
+                if let Some(expected) = expected
+                    && self.batch.on
+                {
                     // An update: committed together with the updates other
                     // grains issue meanwhile (see `group_commit`).
                     let sent = self.batch.submit(key, data, expected, etag.clone());
@@ -61,15 +63,20 @@ macro_rules! sql_provider {
                         Err(_) => Err($crate::group_commit::writer_gone(PROVIDER, &self.url)),
                     };
                 }
-                let done = sqlx::query(&self.sql.insert)
+                let query = match expected {
+                    None => sqlx::query(&self.sql.insert),
+                    Some(_) => sqlx::query(&self.sql.update),
+                };
+                let mut query = query
                     .bind(key.grain_type())
                     .bind(key.grain_id())
                     .bind(key.name())
                     .bind(etag.as_str())
-                    .bind(data)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(|e| self.err(e))?;
+                    .bind(data);
+                if let Some(expected) = expected {
+                    query = query.bind(expected.as_str());
+                }
+                let done = query.execute(&self.pool).await.map_err(|e| self.err(e))?;
                 if done.rows_affected() == 1 {
                     Ok(etag)
                 } else {

@@ -123,6 +123,7 @@ pub struct SqliteStorageBuilder {
     prefix: String,
     busy_timeout: Duration,
     max_connections: u32,
+    group_commit: bool,
 }
 
 impl SqliteStorageBuilder {
@@ -144,6 +145,18 @@ impl SqliteStorageBuilder {
     /// time whatever the pool size).
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
+        self
+    }
+
+    /// Whether updates issued at the same time are committed together, in
+    /// one write transaction, each with its own ETag check (default: yes:
+    /// SQLite runs one write transaction at a time, and each commit is an
+    /// fsync of the WAL, so a batch of N updates costs one fsync instead of
+    /// N). Off, each update is its own statement and transaction. The
+    /// durability is the same either way: a write is acknowledged after
+    /// its commit.
+    pub fn group_commit(mut self, on: bool) -> Self {
+        self.group_commit = on;
         self
     }
 
@@ -184,7 +197,7 @@ impl SqliteStorageBuilder {
             url: url.into(),
             sql: Arc::new(sql),
             // Group commit with one writer: SQLite runs one write transaction at a time.
-            batch: crate::group_commit::GroupCommit::new(1),
+            batch: crate::group_commit::GroupCommit::new(self.group_commit, 1),
         })
     }
 }
@@ -204,6 +217,7 @@ impl SqliteStorage {
             prefix: DEFAULT_TABLE_PREFIX.to_owned(),
             busy_timeout: Duration::from_secs(5),
             max_connections: 4,
+            group_commit: true,
         }
     }
 

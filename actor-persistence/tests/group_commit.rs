@@ -1,6 +1,6 @@
-//! Group commit of the SQL providers (SQLite and PostgreSQL): updates
-//! issued at the same time are committed together, each with its own ETag
-//! check. Run against the real databases (with CI=true a missing
+//! Group commit of the SQL providers (SQLite: on by default; PostgreSQL:
+//! off by default, turned on here): updates issued at the same time are
+//! committed together, each with its own ETag check. Run against the real databases (with CI=true a missing
 //! PostgreSQL fails).
 
 mod common;
@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use actor_core::GrainId;
-use actor_persistence::{ETag, Error, StateKey, StorageProvider};
+use actor_persistence::{ETag, Error, PostgresStorage, SqliteStorage, StateKey, StorageProvider};
 use common::{Fixture, unique};
 use futures::future::join_all;
 
@@ -150,23 +150,66 @@ async fn sqlite_group_commit() {
     suite(Fixture::sqlite().await).await;
 }
 
+/// The fixture's tables through a provider with group commit `on` (off
+/// by default on PostgreSQL).
+async fn postgres_with(f: &Fixture, on: bool) -> PostgresStorage {
+    let table = f.postgres.clone().unwrap().state_table();
+    PostgresStorage::builder(common::postgres_url())
+        .table_prefix(table.trim_end_matches("_state"))
+        .group_commit(on)
+        .connect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_group_commit() {
     if let Some(f) = Fixture::postgres().await {
-        suite(f).await;
+        let p: Arc<dyn StorageProvider> = Arc::new(postgres_with(&f, true).await);
+        concurrent_updates_commit_each_and_a_stale_one_fails_alone(p.clone()).await;
+        racing_writes_of_one_row_let_exactly_one_win(p.clone()).await;
+        an_update_of_a_missing_row_conflicts(p).await;
+        f.cleanup().await;
     }
 }
 
-/// The updates really share transactions: rows updated by writes issued
-/// together carry few distinct transaction ids (`xmin`), where one
-/// transaction per write would give one each.
+/// With group commit off, the same semantics hold, one statement per write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_updates_issued_together_share_transactions() {
+async fn sqlite_without_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStorage::builder(dir.path().join("g.db").to_string_lossy())
+        .group_commit(false)
+        .open()
+        .await
+        .unwrap();
+    let p: Arc<dyn StorageProvider> = Arc::new(s);
+    concurrent_updates_commit_each_and_a_stale_one_fails_alone(p.clone()).await;
+    racing_writes_of_one_row_let_exactly_one_win(p.clone()).await;
+    an_update_of_a_missing_row_conflicts(p).await;
+}
+
+/// How many transactions committed the rows of `ks` last.
+async fn transactions_of(pg: &PostgresStorage, ks: &[StateKey]) -> i64 {
+    let grain_ids: Vec<&str> = ks.iter().map(|k| k.grain_id()).collect();
+    sqlx::query_scalar(&format!(
+        "SELECT count(DISTINCT xmin::text) FROM {} WHERE grain_id = ANY($1)",
+        pg.state_table()
+    ))
+    .bind(&grain_ids)
+    .fetch_one(pg.pool())
+    .await
+    .unwrap()
+}
+
+/// Off (PostgreSQL's default), each update is a transaction of its own (which is also what shows
+/// that the count below can tell batched writes from single ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_without_group_commit_writes_one_transaction_each() {
     let Some(f) = Fixture::postgres().await else {
         return;
     };
-    let pg = f.postgres.clone().unwrap();
-    let p = f.storage.clone();
+    let pg = postgres_with(&f, false).await;
+    let p: Arc<dyn StorageProvider> = Arc::new(pg.clone());
     let ks = keys(ROWS);
     let first = created(&p, &ks).await;
     for r in join_all(
@@ -178,15 +221,42 @@ async fn postgres_updates_issued_together_share_transactions() {
     {
         r.expect("an update with the current ETag commits");
     }
-    let grain_ids: Vec<&str> = ks.iter().map(|k| k.grain_id()).collect();
-    let distinct: i64 = sqlx::query_scalar(&format!(
-        "SELECT count(DISTINCT xmin::text) FROM {} WHERE grain_id = ANY($1)",
-        pg.state_table()
-    ))
-    .bind(&grain_ids)
-    .fetch_one(pg.pool())
+    assert_eq!(transactions_of(&pg, &ks).await, ROWS as i64);
+    racing_writes_of_one_row_let_exactly_one_win(p).await;
+    f.cleanup().await;
+}
+
+/// The updates really share transactions: rows updated by writes issued
+/// together carry few distinct transaction ids (`xmin`), where one
+/// transaction per write would give one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_updates_issued_together_share_transactions() {
+    let Some(f) = Fixture::postgres().await else {
+        return;
+    };
+    // A pool of two connections: more updates wait than there are
+    // writers, so batches form.
+    let table = f.postgres.clone().unwrap().state_table();
+    let pg = PostgresStorage::builder(common::postgres_url())
+        .table_prefix(table.trim_end_matches("_state"))
+        .max_connections(2)
+        .group_commit(true)
+        .connect()
+        .await
+        .unwrap();
+    let p: Arc<dyn StorageProvider> = Arc::new(pg.clone());
+    let ks = keys(ROWS);
+    let first = created(&p, &ks).await;
+    for r in join_all(
+        ks.iter()
+            .zip(&first)
+            .map(|(k, e)| p.write(k, b"1", Some(e))),
+    )
     .await
-    .unwrap();
+    {
+        r.expect("an update with the current ETag commits");
+    }
+    let distinct = transactions_of(&pg, &ks).await;
     assert!(
         (1..=(ROWS as i64) / 2).contains(&distinct),
         "{ROWS} updates issued together were committed in {distinct} transactions"

@@ -65,6 +65,28 @@ impl Backend {
         }
     }
 
+    /// The same database and tables through a provider with group commit
+    /// the other way round from its default (on for SQLite, off for
+    /// PostgreSQL): what the default choice is worth; with its label.
+    async fn variant(&self, url: &str) -> Result<(&'static str, Backend), String> {
+        match self {
+            Backend::Sqlite(_) => SqliteStorage::builder(url)
+                .group_commit(false)
+                .open()
+                .await
+                .map(|s| ("actor-core, group commit off", Backend::Sqlite(s)))
+                .map_err(|e| e.to_string()),
+            Backend::Postgres(p) => PostgresStorage::builder(url)
+                .table_prefix(p.state_table().trim_end_matches("_state"))
+                .max_connections(WRITERS as u32)
+                .group_commit(true)
+                .connect()
+                .await
+                .map(|p| ("actor-core, group commit on", Backend::Postgres(p)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     /// The floor's first write of a row (untimed).
     fn insert_sql(&self) -> String {
         match self {
@@ -245,13 +267,19 @@ fn floor(rt: &tokio::runtime::Runtime, backend: &Backend, writes: u64) -> Result
     })
 }
 
-fn entries(backend: &Backend, writes: u64) -> Vec<Entry> {
+fn entries(backend: &Backend, variant: Option<(&'static str, Backend)>, writes: u64) -> Vec<Entry> {
     let rt = Arc::new(runtime());
     let (b, r) = (backend.clone(), rt.clone());
-    let ours = Entry::from_fn("actor-core", Role::Ours, None, move || ours(&r, &b, writes));
-    let (b, r) = (backend.clone(), rt);
-    let floor = Entry::from_fn("raw sqlx", Role::Floor, None, move || floor(&r, &b, writes));
-    vec![ours, floor]
+    let mine = Entry::from_fn("actor-core", Role::Ours, None, move || ours(&r, &b, writes));
+    let (b, r) = (backend.clone(), rt.clone());
+    let raw = Entry::from_fn("raw sqlx", Role::Floor, None, move || floor(&r, &b, writes));
+    let mut entries = vec![mine, raw];
+    if let Some((label, b)) = variant {
+        entries.push(Entry::from_fn(label, Role::Peer, None, move || {
+            ours(&rt, &b, writes)
+        }));
+    }
+    entries
 }
 
 fn plan(config: &Config, db: &str, what: &str) -> Plan {
@@ -260,16 +288,19 @@ fn plan(config: &Config, db: &str, what: &str) -> Plan {
         description: format!(
             "{WRITERS} callers each bump their own grain in sequence, {} writes in all: \
              each call stores the grain's JSON state through PersistentState::write on \
-             {what} (ETag-checked UPDATE); floor: the same UPDATE with a fresh ETag and \
-             the JSON of the new value, issued with raw sqlx on the provider's pool by \
-             {WRITERS} tasks.",
+             {what} (ETag-checked UPDATE, the provider's default group commit: on for \
+             SQLite, off for PostgreSQL); floor: the same UPDATE with a fresh ETag and the \
+             JSON of the new value, issued with raw sqlx on the provider's pool by \
+             {WRITERS} tasks; beside them, actor-core with group commit the other way.",
             config.storage_writes
         ),
         unit: "writes/s",
         better: Better::Higher,
         runs: config.runs,
+        // Issue 18: group commit at >= 2x the raw per-row writes (issue
+        // 7 asked 0.8x of per-row writes of our own).
         targets: Targets {
-            floor: Some((Rule::AtLeast, 0.8)),
+            floor: Some((Rule::AtLeast, 2.0)),
             ..Targets::default()
         },
         floor_name: "floor: raw sqlx UPDATE",
@@ -294,12 +325,16 @@ pub(crate) fn run(config: &Config) -> (Vec<Scenario>, Vec<NotMeasured>) {
             Ok((dir, storage))
         };
         match setup() {
-            Ok((_dir, storage)) => {
+            Ok((dir, storage)) => {
                 let backend = Backend::Sqlite(storage);
+                let path = dir.path().join("bench.db");
+                let variant = runtime()
+                    .block_on(backend.variant(&path.to_string_lossy()))
+                    .ok();
                 let p = plan(config, "sqlite", "a SQLite file (WAL)");
                 out.push(runner::run(
                     p,
-                    entries(&backend, config.storage_writes),
+                    entries(&backend, variant, config.storage_writes),
                     "storage",
                 ));
             }
@@ -322,10 +357,11 @@ pub(crate) fn run(config: &Config) -> (Vec<Scenario>, Vec<NotMeasured>) {
         ) {
             Ok(storage) => {
                 let backend = Backend::Postgres(storage.clone());
+                let variant = rt.block_on(backend.variant(&url)).ok();
                 let p = plan(config, "postgres", "PostgreSQL on 127.0.0.1");
                 out.push(runner::run(
                     p,
-                    entries(&backend, config.storage_writes),
+                    entries(&backend, variant, config.storage_writes),
                     "storage",
                 ));
                 rt.block_on(async {
