@@ -66,6 +66,7 @@ pub fn intervals(files: &[PathBuf]) -> Result<BTreeMap<String, Vec<Interval>>> {
             start_us,
             end_us,
             ok,
+            fenced,
             ..
         } in records
         {
@@ -80,7 +81,14 @@ pub fn intervals(files: &[PathBuf]) -> Result<BTreeMap<String, Vec<Interval>>> {
                     stored: 0,
                 });
             e.start_us = e.start_us.min(start_us);
-            e.last_start_us = e.last_start_us.max(start_us);
+            // A turn whose write the lease fence refused changed nothing
+            // (and was admitted before the lease's end: the process may
+            // have frozen between the admission and the handler's clock
+            // read): it ends the interval, it does not extend its live
+            // part.
+            if !fenced {
+                e.last_start_us = e.last_start_us.max(start_us);
+            }
             e.end_us = e.end_us.max(end_us);
             if kind == "append" && ok {
                 e.stored += 1;
@@ -108,7 +116,10 @@ pub fn intervals(files: &[PathBuf]) -> Result<BTreeMap<String, Vec<Interval>>> {
 /// storage (refused past the lease before it is sent, and by the ETag of
 /// the state it loaded once the new activation has written), so it
 /// cannot overwrite the new activation's state: the lost-writes oracle
-/// checks that.
+/// checks that. A turn whose write the lease fence refused does not count
+/// as a start either: it changed nothing, and the process may have
+/// frozen between the turn's admission (inside the lease) and the
+/// handler's first clock read, which then reads after the resume.
 pub fn duplicates(intervals: &BTreeMap<String, Vec<Interval>>) -> Vec<Duplicate> {
     pairs(intervals, |earlier, later| {
         earlier.last_start_us >= later.start_us
@@ -302,6 +313,7 @@ mod tests {
                 end_us: e,
                 op: 1,
                 ok: true,
+                fenced: false,
             })
             .unwrap()
         };
@@ -319,6 +331,35 @@ mod tests {
         assert_eq!(v[0].last_start_us, 3);
         assert_eq!(duplicates(&m).len(), 1, "b started as a's last turn did");
         assert!(stragglers(&m).is_empty());
+
+        // A turn of `a` whose write the lease fence refused, with a start
+        // read after `b` began: it changed nothing, so `a` is a straggler.
+        let g = dir.join("s0-1.records.jsonl");
+        let fenced = serde_json::to_string(&Record {
+            grain: "g2".into(),
+            activation: "a".into(),
+            silo: "s0".into(),
+            kind: "append".into(),
+            start_us: 20,
+            end_us: 21,
+            op: 2,
+            ok: false,
+            fenced: true,
+        })
+        .unwrap();
+        let b = line("b", "append", 15, 30).replace("g1", "g2");
+        let text = format!(
+            "{}\n{fenced}\n{b}\n",
+            line("a", "activate", 1, 2).replace("g1", "g2")
+        );
+        std::fs::write(&g, text).unwrap();
+        let m = intervals(&[g]).unwrap();
+        assert_eq!(
+            m["g2"][0].last_start_us, 1,
+            "a fenced turn does not extend it"
+        );
+        assert!(duplicates(&m).is_empty());
+        assert_eq!(stragglers(&m).len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -73,6 +73,11 @@ pub struct Record {
     pub op: u64,
     /// Whether the append was stored.
     pub ok: bool,
+    /// Whether its write was refused before it was sent because the
+    /// silo's lease had run out (`actor_persistence::Error::Fenced`): the
+    /// turn changed nothing.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// Microseconds since the Unix epoch.
@@ -91,7 +96,7 @@ impl Ledger {
         self.state.state_mut().ops.push(op);
         let stored = self.state.write_or_reset(ctx).await;
         let end_us = now_micros();
-        self.record("append", start_us, end_us, op, stored.is_ok(), ctx);
+        self.record_append(start_us, end_us, op, &stored, ctx);
         stored.map_err(|e| e.to_string())?;
         Ok(Appended {
             silo: ctx.silo().name().to_owned(),
@@ -109,25 +114,27 @@ impl Ledger {
 }
 
 impl Ledger {
-    fn record(
+    fn record_append(
         &self,
-        kind: &str,
         start_us: i64,
         end_us: i64,
         op: u64,
-        ok: bool,
+        stored: &actor_persistence::Result<()>,
         ctx: &GrainContext<Self>,
     ) {
+        let ok = stored.is_ok();
+        let fenced = matches!(stored, Err(actor_persistence::Error::Fenced { .. }));
         if let Some(r) = &self.recorder {
             r.write(&Record {
                 grain: ctx.key().to_string(),
                 activation: self.activation.clone(),
                 silo: ctx.silo().name().to_owned(),
-                kind: kind.to_owned(),
+                kind: "append".to_owned(),
                 start_us,
                 end_us,
                 op,
                 ok,
+                fenced,
             });
         }
     }
@@ -153,6 +160,7 @@ pub(crate) fn register(builder: SiloBuilder, recorder: Option<Arc<RecordFile>>) 
                     end_us,
                     op: 0,
                     ok: true,
+                    fenced: false,
                 });
             }
             Ok(Ledger {
