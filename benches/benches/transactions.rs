@@ -279,7 +279,14 @@ async fn main() {
         )
         .await
         .unwrap();
-    backend("sqlite", Arc::new(storage), Floor::Sqlite(pool), dur, &mut table).await;
+    backend(
+        "sqlite",
+        Arc::new(storage),
+        Floor::Sqlite(pool),
+        dur,
+        &mut table,
+    )
+    .await;
 
     let url = "postgres://postgres@127.0.0.1:5432/test";
     match PostgresTxStorage::connect_with_prefix(url, "tx_bench").await {
