@@ -449,11 +449,8 @@ fn prepare_turn<'a, G: Grain>(
     let parent_trace = h.trace;
     let parent_span = parent_trace.map(|p| p.span_id);
     let metrics = act.entry.metrics.method(method);
-    let filters: &[Arc<dyn crate::filter::IncomingCallFilter>] = if plain {
-        &[]
-    } else {
-        silo.incoming_filters()
-    };
+    let filters: &[Arc<dyn crate::filter::IncomingCallFilter>] =
+        if plain { &[] } else { silo.incoming_filters() };
     // The turn's own trace context, made now only if filters or a span
     // read it (otherwise on first use, if ever: see `TurnInfo::trace`).
     let eager = (layered || !filters.is_empty() || parent.is_some())

@@ -22,7 +22,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 fn order(i: u32) -> PlaceOrder {
     PlaceOrder {
         customer_email: format!("customer{i}@example.com"),
-        sku: if i % 2 == 0 { "book" } else { "lamp" }.to_owned(),
+        sku: if i.is_multiple_of(2) { "book" } else { "lamp" }.to_owned(),
         quantity: i + 1,
     }
 }
