@@ -1,3 +1,7 @@
+// Over 800 lines on purpose: a cluster silo's lifecycle (join, serve,
+// renew its lease, vote, leave) and its membership agent share the silo's
+// state; the parts that stand alone are fence.rs, membership.rs,
+// directory/ and link/.
 //! A silo in a cluster: it joins the membership table, serves its link,
 //! heartbeats, probes its peers, votes on suspects and keeps its view of
 //! ownership (`crate::fence`) equal to the active silos in the table.

@@ -1,3 +1,6 @@
+// Over 800 lines on purpose: one test story (the bank's grains, its
+// workload under the nemesis and its oracles, with the oracles' own
+// failing histories) that reads top to bottom.
 //! A bank on actor-tx under deterministic simulation (issue 15): accounts
 //! whose balance is transactional state, concurrent transfers and audits
 //! from two simulated clients while the nemesis crashes, restarts,

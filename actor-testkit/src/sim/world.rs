@@ -1,3 +1,6 @@
+// Over 800 lines on purpose: `run` assembles one simulated world (the db
+// host, the silos, the clients, the services, the nemesis and the oracles
+// over the same handles); the built-in workload is in builtin.rs.
 //! The simulation builder: your grain types on every simulated silo,
 //! your workload on simulated clients, the nemesis, the built-in oracles
 //! and your own invariants, over seeds that replay.

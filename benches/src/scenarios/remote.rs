@@ -1,3 +1,6 @@
+// Over 800 lines on purpose: one scenario, its second process and its
+// subjects (ours, TLS, raw unary and stream) read together; the rio-rs
+// peer is in remote/rio.rs.
 //! Remote scenarios: a grain call from one silo to a grain on another silo
 //! in a second process, over actor-cluster's link on loopback, beside raw
 //! tonic doing the same exchange (same payload, a small reply) as one
