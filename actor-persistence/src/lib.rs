@@ -12,6 +12,14 @@
 //! | [`PostgresStorage`] | PostgreSQL (sqlx) | real deployments |
 //! | [`RedisStorage`] | Redis (Lua compare-and-set) | shared, fast storage |
 //!
+//! The SQL providers can group-commit: updates that grains issue at the same
+//! time go to the database in one transaction, each with its own ETag
+//! check, and each is acknowledged only after that transaction commits (the
+//! durability of a single-row write). On by default for SQLite, where it
+//! turns N fsyncs into one; off by default for PostgreSQL, whose server
+//! already joins concurrent commits (see the builders' `group_commit` and
+//! BENCHMARKS.md's storage figures).
+//!
 //! On top of them: [`PersistentState<T>`] (Orleans' `IPersistentState<T>`:
 //! a typed, named state in a grain, with `read` / `write` / `clear` and an
 //! ETag), and [`Journal<S>`] for event-sourced grains (Orleans'
