@@ -35,6 +35,8 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
         "remote/ask_throughput_64_in_flight",
         "remote/ask_throughput_1000_in_flight",
         "remote/activation_rate",
+        "remote/tls_ask_latency_p50",
+        "remote/tls_ask_throughput_64_in_flight",
         "storage/write_sqlite",
         "storage/write_postgres",
     ] {
@@ -59,11 +61,15 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
             .iter()
             .map(|c| c["against"].as_str().unwrap())
             .collect();
+        // The TLS scenarios compare actor-core over mutual TLS with
+        // itself over plain TCP (their baseline), not with a floor.
+        let tls = name.starts_with("remote/tls_");
         assert!(
-            comparisons.iter().any(|c| c["kind"] == "floor"),
+            tls || comparisons.iter().any(|c| c["kind"] == "floor"),
             "{name}: no floor"
         );
         let wanted: &[&str] = match s["group"].as_str().unwrap() {
+            _ if tls => &["actor-core, plain TCP"],
             "local" => &["kameo 0.22", "ractor 0.16", "actix 0.13"],
             "remote" => &["floor: tonic bidi stream", "tonic unary", "rio-rs 0.7.2"],
             "storage" => &["floor: raw sqlx UPDATE"],
