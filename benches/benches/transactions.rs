@@ -138,40 +138,29 @@ impl Floor {
     }
 
     async fn transfer(&self, table: &str, from: i64, to: i64) {
+        // The same two updates in one local transaction on either pool;
+        // only the placeholders differ.
+        macro_rules! two_updates {
+            ($pool:expr, $sql:expr) => {{
+                let mut tx = $pool.begin().await.unwrap();
+                let q = format!($sql, table = table);
+                for (delta, id) in [(-1i64, from), (1i64, to)] {
+                    sqlx::query(&q)
+                        .bind(delta)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+                tx.commit().await.unwrap();
+            }};
+        }
         match self {
             Floor::Sqlite(p) => {
-                let mut tx = p.begin().await.unwrap();
-                let q = format!("UPDATE {table} SET balance = balance + ? WHERE id = ?");
-                sqlx::query(&q)
-                    .bind(-1i64)
-                    .bind(from)
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                sqlx::query(&q)
-                    .bind(1i64)
-                    .bind(to)
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
+                two_updates!(p, "UPDATE {table} SET balance = balance + ? WHERE id = ?")
             }
             Floor::Postgres(p) => {
-                let mut tx = p.begin().await.unwrap();
-                let q = format!("UPDATE {table} SET balance = balance + $1 WHERE id = $2");
-                sqlx::query(&q)
-                    .bind(-1i64)
-                    .bind(from)
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                sqlx::query(&q)
-                    .bind(1i64)
-                    .bind(to)
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
+                two_updates!(p, "UPDATE {table} SET balance = balance + $1 WHERE id = $2")
             }
         }
     }
