@@ -116,21 +116,37 @@ pub(crate) fn ask_throughput<S: Subject>(
     })
 }
 
-/// One sender task tells `messages` one-way messages to one actor, then
-/// asks it once (answered after every tell, mailboxes being FIFO):
-/// messages per second, until the actor has processed them all.
-pub(crate) fn tell_throughput<S: Subject>(flavor: Flavor, messages: u64) -> Sample {
+/// One sender task tells `messages` one-way messages round-robin to
+/// `actors` actors (message `i` to actor `i % actors`; one actor is the
+/// plain one-sender-one-receiver case, 100 the shape of
+/// tqwewe/actor-benchmarks), then asks each actor once (answered after
+/// every tell to it, mailboxes being FIFO): messages per second, until
+/// every actor has processed all of its messages.
+pub(crate) fn tell_throughput<S: Subject>(flavor: Flavor, messages: u64, actors: u64) -> Sample {
     let exec = S::executor(flavor);
     exec.block_on(async {
         let env = S::env().await;
-        let h = S::spawn(&env, 0).await;
-        black_box(S::ask(&h, 0).await);
+        let mut hs = Vec::with_capacity(actors as usize);
+        for i in 0..actors {
+            let h = S::spawn(&env, i).await;
+            black_box(S::ask(&h, 0).await);
+            hs.push(h);
+        }
         let sender = S::spawn_task(async move {
             let t = Clocks::start();
+            // The next actor, wrapped by hand: no division per message.
+            let mut a = 0;
             for _ in 0..messages {
-                S::tell(&h, 1);
+                S::tell(&hs[a], 1);
+                a += 1;
+                if a == hs.len() {
+                    a = 0;
+                }
             }
-            let total = S::ask(&h, 0).await;
+            let mut total = 0;
+            for h in &hs {
+                total += S::ask(h, 0).await;
+            }
             let times = t.stop();
             assert_eq!(total, messages, "every tell was processed");
             times

@@ -25,9 +25,12 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
         "ask_latency/multi_thread",
         "ask_throughput/64_callers_1_grain",
         "ask_throughput/1000_callers_1_grain",
+        "ask_throughput/1_caller_1000_grains",
+        "ask_throughput/8_callers_1000_grains",
         "ask_throughput/64_callers_1000_grains",
         "ask_throughput/1000_callers_1000_grains",
         "tell_throughput/1_grain",
+        "tell_throughput/100_grains",
         "activation/rate_640",
         "activation/idle_memory_1k",
         "remote/ask_latency_p50",
@@ -37,6 +40,14 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
         "remote/activation_rate",
         "remote/tls_ask_latency_p50",
         "remote/tls_ask_throughput_64_in_flight",
+        "remote/cluster3_ask_throughput_64_in_flight",
+        "remote/cluster3_ask_latency_p99_64_in_flight",
+        "remote/cluster3_ask_throughput_1000_in_flight",
+        "remote/cluster3_ask_latency_p99_1000_in_flight",
+        "remote/cluster3_after_kill_ask_throughput_64_in_flight",
+        "remote/cluster3_after_kill_ask_latency_p99_64_in_flight",
+        "remote/cluster3_after_kill_ask_throughput_1000_in_flight",
+        "remote/cluster3_after_kill_ask_latency_p99_1000_in_flight",
         "storage/write_sqlite",
         "storage/write_postgres",
     ] {
@@ -68,8 +79,12 @@ fn a_tiny_run_writes_every_scenario_in_the_promised_shape() {
             tls || comparisons.iter().any(|c| c["kind"] == "floor"),
             "{name}: no floor"
         );
+        // The cluster scenarios: their floor over the same processes, and
+        // the 2-process figure beside it.
+        let cluster = name.starts_with("remote/cluster3");
         let wanted: &[&str] = match s["group"].as_str().unwrap() {
             _ if tls => &["actor-core, plain TCP"],
+            _ if cluster => &["floor: tonic bidi stream", "actor-core, 2 processes"],
             "local" => &["kameo 0.22", "ractor 0.16", "actix 0.13"],
             "remote" => &["floor: tonic bidi stream", "tonic unary", "rio-rs 0.7.2"],
             "storage" => &["floor: raw sqlx UPDATE"],

@@ -57,12 +57,15 @@ impl Workload for AskThroughput {
 #[derive(Clone)]
 struct TellThroughput {
     messages: u64,
+    /// Told round-robin.
+    actors: u64,
 }
 impl Workload for TellThroughput {
     fn run<S: Subject>(&self) -> Result<Sample, String> {
         Ok(workloads::tell_throughput::<S>(
             Flavor::MultiThread,
             self.messages,
+            self.actors,
         ))
     }
 }
@@ -71,9 +74,12 @@ impl Workload for TellThroughput {
 struct ActivationRate {
     count: u64,
     creators: u64,
+    /// The idle-memory scenarios' bytes per actor, where they ran first.
+    seen: Rc<RefCell<HashMap<&'static str, f64>>>,
 }
 impl Workload for ActivationRate {
     fn run<S: Subject>(&self) -> Result<Sample, String> {
+        fits_in_memory::<S>(&self.seen, self.count)?;
         Ok(workloads::activation_rate::<S>(
             Flavor::MultiThread,
             self.count,
@@ -91,24 +97,34 @@ struct IdleMemory {
 }
 impl Workload for IdleMemory {
     fn run<S: Subject>(&self) -> Result<Sample, String> {
-        let known = self.seen.borrow().get(S::NAME).copied();
-        if let (Some(per_actor), Some(avail_kib)) = (known, meminfo_kib("MemAvailable")) {
-            // Allocator overhead and the process's own peak on top.
-            let need = per_actor * self.count as f64 * 1.5;
-            let avail = avail_kib as f64 * 1024.0;
-            if need > avail * 0.6 {
-                return Err(format!(
-                    "{} actors need about {:.1} GiB, {:.1} GiB available",
-                    self.count,
-                    need / f64::from(1 << 30),
-                    avail / f64::from(1 << 30)
-                ));
-            }
-        }
+        fits_in_memory::<S>(&self.seen, self.count)?;
         let v = workloads::idle_memory::<S>(self.count);
         self.seen.borrow_mut().insert(S::NAME, v.value);
         Ok(v)
     }
+}
+
+/// Whether `count` actors of subject `S` fit in the machine's available
+/// memory, by its bytes per idle actor measured earlier in the run (if it
+/// was): an error saying why not.
+fn fits_in_memory<S: Subject>(
+    seen: &RefCell<HashMap<&'static str, f64>>,
+    count: u64,
+) -> Result<(), String> {
+    let known = seen.borrow().get(S::NAME).copied();
+    if let (Some(per_actor), Some(avail_kib)) = (known, meminfo_kib("MemAvailable")) {
+        // Allocator overhead and the process's own peak on top.
+        let need = per_actor * count as f64 * 1.5;
+        let avail = avail_kib as f64 * 1024.0;
+        if need > avail * 0.6 {
+            return Err(format!(
+                "{count} actors need about {:.1} GiB, {:.1} GiB available",
+                need / f64::from(1 << 30),
+                avail / f64::from(1 << 30)
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn human(n: u64) -> String {
@@ -136,8 +152,9 @@ fn by_subject<W: Workload>(w: &W, subject: &str) -> Result<Sample, String> {
 /// One workload, once, against one subject, sized by `count` (calls,
 /// messages or actors): for profilers. `workload` is a scenario name
 /// without its size: `ask_latency/current_thread`,
-/// `ask_latency/multi_thread`, `ask_throughput/{C}_callers_{A}_grain(s)`,
-/// `tell_throughput/1_grain`, `activation/rate`, `activation/idle_memory`.
+/// `ask_latency/multi_thread`, `ask_throughput/{C}_caller(s)_{A}_grain(s)`,
+/// `tell_throughput/{A}_grain(s)` (told round-robin), `activation/rate`,
+/// `activation/idle_memory`.
 pub(crate) fn profile(workload: &str, subject: &str, count: u64) -> Result<Sample, String> {
     let bad = || format!("unknown workload `{workload}`");
     match workload {
@@ -155,11 +172,11 @@ pub(crate) fn profile(workload: &str, subject: &str, count: u64) -> Result<Sampl
             },
             subject,
         ),
-        "tell_throughput/1_grain" => by_subject(&TellThroughput { messages: count }, subject),
         "activation/rate" => by_subject(
             &ActivationRate {
                 count,
                 creators: 64,
+                seen: Rc::default(),
             },
             subject,
         ),
@@ -170,9 +187,29 @@ pub(crate) fn profile(workload: &str, subject: &str, count: u64) -> Result<Sampl
             },
             subject,
         ),
+        w if w.starts_with("tell_throughput/") => {
+            let actors = w
+                .strip_prefix("tell_throughput/")
+                .and_then(|r| {
+                    r.strip_suffix("_grain")
+                        .or_else(|| r.strip_suffix("_grains"))
+                })
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(bad)?;
+            by_subject(
+                &TellThroughput {
+                    messages: count,
+                    actors,
+                },
+                subject,
+            )
+        }
         w => {
             let shape = w.strip_prefix("ask_throughput/").ok_or_else(bad)?;
-            let (callers, rest) = shape.split_once("_callers_").ok_or_else(bad)?;
+            let (callers, rest) = shape
+                .split_once("_callers_")
+                .or_else(|| shape.split_once("_caller_"))
+                .ok_or_else(bad)?;
             let actors = rest
                 .strip_suffix("_grains")
                 .or_else(|| rest.strip_suffix("_grain"))
@@ -239,7 +276,17 @@ pub(crate) fn run(config: &Config) -> Vec<Scenario> {
         );
     }
 
-    for (callers, actors) in [(64, 1), (1000, 1), (64, 1000), (1000, 1000)] {
+    // One hot grain under 64 and 1,000 callers, and 1,000 grains under 1,
+    // 8, 64 and 1,000 callers (how throughput grows with calls in flight).
+    let shapes = [
+        (64, 1),
+        (1000, 1),
+        (1, 1000),
+        (8, 1000),
+        (64, 1000),
+        (1000, 1000),
+    ];
+    for (callers, actors) in shapes {
         let targets = if (callers, actors) == (1000, 1000) {
             Targets {
                 floor: Some((Rule::AtLeast, 0.9)),
@@ -248,14 +295,16 @@ pub(crate) fn run(config: &Config) -> Vec<Scenario> {
         } else {
             Targets::default()
         };
+        let plural = |n: u64| if n > 1 { "s" } else { "" };
         go(
             Plan {
                 name: format!(
-                    "ask_throughput/{callers}_callers_{actors}_grain{}",
-                    if actors > 1 { "s" } else { "" }
+                    "ask_throughput/{callers}_caller{}_{actors}_grain{}",
+                    plural(callers),
+                    plural(actors)
                 ),
                 description: format!(
-                    "{callers} caller tasks ask in sequence, spread over {actors} \
+                    "{callers} caller task(s) ask in sequence, spread over {actors} \
                      already-active actor(s), {} calls in all, on a 2-worker multi-thread \
                      runtime; floor: the same shape over raw mpsc+oneshot.",
                     config.throughput_calls
@@ -274,53 +323,50 @@ pub(crate) fn run(config: &Config) -> Vec<Scenario> {
         );
     }
 
-    go(
-        Plan {
-            name: "tell_throughput/1_grain".to_owned(),
-            description: format!(
-                "One sender task tells {} one-way messages to one actor, then asks it \
-                 once; timed until that ask returns (every tell processed), on a \
-                 2-worker multi-thread runtime; floor: an unbounded tokio mpsc.",
-                config.tell_messages
-            ),
-            unit: "msgs/s",
-            better: Better::Higher,
-            runs: config.runs,
-            targets: Targets {
-                peers: Some((Rule::AtLeast, 1.0)),
-                ..Targets::default()
+    for actors in [1, 100] {
+        let (name, shape, targets) = if actors == 1 {
+            (
+                "tell_throughput/1_grain".to_owned(),
+                "one actor, then asks it once".to_owned(),
+                Targets {
+                    peers: Some((Rule::AtLeast, 1.0)),
+                    ..Targets::default()
+                },
+            )
+        } else {
+            (
+                format!("tell_throughput/{actors}_grains"),
+                format!(
+                    "{actors} actors round-robin (message i to actor i % {actors}: the \
+                     workload of tqwewe/actor-benchmarks), then asks each once"
+                ),
+                Targets::default(),
+            )
+        };
+        go(
+            Plan {
+                name,
+                description: format!(
+                    "One sender task tells {} one-way messages to {shape}; timed until the \
+                     last ask returns (every tell processed), on a 2-worker multi-thread \
+                     runtime; floor: an unbounded tokio mpsc per actor.",
+                    config.tell_messages
+                ),
+                unit: "msgs/s",
+                better: Better::Higher,
+                runs: config.runs,
+                targets,
+                floor_name: "floor: tokio mpsc",
             },
-            floor_name: "floor: tokio mpsc",
-        },
-        all(&TellThroughput {
-            messages: config.tell_messages,
-        }),
-    );
+            all(&TellThroughput {
+                messages: config.tell_messages,
+                actors,
+            }),
+        );
+    }
 
-    go(
-        Plan {
-            name: format!("activation/rate_{}", human(config.activation_count)),
-            description: format!(
-                "64 tasks make {} first calls to new grains between them (peers: spawn an \
-                 actor and ask it once; floor: spawn a tokio task with an mpsc and ask it \
-                 once), on a 2-worker multi-thread runtime.",
-                config.activation_count
-            ),
-            unit: "activations/s",
-            better: Better::Higher,
-            runs: config.runs,
-            targets: Targets {
-                absolute: Some(("activations/s", Rule::AtLeast, 500_000.0, 0.0)),
-                ..Targets::default()
-            },
-            floor_name: "floor: tokio task + mpsc",
-        },
-        all(&ActivationRate {
-            count: config.activation_count,
-            creators: 64,
-        }),
-    );
-
+    // Idle memory first: its bytes per actor tell the activation-rate
+    // scenarios whether 1,000,000 of a subject's actors fit.
     let seen = Rc::new(RefCell::new(HashMap::new()));
     for &(count, runs) in &config.memory {
         go(
@@ -349,6 +395,33 @@ pub(crate) fn run(config: &Config) -> Vec<Scenario> {
             },
             all(&IdleMemory {
                 count,
+                seen: seen.clone(),
+            }),
+        );
+    }
+
+    for &(count, runs) in &config.activation {
+        go(
+            Plan {
+                name: format!("activation/rate_{}", human(count)),
+                description: format!(
+                    "64 tasks make {count} first calls to new grains between them (peers: \
+                     spawn an actor and ask it once; floor: spawn a tokio task with an mpsc \
+                     and ask it once), on a 2-worker multi-thread runtime; every actor stays \
+                     alive until the sample ends."
+                ),
+                unit: "activations/s",
+                better: Better::Higher,
+                runs,
+                targets: Targets {
+                    absolute: Some(("activations/s", Rule::AtLeast, 500_000.0, 0.0)),
+                    ..Targets::default()
+                },
+                floor_name: "floor: tokio task + mpsc",
+            },
+            all(&ActivationRate {
+                count,
+                creators: 64,
                 seen: seen.clone(),
             }),
         );

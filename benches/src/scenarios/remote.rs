@@ -1,6 +1,6 @@
 // Over 800 lines on purpose: one scenario, its second process and its
 // subjects (ours, TLS, raw unary and stream) read together; the rio-rs
-// peer is in remote/rio.rs.
+// peer is in remote/rio.rs, the 3-process cluster in remote/cluster.rs.
 //! Remote scenarios: a grain call from one silo to a grain on another silo
 //! in a second process, over actor-cluster's link on loopback, beside raw
 //! tonic doing the same exchange (same payload, a small reply) as one
@@ -20,6 +20,9 @@
 //! this process makes at start and hands the peer in its environment):
 //! the `remote/tls_*` scenarios measure actor-core over that port beside
 //! actor-core over plain TCP, in the same run.
+//!
+//! The `remote/cluster3_*` scenarios ([`cluster`]) start two more peer
+//! processes: a 3-silo cluster, before and after one is killed.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -47,6 +50,7 @@ use crate::report::{Better, Rule, Scenario};
 use crate::subjects::{Role, two_workers as runtime};
 use crate::workloads::Sample;
 
+mod cluster;
 mod rio;
 
 mod proto {
@@ -277,6 +281,17 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Kills the process at once (SIGKILL: no shutdown, as a crash), and
+    /// reaps it.
+    fn kill(mut self) -> Result<(), String> {
+        self.child
+            .kill()
+            .and_then(|()| self.child.wait().map(drop))
+            .map_err(|e| format!("killing a peer process: {e}"))
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         drop(self.stdin.take());
@@ -302,18 +317,23 @@ impl Drop for Peer {
 type CallFuture = Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>;
 type Call = Arc<dyn Fn(u64, u64, Vec<u8>) -> CallFuture + Send + Sync>;
 
-/// Calls onto `keys` grains owned by the peer (the first `keys` ids from
-/// `first` on that the router gives it), through a local silo whose router
-/// knows both silos; over the peer's mutual TLS port when `tls` is set.
+/// Calls onto `keys` grains owned by the peers (the first `keys` ids from
+/// `first` on that the router gives to one of them), through a local silo
+/// whose router knows every silo (so it calls each grain's owner
+/// directly); over the peer's mutual TLS port when `tls` is set (one peer
+/// only).
 async fn ours(
-    peer: &Peer,
+    peers: &[Arc<Peer>],
     first: i64,
     keys: u64,
     tls: bool,
 ) -> Result<(Call, Silo, tokio::task::JoinHandle<()>), String> {
     let me = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let me_at = me.local_addr().expect("address").to_string();
-    let (peer_at, connector) = if tls {
+    let (peers_at, connector) = if tls {
+        let [peer] = peers else {
+            return Err("TLS is measured against one peer".to_owned());
+        };
         let (at, config) = peer
             .tls
             .as_ref()
@@ -321,11 +341,13 @@ async fn ours(
         let connector = config
             .connector(Arc::new(TcpConnector))
             .map_err(|e| e.to_string())?;
-        (at.clone(), Some(connector))
+        (vec![at.clone()], Some(connector))
     } else {
-        (peer.link.clone(), None)
+        (peers.iter().map(|p| p.link.clone()).collect(), None)
     };
-    let router = StaticRouter::new(me_at.clone(), vec![me_at, peer_at.clone()]);
+    let mut members = peers_at;
+    members.push(me_at.clone());
+    let router = StaticRouter::new(me_at.clone(), members);
     if let Some(c) = connector {
         router.use_connector(c);
     }
@@ -339,10 +361,10 @@ async fn ours(
     router.attach(&silo);
     let me = LinkListener::tcp(me).expect("the link listener has an address");
     let server = LinkService::new(silo.clone(), DEFAULT_MAX_FRAME).serve(me);
-    // The i-th key the peer owns, for i in 0..keys.
+    // The i-th key a peer owns, for i in 0..keys.
     let remote: Arc<Vec<i64>> = Arc::new(
         (first..)
-            .filter(|k| router.owner(&GrainId::new("echo", *k)) == peer_at)
+            .filter(|k| !router.owns(&GrainId::new("echo", *k)))
             .take(keys as usize)
             .collect(),
     );
@@ -414,6 +436,19 @@ async fn stream(peer: &Peer) -> Call {
     })
 }
 
+/// The bidi floor over one stream per peer process, call `key` on the
+/// stream of peer `key % peers` (one peer: exactly [`stream`]).
+async fn streams(peers: &[Arc<Peer>]) -> Call {
+    if let [peer] = peers {
+        return stream(peer).await;
+    }
+    let mut each = Vec::with_capacity(peers.len());
+    for p in peers {
+        each.push(stream(p).await);
+    }
+    Arc::new(move |caller, key, payload| each[key as usize % each.len()](caller, key, payload))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Subject {
     Ours,
@@ -443,6 +478,13 @@ enum Shape {
     Latency { calls: u64, percentile: f64 },
     /// `in_flight` callers, each in sequence onto its own key; calls/s.
     Throughput { in_flight: u64, calls: u64 },
+    /// As `Throughput`; the figure is this percentile of the per-call
+    /// latency under that load (µs).
+    LoadedLatency {
+        in_flight: u64,
+        calls: u64,
+        percentile: f64,
+    },
     /// `creators` callers make `count` first calls between them, each to a
     /// grain not active on the peer yet (which the call activates);
     /// activations/s.
@@ -462,13 +504,19 @@ fn answered(len: u64) -> Result<(), String> {
     }
 }
 
-fn sample(peer: &Peer, subject: Subject, shape: Shape) -> Result<Sample, String> {
+/// One sample of `shape` against `subject` on the `peers` (actor-core and
+/// the stream floor spread their calls over them all; unary and rio-rs
+/// call the first).
+fn sample(peers: &[Arc<Peer>], subject: Subject, shape: Shape) -> Result<Sample, String> {
     let rt = runtime();
+    let peer = peers.first().ok_or("no peer process")?;
     rt.block_on(async {
         // Callers, distinct keys, and where their ids start.
         let (callers, keys, first) = match shape {
             Shape::Latency { .. } => (1, 1, 0),
-            Shape::Throughput { in_flight, .. } => (in_flight, in_flight, 0),
+            Shape::Throughput { in_flight, .. } | Shape::LoadedLatency { in_flight, .. } => {
+                (in_flight, in_flight, 0)
+            }
             Shape::Activation { creators, count } => (
                 creators,
                 creators + count,
@@ -479,12 +527,12 @@ fn sample(peer: &Peer, subject: Subject, shape: Shape) -> Result<Sample, String>
         let call = match subject {
             Subject::Ours | Subject::OursTls => {
                 let tls = subject == Subject::OursTls;
-                let (call, s, server) = ours(peer, first as i64, keys, tls).await?;
+                let (call, s, server) = ours(peers, first as i64, keys, tls).await?;
                 silo = Some((s, server));
                 call
             }
             Subject::Unary => unary(peer).await,
-            Subject::Stream => stream(peer).await,
+            Subject::Stream => streams(peers).await,
             Subject::Rio => {
                 let at = peer
                     .rio
@@ -543,16 +591,33 @@ async fn measure(call: &Call, callers: u64, keys: u64, shape: Shape) -> Result<S
         Shape::Throughput { in_flight, calls } => {
             let per_caller = (calls / in_flight).max(1);
             let done = per_caller * in_flight;
-            run_callers(call, &payload, in_flight, done, |caller| {
+            run_callers(call, &payload, in_flight, done, None, |caller| {
                 (0..per_caller).map(move |_| caller)
             })
+            .await
+        }
+        Shape::LoadedLatency {
+            in_flight,
+            calls,
+            percentile,
+        } => {
+            let per_caller = (calls / in_flight).max(1);
+            let done = per_caller * in_flight;
+            run_callers(
+                call,
+                &payload,
+                in_flight,
+                done,
+                Some(percentile),
+                |caller| (0..per_caller).map(move |_| caller),
+            )
             .await
         }
         Shape::Activation { creators, count } => {
             let per = (count / creators).max(1);
             let made = per * creators;
             // Creator c's i-th call is the first to key creators + c * per + i.
-            run_callers(call, &payload, creators, made, move |c| {
+            run_callers(call, &payload, creators, made, None, move |c| {
                 (0..per).map(move |i| creators + c * per + i)
             })
             .await
@@ -561,12 +626,15 @@ async fn measure(call: &Call, callers: u64, keys: u64, shape: Shape) -> Result<S
 }
 
 /// Runs `callers` tasks, caller `c` calling in sequence the keys
-/// `keys(c)` yields (`ops` calls in all): operations per second.
+/// `keys(c)` yields (`ops` calls in all): operations per second, or with
+/// `percentile` that percentile of the calls' latencies (µs; each call
+/// timed on its own).
 async fn run_callers<K, I>(
     call: &Call,
     payload: &[u8],
     callers: u64,
     ops: u64,
+    percentile: Option<f64>,
     keys: K,
 ) -> Result<Sample, String>
 where
@@ -581,38 +649,58 @@ where
             let p = payload.to_vec();
             let keys = keys(caller);
             tokio::spawn(async move {
+                let mut took = Vec::new();
                 for key in keys {
-                    std::hint::black_box(c(caller, key, p.clone()).await?);
+                    if percentile.is_some() {
+                        let t = Instant::now();
+                        std::hint::black_box(c(caller, key, p.clone()).await?);
+                        took.push(t.elapsed().as_nanos() as f64 / 1_000.0);
+                    } else {
+                        std::hint::black_box(c(caller, key, p.clone()).await?);
+                    }
                 }
-                Ok::<(), String>(())
+                Ok::<Vec<f64>, String>(took)
             })
         })
         .collect();
     let mut failed = None;
+    let mut took = Vec::new();
     for t in tasks {
-        if let Err(e) = t
+        match t
             .await
             .map_err(|e| format!("a caller task: {e}"))
             .and_then(|r| r)
         {
-            failed.get_or_insert(e);
+            Ok(mine) => took.extend(mine),
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
         }
     }
     if let Some(e) = failed {
         return Err(e);
     }
     let wall = start.elapsed();
+    let cpu_ns_per_op = Some(cpu.elapsed().as_nanos() as f64 / ops as f64);
+    let value = match percentile {
+        None => ops as f64 / wall.as_secs_f64(),
+        Some(p) => {
+            took.sort_by(f64::total_cmp);
+            took[((took.len() - 1) as f64 * p).round() as usize]
+        }
+    };
     Ok(Sample {
-        value: ops as f64 / wall.as_secs_f64(),
-        cpu_ns_per_op: Some(cpu.elapsed().as_nanos() as f64 / ops as f64),
+        value,
+        cpu_ns_per_op,
     })
 }
 
 fn entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
+    let peers: Arc<[Arc<Peer>]> = Arc::from([peer.clone()]);
     [Subject::Ours, Subject::Stream, Subject::Unary, Subject::Rio]
         .into_iter()
         .map(|subject| {
-            let peer = peer.clone();
+            let peers = peers.clone();
             let role = match subject {
                 Subject::Ours => Role::Ours,
                 Subject::Stream => Role::Floor,
@@ -624,7 +712,7 @@ fn entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
                 _ => None,
             };
             Entry::from_fn(subject.name(), role, note, move || {
-                let s = sample(&peer, subject, shape);
+                let s = sample(&peers, subject, shape);
                 // actor-core is what every scenario is about: no figure
                 // without it.
                 if subject == Subject::Ours {
@@ -640,8 +728,8 @@ fn entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
 /// mutual TLS port (the scenario's subject) and over its plain TCP port
 /// (the comparison), sampled in turn in the same run.
 fn tls_entries(peer: &Arc<Peer>, shape: Shape) -> Vec<Entry> {
-    let tls = peer.clone();
-    let plain = peer.clone();
+    let tls: Arc<[Arc<Peer>]> = Arc::from([peer.clone()]);
+    let plain = tls.clone();
     vec![
         Entry::from_fn(Subject::OursTls.name(), Role::Ours, None, move || {
             Ok(sample(&tls, Subject::OursTls, shape)
@@ -703,8 +791,8 @@ pub(crate) fn profile(
             calls: count,
         }
     };
-    let peer = Peer::start(exe)?;
-    sample(&peer, subject, shape)
+    let peer = Arc::new(Peer::start(exe)?);
+    sample(&[peer], subject, shape)
 }
 
 /// Runs the remote scenarios whose name contains `config.only`, with the
@@ -720,7 +808,7 @@ pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
         "remote/tls_ask_latency_p50",
         "remote/tls_ask_throughput_64_in_flight",
     ];
-    if !names.iter().any(|n| wanted(n)) {
+    if !names.iter().any(|n| wanted(n)) && !cluster::names().iter().any(|(n, ..)| wanted(n)) {
         return Ok(Vec::new());
     }
     let exe = config
@@ -866,5 +954,6 @@ pub(crate) fn run(config: &Config) -> Result<Vec<Scenario>, String> {
         };
         out.push(runner::run(plan, tls_entries(&peer, shape), "remote"));
     }
+    out.extend(cluster::run(config, exe, &peer, &wanted)?);
     Ok(out)
 }
