@@ -234,6 +234,21 @@ impl ClusterSilo {
         let clock = config.clock.clone();
         let address = SiloAddress::new(endpoint.clone(), clock.now_millis());
         let ownership = Arc::new(Ownership::new(endpoint.clone(), vec![endpoint.clone()]));
+        // Fenced from the start: nothing is activated here before this
+        // silo has a view that every member has applied. The lease starts
+        // expired and is granted with the first view: until then the
+        // view's only member is this silo, which would otherwise own
+        // (and activate) every grain it is asked for while it joins (the
+        // simulator found such a duplicate on a restart). Fenced before
+        // the silo starts, not after: its start hooks run plug-ins' tasks
+        // (a stream provider's keeper calls its partition agents at once),
+        // and a call in between would register the grain in this silo's
+        // one-member partition, which keeps it after the first view if
+        // this silo still owns it there, while the old owner runs it too
+        // (streams_rebalance.rs found partitions pulled twice that way).
+        if !config.unfenced_for_tests {
+            ownership.enable_fencing(tokio::time::Instant::now(), serve_grace(config.lease));
+        }
         let serving = Arc::new(AtomicBool::new(true));
         let directory = Directory::new(
             address.clone(),
@@ -262,15 +277,6 @@ impl ClusterSilo {
             .map_err(|e| Error::Config(e.to_string()))?;
         directory.attach(&silo);
 
-        // Fenced from the start: nothing is activated here before this
-        // silo has a view that every member has applied. The lease starts
-        // expired and is granted with the first view: until then the
-        // view's only member is this silo, which would otherwise own
-        // (and activate) every grain it is asked for while it joins (the
-        // simulator found such a duplicate on a restart).
-        if !config.unfenced_for_tests {
-            ownership.enable_fencing(tokio::time::Instant::now(), serve_grace(config.lease));
-        }
         if config.tls.is_some() {
             // A silo the members would refuse writes no row (the
             // members would only have to vote it out).
