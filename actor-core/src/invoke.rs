@@ -184,13 +184,75 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// What a turn cut off at its silo's lease end logs and drops its
+/// activation with (see [`until_fence`]).
+pub(crate) const CUT_OFF: &str = "the turn was cut off at its silo's lease end (the silo may have been declared dead, and another silo may run the grain now)";
+
+/// Runs `fut` to its end, unless `fence`'s deadline passes while it waits:
+/// then `None`, and `fut` is dropped where it waited (a turn of a silo
+/// whose lease ran out must not go on beside the grain's next activation
+/// elsewhere: the others activate a dead silo's grains once its lease has
+/// surely run out, so a turn that outlives the lease is cut off before
+/// they can). The first poll, where most turns end, arms no timer; a turn
+/// that waits arms one for the deadline and re-arms it when the lease is
+/// renewed meanwhile.
+async fn until_fence<F: std::future::Future>(
+    fut: F,
+    fence: &crate::turn_fence::TurnFence,
+) -> Option<F::Output> {
+    use std::task::Poll;
+    let mut fut = std::pin::pin!(fut);
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        loop {
+            let Some(deadline) = fence.deadline() else {
+                return Poll::Pending;
+            };
+            let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if t.deadline() != deadline {
+                t.as_mut().reset(deadline);
+            }
+            match t.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if !fence.allows(Instant::now()) => return Poll::Ready(None),
+                // Renewed meanwhile: wait for the new deadline.
+                Poll::Ready(()) => {}
+            }
+        }
+    })
+    .await
+}
+
 async fn finish<M: Message>(
     fut: impl std::future::Future<Output = M::Reply>,
     reply: ReplyTo<M::Reply>,
     grain: &GrainId,
     on_end: OnEnd<'_>,
+    silo: &Silo,
 ) -> TurnEnd {
-    match AssertUnwindSafe(fut).catch_unwind().await {
+    let guarded = AssertUnwindSafe(fut).catch_unwind();
+    let outcome = match silo.turn_fence() {
+        None => guarded.await,
+        Some(fence) => match until_fence(guarded, fence).await {
+            Some(outcome) => outcome,
+            None => {
+                on_end.ended(true);
+                // Whether the turn did what it was asked is unknown: as
+                // for a silo that went away mid-call.
+                reply.send(Err(Error::SiloUnavailable {
+                    silo: silo.name().to_owned(),
+                }));
+                return TurnEnd {
+                    panic: Some(CUT_OFF.to_owned()),
+                    ended: None,
+                };
+            }
+        },
+    };
+    match outcome {
         Ok(r) => {
             let error = M::is_error(&r);
             if on_end.ended(error) {
@@ -250,6 +312,7 @@ impl<G: Handler<M>, M: Message> Invoke<G> for ExclusiveCall<M> {
             reply,
             &ctx.activation.id,
             on_end,
+            &ctx.silo,
         ))
     }
     fn run_shared<'a>(
@@ -317,6 +380,7 @@ impl<G: SharedHandler<M>, M: Message> Invoke<G> for SharedCall<M> {
             reply,
             &ctx.activation.id,
             on_end,
+            &ctx.silo,
         ))
     }
     fn fail(self: Box<Self>, error: Error) {

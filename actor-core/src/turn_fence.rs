@@ -16,6 +16,17 @@ use tokio::time::Instant;
 /// its membership agent has read that it was declared dead: by then
 /// another silo may run the same grains.
 ///
+/// A turn that started in time but is still waiting (on a call, a timer,
+/// storage) when the deadline passes is cut off there: its future is
+/// dropped where it waited, its caller gets
+/// [`Error::SiloUnavailable`](crate::Error::SiloUnavailable) (the turn
+/// may have done part of its work), and its activation is dropped without
+/// `on_deactivate`, as after a panic (its state may be half-updated). A
+/// deadline moved forward while a turn waits (the lease renewed) lets it
+/// go on. A turn busy in synchronous code cannot be cut off before it
+/// next waits; a storage provider that checks the fence before each write
+/// (actor-persistence's state does) refuses that turn's writes.
+///
 /// A fresh fence has no deadline (turns run) until
 /// [`close_after`](TurnFence::close_after) is first called. Give it to a
 /// silo with [`SiloBuilder::turn_fence`](crate::SiloBuilder::turn_fence).
@@ -50,6 +61,15 @@ impl TurnFence {
             u64::try_from(nanos).unwrap_or(u64::MAX - 1),
             Ordering::Release,
         );
+    }
+
+    /// The deadline, if one was set: turns starting at or after it are
+    /// refused, and turns still running then are cut off.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.until.load(Ordering::Acquire) {
+            u64::MAX => None,
+            nanos => Some(self.base + std::time::Duration::from_nanos(nanos)),
+        }
     }
 
     /// Whether a turn starting at `at` may run.

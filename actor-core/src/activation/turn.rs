@@ -393,7 +393,11 @@ impl<'a> TurnEnding<'a> {
         }
         if let Some(p) = &end.panic {
             let method = self.method;
-            tracing::error!(grain = %ctx.activation.id, method, panic = %p, "grain handler panicked; dropping the activation");
+            if p == crate::invoke::CUT_OFF {
+                tracing::warn!(grain = %ctx.activation.id, method, "{p}; dropping the activation");
+            } else {
+                tracing::error!(grain = %ctx.activation.id, method, panic = %p, "grain handler panicked; dropping the activation");
+            }
         }
     }
 
