@@ -99,6 +99,9 @@ impl std::error::Error for DuplicateActivation {}
 #[derive(Clone, Default)]
 pub struct ActivationOracle {
     events: Arc<Mutex<Vec<ActivationEvent>>>,
+    /// How many times each silo has started (its incarnation); locked
+    /// before `events` where both are.
+    starts: Arc<Mutex<HashMap<String, usize>>>,
     strict: bool,
 }
 
@@ -163,9 +166,33 @@ impl ActivationOracle {
 
     /// A silo named `silo` started (again).
     pub fn started(&self, silo: &str) {
+        let mut starts = self.starts.lock();
+        *starts.entry(silo.to_owned()).or_insert(0) += 1;
         self.push(ActivationEvent::Started {
             silo: silo.to_owned(),
         });
+    }
+
+    /// How many times `silo` has started so far: the incarnation an
+    /// activation made now belongs to, for [`dropped`](Self::dropped).
+    pub fn incarnation(&self, silo: &str) -> usize {
+        self.starts.lock().get(silo).copied().unwrap_or(0)
+    }
+
+    /// `grain`'s activation on `silo`, made in `incarnation`, was dropped
+    /// without deactivating (its handler panicked, or its turn was cut off
+    /// at the silo's lease end): it is no longer live, as after
+    /// [`deactivated`](Self::deactivated). Ignored if that incarnation
+    /// has ended (the silo crashed or restarted since), which already
+    /// ended its activations.
+    pub fn dropped(&self, grain: impl fmt::Display, silo: &str, incarnation: usize) {
+        let starts = self.starts.lock();
+        if starts.get(silo).copied().unwrap_or(0) == incarnation {
+            self.push(ActivationEvent::Deactivated {
+                grain: grain.to_string(),
+                silo: silo.to_owned(),
+            });
+        }
     }
 
     /// Everything recorded so far, in order.
@@ -692,6 +719,27 @@ mod tests {
         o.activated("g/1", "c");
         assert_eq!(o.check(), Ok(()));
         assert_eq!(o.activations_per_silo()["c"], 1);
+    }
+
+    #[test]
+    fn a_dropped_activation_ends_unless_its_incarnation_did() {
+        let o = ActivationOracle::strict();
+        o.started("a");
+        let first = o.incarnation("a");
+        o.activated("g/1", "a");
+        o.dropped("g/1", "a", first);
+        o.activated("g/1", "b");
+        assert_eq!(o.check(), Ok(()), "a dropped activation is not live");
+        // A drop reported late, after "a" restarted and activated the
+        // grain again, does not end the new activation.
+        o.deactivated("g/1", "b");
+        o.activated("g/1", "a");
+        o.crashed("a");
+        o.started("a");
+        o.activated("g/1", "a");
+        o.dropped("g/1", "a", first);
+        o.activated("g/1", "c");
+        assert!(o.check().is_err(), "the stale drop hid a live activation");
     }
 
     #[test]

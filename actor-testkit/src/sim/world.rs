@@ -460,11 +460,39 @@ impl<S> SimSilo<S> {
 
 /// What a grain reports to the single-activation oracle (strict: no grain
 /// live on two silos at the same simulated moment, dead or not) and to the
-/// trace. Cheap to clone; `Send + Sync`.
-#[derive(Clone)]
+/// trace. Cheap to clone; `Send + Sync`. Give each grain instance a clone
+/// of its own (the factory's `activations.clone()`): an instance that was
+/// activated and is dropped without `on_deactivate` (after a panic, or a
+/// turn cut off at its silo's lease end) reports its end when it is
+/// dropped, since its state is gone then.
 pub struct SimActivations {
     oracle: ActivationOracle,
     trace: SimTrace,
+    /// This instance's grain, silo and the silo's incarnation while it
+    /// is up.
+    up: std::sync::Mutex<Option<(String, String, usize)>>,
+}
+
+impl Clone for SimActivations {
+    /// Reports to the same oracle and trace, for another grain instance.
+    fn clone(&self) -> Self {
+        SimActivations {
+            oracle: self.oracle.clone(),
+            trace: self.trace.clone(),
+            up: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Drop for SimActivations {
+    fn drop(&mut self) {
+        let up = self.up.get_mut().map(Option::take).unwrap_or_default();
+        // Not traced: a crashed silo drops its idle grains in its
+        // tables' hash order, which differs from run to run.
+        if let Some((grain, silo, incarnation)) = up {
+            self.oracle.dropped(&grain, &silo, incarnation);
+        }
+    }
 }
 
 impl std::fmt::Debug for SimActivations {
@@ -477,12 +505,19 @@ impl SimActivations {
     /// Call at the end of `on_activate` (once the activation is up).
     pub fn activated<G: Grain>(&self, ctx: &GrainContext<G>) {
         self.oracle.activated(ctx.id(), ctx.silo().name());
+        if let Ok(mut up) = self.up.lock() {
+            let silo = ctx.silo().name();
+            *up = Some((ctx.id().to_string(), silo.to_owned(), self.oracle.incarnation(silo)));
+        }
         self.trace
             .event(format!("{} up on {}", ctx.id(), ctx.silo().name()));
     }
 
     /// Call in `on_deactivate`.
     pub fn deactivated<G: Grain>(&self, ctx: &GrainContext<G>, _: DeactivationReason) {
+        if let Ok(mut up) = self.up.lock() {
+            *up = None;
+        }
         self.oracle.deactivated(ctx.id(), ctx.silo().name());
         self.trace
             .event(format!("{} down on {}", ctx.id(), ctx.silo().name()));
@@ -690,6 +725,7 @@ fn run<S: Clone + 'static>(inner: &Inner<S>, seed: u64) -> SimReport {
                 activations: SimActivations {
                     oracle: oracle.clone(),
                     trace: trace.clone(),
+                    up: std::sync::Mutex::new(None),
                 },
                 history: history.clone(),
                 writes: writes.clone(),
