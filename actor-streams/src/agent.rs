@@ -2,19 +2,32 @@
 //! reach consumers.
 //!
 //! Each partition is pulled by one grain, the partition's agent
-//! (`streams.agent`, keyed by provider and partition). Being a grain, it
-//! has one activation in the cluster (the directory's fenced single
-//! activation), placed by the cluster's placement over the live silos:
-//! no partition is pulled by two silos at once (while a silo joins, the
-//! directory can briefly run an agent on two; see `docs/streams.md`), and
-//! when the silo holding an agent dies, the next keep-alive activates it
-//! on a live one. A
-//! keeper task on every silo sends the agents that silo owns a one-way
-//! keep-alive twice a second. An agent that finds itself on a silo that no
-//! longer owns it (a silo joined: the cluster's view says so, or the
-//! [`Ownership`] set on the silo's streams) closes its partition and
-//! deactivates; called by nobody, it is forgotten by the directory, and
-//! the owner's keep-alive activates it at the owner.
+//! (`streams.agent`, keyed by provider and partition), placed by the
+//! cluster's placement over the live silos. A keeper task on every silo
+//! sends the agents that silo owns (the cluster's view says so, or the
+//! [`Ownership`] set on the silo's streams) a one-way keep-alive twice a
+//! second; only owners call agents.
+//!
+//! No partition is pulled by two silos at once, by construction:
+//! - a partition's reader lives only in its agent's activation: opened in
+//!   a turn while the silo owns the partition, checked again before every
+//!   round of pulls, and closed when the silo no longer owns it or the
+//!   activation ends (`on_deactivate`);
+//! - the agent, being a grain, has one activation in the cluster (the
+//!   directory's fenced single activation): a silo activates a grain only
+//!   while its fence is open (every member has applied its view, so the
+//!   silo that runs the agent has claimed it at its new directory owner;
+//!   dead silos' leases have run out; its own lease holds), a joining
+//!   silo included, from before its start hooks (this keeper) run;
+//! - so when a silo joins, the old silo keeps the agent registered, sees
+//!   in its new view that it no longer owns the partition, closes it and
+//!   deactivates. The directory lets the agent go only once that
+//!   activation has ended (two of the old silo's sweeps; keep-alives that
+//!   reach the agent there meanwhile find it not the owner, and it leaves
+//!   without opening), and only then does the owner's keep-alive activate
+//!   it at the owner, which opens the partition: after the old silo
+//!   closed it. When the silo holding an agent dies, the new activation
+//!   waits for the dead silo's lease to run out (its turns stop there).
 //!
 //! An agent logs `partition opened` and `partition closed` (target
 //! [`PULL_EVENTS`], fields `silo`, `provider`, `partition`) when its silo
@@ -260,6 +273,12 @@ impl Handler<Pull> for PartitionAgent {
         // Several batches per turn while items keep coming (the timer's
         // pause is then paid once per turn, not once per batch).
         for round in 0..8 {
+            // Each round pulls only while this silo owns the partition: an
+            // agent whose silo applied a view that gives it away stops
+            // here, and the next turn closes the partition.
+            if round > 0 && (silo.is_stopping() || !streams.owns(&silo, ctx.id())) {
+                break;
+            }
             let Some(reader) = self.reader.as_mut() else {
                 break;
             };
@@ -325,7 +344,8 @@ impl PartitionAgent {
     }
 
     /// Delivers a batch in order, acking each item after its delivery:
-    /// runs of items of one stream go out as one pipelined batch. Answers
+    /// runs of items of one stream go to each consumer one item after the
+    /// other (`deliver_in_order`), the consumers side by side. Answers
     /// whether the reader must be dropped (an item is left unacked).
     async fn process(
         &mut self,
@@ -370,7 +390,7 @@ impl PartitionAgent {
             // A silo that stops (or is killed) mid-delivery gives the
             // items back at once rather than when the consumers' turns end.
             let delivered = tokio::select! {
-                o = dispatch::deliver_batch(silo, streams, name, &items, &subs, attempt) => o,
+                o = dispatch::deliver_in_order(silo, streams, name, &items, &subs, attempt) => o,
                 () = stopping(silo) => Outcome::Unacked,
             };
             if delivered == Outcome::Unacked {
@@ -428,10 +448,10 @@ async fn stopping(silo: &Silo) {
 
 /// Starts the keeper of provider `name`'s `count` agents on `silo`: it
 /// keeps alive the agents this silo owns. Only the owner calls an agent,
-/// so that an agent left on a silo that no longer owns it gets no calls
-/// once it has deactivated: the directory then forgets where it was (a
-/// grain called again and again stays where it is registered), and the
-/// owner's next keep-alive activates it at the owner.
+/// so that an agent left on a silo that no longer owns it is called only
+/// by keep-alives it leaves at once (without opening its partition): the
+/// directory then lets it go there (a grain kept active stays where it is
+/// registered), and the owner's next keep-alive activates it at the owner.
 pub(crate) fn start_keeper(silo: Silo, name: String, count: u32) {
     tokio::spawn(async move {
         loop {

@@ -216,14 +216,27 @@ pub(crate) async fn deliver_batch(
     let mut again = Vec::new();
     let timeout = policy.turn_timeout;
     let replies = futures::future::join_all(pending.into_iter().map(|(i, t, q)| async move {
-        let ok = match q {
-            Ok(Reply::Encoded(reply)) => matches!(
-                tokio::time::timeout(timeout, reply).await,
-                Ok(Ok(r)) if matches!(actor_core::__private::codec::decode::<Ack>(&r), Ok(Ok(())))
-            ),
-            Ok(Reply::Typed(reply)) => matches!(reply.await, Ok(Ok(()))),
-            Err(_) => false,
+        let failed: Option<String> = match q {
+            Ok(Reply::Encoded(reply)) => match tokio::time::timeout(timeout, reply).await {
+                Ok(Ok(r)) => match actor_core::__private::codec::decode::<Ack>(&r) {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.0),
+                    Err(e) => Some(format!("undecodable reply: {e}")),
+                },
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no reply within {timeout:?}")),
+            },
+            Ok(Reply::Typed(reply)) => match reply.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.0),
+                Err(e) => Some(e.to_string()),
+            },
+            Err(e) => Some(e.to_string()),
         };
+        if let Some(error) = &failed {
+            tracing::debug!(consumer = %t.grain, %error, "pipelined delivery failed; trying it again after the batch");
+        }
+        let ok = failed.is_none();
         (i, t, ok)
     }))
     .await;
@@ -248,6 +261,101 @@ pub(crate) async fn deliver_batch(
         }
     }
     outcome
+}
+
+/// Delivers a run of items of one stream (a partition agent's) in order
+/// to each consumer: the consumers side by side, each one's items one
+/// after the other, the next sent only once the consumer's turn for the
+/// one before has ended (or the item was dead-lettered for it). Calls
+/// sent together to one grain are not bound to arrive in the order they
+/// were sent when the grain's location changes meanwhile (a call that
+/// hits a moving activation is routed again, on its own), so a pipelined
+/// run could reach a consumer out of order while silos join; this cannot.
+/// An item left unacked for a consumer ends that consumer's run (the
+/// broker delivers the rest again, in order).
+pub(crate) async fn deliver_in_order(
+    silo: &Silo,
+    streams: &Streams,
+    provider: &str,
+    items: &[RawItem],
+    explicit: &[Subscription],
+    first_attempt: u32,
+) -> Outcome {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(first) = items.first() else {
+        return Outcome::Done;
+    };
+    let targets = targets(streams, first, explicit, true);
+    if targets.is_empty() {
+        return Outcome::Done;
+    }
+    let counters = streams.counters(&first.stream.namespace);
+    let n = (items.len() * targets.len()) as i64;
+    counters.in_flight.fetch_add(n, Relaxed);
+    let outcomes = futures::future::join_all(
+        targets
+            .iter()
+            .map(|t| deliver_run_to(silo, streams, provider, items, t, first_attempt)),
+    )
+    .await;
+    counters.in_flight.fetch_sub(n, Relaxed);
+    if outcomes.contains(&Outcome::Unacked) {
+        Outcome::Unacked
+    } else {
+        Outcome::Done
+    }
+}
+
+/// `items` to `target`, one at a time (see [`deliver_in_order`]).
+async fn deliver_run_to(
+    silo: &Silo,
+    streams: &Streams,
+    provider: &str,
+    items: &[RawItem],
+    target: &Target,
+    first_attempt: u32,
+) -> Outcome {
+    let timeout = streams.policy().turn_timeout;
+    for item in items {
+        // The first attempt through the typed path where there is one (no
+        // encoding for a consumer on this silo), then the retry path.
+        let (attempt, tried) = match &target.typed {
+            Some(typed) => match typed(silo, item, first_attempt, timeout) {
+                Ok(reply) => match reply.await {
+                    Ok(Ok(())) => {
+                        streams
+                            .counters(&item.stream.namespace)
+                            .delivered
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(consumer = %target.grain, error = %e.0, "delivery failed; trying again");
+                        (first_attempt + 1, 1)
+                    }
+                    Err(e) => {
+                        tracing::debug!(consumer = %target.grain, error = %e, "delivery failed; trying again");
+                        (first_attempt + 1, 1)
+                    }
+                },
+                Err(e) => {
+                    // It will never decode: dead at once.
+                    if dead_letter(streams, provider, item, target, e, 1).await == Outcome::Unacked
+                    {
+                        return Outcome::Unacked;
+                    }
+                    continue;
+                }
+            },
+            None => (first_attempt, 0),
+        };
+        if deliver_one(silo, streams, provider, item, target, attempt, tried).await
+            == Outcome::Unacked
+        {
+            return Outcome::Unacked;
+        }
+    }
+    Outcome::Done
 }
 
 /// A delivery's reply on its way: encoded (explicit subscriptions) or
