@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use actor_core::{EncodedCall, Grain, GrainId, GrainKey, GrainRef, Router, Silo};
 use dashmap::DashMap;
-use futures::future::BoxFuture;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
@@ -95,6 +96,7 @@ impl ClusterClient {
         let router = Arc::new(ClientRouter {
             gateways: Mutex::new(known),
             links: DashMap::new(),
+            connecting: Mutex::default(),
             connector,
         });
         let silo = Silo::builder()
@@ -137,8 +139,14 @@ impl Drop for ClusterClient {
 struct ClientRouter {
     gateways: Mutex<Vec<String>>,
     links: DashMap<String, Arc<Link>>,
+    /// The connection attempt under way to each gateway, which every
+    /// caller that finds no link waits for.
+    connecting: Mutex<std::collections::HashMap<String, Connecting>>,
     connector: Arc<dyn Connector>,
 }
+
+/// One attempt to open a link, shared by the callers waiting for it.
+type Connecting = Shared<BoxFuture<'static, Option<Arc<Link>>>>;
 
 impl ClientRouter {
     async fn refresh(&self) {
@@ -157,16 +165,37 @@ impl ClientRouter {
         if let Some(l) = self.links.get(gateway).filter(|l| l.is_alive()) {
             return Some(l.clone());
         }
-        let options = LinkOptions {
-            connector: self.connector.clone(),
-            max_frame: DEFAULT_MAX_FRAME,
-            timeout: Duration::from_secs(2),
-            directed: false,
-        };
-        let link = Link::connect(gateway, options).await.ok()?;
-        let link = Arc::new(link);
-        self.links.insert(gateway.to_owned(), link.clone());
-        Some(link)
+        // One attempt at a time per gateway, however many callers find no
+        // link: a storm of first calls must not open a connection each
+        // (past ConnectionLimits::max_per_address the gateway refuses
+        // them, and the calls failed with "no gateway answered").
+        let attempt = self
+            .connecting
+            .lock()
+            .entry(gateway.to_owned())
+            .or_insert_with(|| {
+                let options = LinkOptions {
+                    connector: self.connector.clone(),
+                    max_frame: DEFAULT_MAX_FRAME,
+                    timeout: Duration::from_secs(2),
+                    directed: false,
+                };
+                let gateway = gateway.to_owned();
+                async move { Link::connect(&gateway, options).await.ok().map(Arc::new) }
+                    .boxed()
+                    .shared()
+            })
+            .clone();
+        let link = attempt.clone().await;
+        // The first waiter to finish files the link and ends the attempt.
+        let mut connecting = self.connecting.lock();
+        if connecting.get(gateway).is_some_and(|a| a.ptr_eq(&attempt)) {
+            if let Some(link) = &link {
+                self.links.insert(gateway.to_owned(), link.clone());
+            }
+            connecting.remove(gateway);
+        }
+        link
     }
 
     async fn call(self: Arc<Self>, call: EncodedCall) -> actor_core::Result<Vec<u8>> {

@@ -97,6 +97,15 @@ pub struct ClusterConfig {
     pub lease: Duration,
     /// Frame size limit of silo links.
     pub max_frame: usize,
+    /// The most calls this silo accepts in flight from its links (from
+    /// other silos and from clients through its gateway): requests whose
+    /// reply has not been sent yet. A call past it is answered at once
+    /// with `actor_core::Error::Overloaded` and does not run, so a call
+    /// storm costs bounded memory and the silo keeps answering probes;
+    /// probes and directory traffic never count. Default
+    /// [`DEFAULT_MAX_CALLS_IN_FLIGHT`](crate::DEFAULT_MAX_CALLS_IN_FLIGHT)
+    /// (20,000); see docs/runtime-semantics.md, "Overload".
+    pub max_calls_in_flight: usize,
     /// The placement strategy of each grain type (hash-based unless set;
     /// see [`Placements`](crate::Placements) and
     /// [`with_placement`](ClusterConfig::with_placement)).
@@ -134,6 +143,7 @@ impl Default for ClusterConfig {
             i_am_alive_interval: Duration::from_secs(5),
             lease: Duration::from_secs(2),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
+            max_calls_in_flight: crate::link::DEFAULT_MAX_CALLS_IN_FLIGHT,
             placement: crate::placement::Placements::default(),
             advertise: None,
             clock: WallClock::default(),
@@ -167,6 +177,7 @@ impl ClusterConfig {
             i_am_alive_interval: Duration::from_millis(500),
             lease: Duration::from_secs(1),
             max_frame: crate::link::DEFAULT_MAX_FRAME,
+            max_calls_in_flight: crate::link::DEFAULT_MAX_CALLS_IN_FLIGHT,
             placement: crate::placement::Placements::default(),
             advertise: None,
             clock: WallClock::default(),
@@ -292,6 +303,7 @@ impl ClusterSilo {
         insert_retrying(&*table, entry).await?;
         let applied = Arc::new(AtomicI64::new(0));
         let service = LinkService::new(silo.clone(), config.max_frame)
+            .with_max_calls_in_flight(config.max_calls_in_flight)
             .with_liveness(address.generation, serving.clone())
             .with_applied_view(applied.clone())
             .with_gateways({

@@ -164,7 +164,7 @@ pub use authorization::RoleAuthorization;
 pub use client::ClusterClient;
 pub use cluster::{ClusterConfig, ClusterSilo, WallClock};
 pub use error::{Error, Result};
-pub use link::{DEFAULT_MAX_FRAME, Link, LinkOptions, LinkService};
+pub use link::{DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_FRAME, Link, LinkOptions, LinkService};
 pub use membership::{
     MembershipEntry, MembershipSnapshot, MembershipTable, RowEtag, SiloAddress, SiloStatus,
     Suspicion, TableVersion,

@@ -120,6 +120,23 @@ pub enum Error {
         /// The silo that answered.
         silo: String,
     },
+    /// The silo had as many calls in flight (accepted and not yet
+    /// answered) as its bound allows, and refused this one at once
+    /// instead of queueing it: the call did not run. Load shedding keeps
+    /// a silo's memory bounded and its probes answered under a call
+    /// storm; the caller should back off (wait, with jitter, longer after
+    /// each refusal) and retry, or send less at a time. The bound is
+    /// `ClusterConfig::max_calls_in_flight` in actor-cluster; probes and
+    /// membership traffic are never shed.
+    #[error(
+        "silo {silo} is overloaded: it has {limit} calls in flight, its bound, and refused this call, which did not run; back off and retry it later (or send fewer calls at once; the bound is ClusterConfig::max_calls_in_flight)"
+    )]
+    Overloaded {
+        /// The silo that refused the call.
+        silo: String,
+        /// Its bound on calls in flight.
+        limit: usize,
+    },
 }
 
 fn display_cycle(cycle: &[GrainId]) -> String {
@@ -248,6 +265,10 @@ mod tests {
             Error::NotHere {
                 grain: g,
                 silo: "s".into(),
+            },
+            Error::Overloaded {
+                silo: "s".into(),
+                limit: 200,
             },
         ];
         for e in all {

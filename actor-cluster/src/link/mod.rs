@@ -35,7 +35,7 @@ pub use client::{CallReply, Link, LinkOptions, NotSent};
 pub(crate) use gateways::fetch_gateways;
 pub(crate) use pool::LinkPool;
 pub(crate) use prober::Prober;
-pub use server::LinkService;
+pub use server::{DEFAULT_MAX_CALLS_IN_FLIGHT, LinkService};
 
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 mod pb {

@@ -1,11 +1,17 @@
 //! The callee's side of the link: [`LinkService`] queues each request on
 //! its grain as it arrives (no task per call: the stream's task waits for
 //! the replies) and streams the replies back in batches.
+//!
+//! Every request holds one unit of the silo's bound on calls in flight
+//! ([`CallBound`]) from its arrival until its reply is handed to the reply
+//! stream; a request past the bound is answered `Overloaded` at once, so
+//! a call storm costs the silo bounded memory. Probes and directory
+//! traffic are other RPCs and never count.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 
 use actor_core::{EncodedCall, GrainId, Silo};
@@ -35,6 +41,7 @@ pub struct LinkService {
     gateways: Option<Arc<dyn Fn() -> Vec<String> + Send + Sync>>,
     admission: Option<Admission>,
     warnings: Arc<Warnings>,
+    bound: Arc<CallBound>,
 }
 
 /// The warnings peers can cause, each at most once per
@@ -44,6 +51,74 @@ pub struct LinkService {
 struct Warnings {
     undecodable: LogLimit,
     bad_frames: LogLimit,
+    shed: LogLimit,
+}
+
+/// The default bound on the calls a silo has in flight from its links
+/// (see [`LinkService::with_max_calls_in_flight`]).
+pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 20_000;
+
+/// A silo's bound on the calls in flight from its links: requests
+/// accepted whose reply has not been handed to the reply stream yet,
+/// over every stream of the service. One atomic add when a call arrives
+/// and one subtraction when its reply goes out; nothing waits for room.
+#[derive(Debug)]
+struct CallBound {
+    in_flight: AtomicUsize,
+    limit: usize,
+}
+
+impl CallBound {
+    fn new(limit: usize) -> Self {
+        CallBound {
+            in_flight: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Takes one unit, or says no (taking nothing) at the bound.
+    fn admit(&self) -> bool {
+        // Relaxed: a count, ordering nothing else.
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) < self.limit {
+            true
+        } else {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Whether the bound is reached (for one-way calls, which take no
+    /// unit: nobody waits for their reply).
+    fn is_full(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) >= self.limit
+    }
+
+    fn release(&self, units: usize) {
+        self.in_flight.fetch_sub(units, Ordering::Relaxed);
+    }
+}
+
+/// One unit of a [`CallBound`], given back when dropped: for a reply that
+/// waits for room outside the stream's task.
+struct Permit(Arc<CallBound>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.release(1);
+    }
+}
+
+/// The calls one stream's task waits on, each holding a unit of the
+/// bound; if the task ends early (a panic), the units still go back.
+struct Admitted {
+    running: FuturesUnordered<Running>,
+    bound: Arc<CallBound>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.bound.release(self.running.len());
+    }
 }
 
 /// Whether a grain is hosted on this silo (see [`LinkService::with_admission`]).
@@ -71,7 +146,25 @@ impl LinkService {
             gateways: None,
             admission: None,
             warnings: Arc::default(),
+            bound: Arc::new(CallBound::new(DEFAULT_MAX_CALLS_IN_FLIGHT)),
         }
+    }
+
+    /// Accepts at most `limit` calls in flight over all of this service's
+    /// streams (requests whose reply has not been sent yet; default
+    /// [`DEFAULT_MAX_CALLS_IN_FLIGHT`]); a request past it is answered at
+    /// once with `actor_core::Error::Overloaded` and does not run. One-way
+    /// calls take no place, but are dropped (with a logged count) while
+    /// the bound is reached. Probes and gateway lists are never refused.
+    pub fn with_max_calls_in_flight(mut self, limit: usize) -> Self {
+        self.bound = Arc::new(CallBound::new(limit));
+        self
+    }
+
+    /// The calls in flight now (see
+    /// [`with_max_calls_in_flight`](LinkService::with_max_calls_in_flight)).
+    pub fn calls_in_flight(&self) -> usize {
+        self.bound.in_flight.load(Ordering::Relaxed)
     }
 
     /// Answers probes with `generation`, and only while `serving` is set:
@@ -158,6 +251,7 @@ impl SiloLink for LinkService {
         let (end_tx, end_rx) = oneshot::channel::<Status>();
         let silo = self.silo.clone();
         let warnings = self.warnings.clone();
+        let bound = self.bound.clone();
         tokio::spawn(async move {
             // Why the requests stopped, when it was an error: the reply
             // stream ends with it.
@@ -165,13 +259,17 @@ impl SiloLink for LinkService {
             // The calls this stream's task waits on, each already queued
             // on its grain (no task per call: the activation's queue
             // orders and runs them; this only forwards their replies).
-            let mut running = FuturesUnordered::new();
+            let mut admitted = Admitted {
+                running: FuturesUnordered::new(),
+                bound: bound.clone(),
+            };
             loop {
+                let running = &mut admitted.running;
                 let next = tokio::select! {
                     // Replies first: they free memory and callers.
                     biased;
                     Some((call_id, reply)) = running.next(), if !running.is_empty() => {
-                        forward_reply(call_id, false, reply, &tx);
+                        forward_reply(call_id, false, reply, &tx, &bound);
                         continue;
                     }
                     next = inbound.next() => next,
@@ -190,10 +288,51 @@ impl SiloLink for LinkService {
                         }
                         for env in batch.envelopes {
                             let number = env.call_id;
-                            if let Some(call) =
-                                handle_request(&silo, env, &tx, admission.as_ref(), &warnings)
-                            {
-                                start_call(&silo, number, call, &mut running, &tx);
+                            let one_way = env.kind() == Kind::OneWay;
+                            if one_way && bound.is_full() {
+                                if let Some(count) = warnings.shed.note() {
+                                    tracing::warn!(
+                                        limit = bound.limit,
+                                        calls = count,
+                                        "overloaded: shedding calls (at most one line every 10 s; `calls` counts them since the last)"
+                                    );
+                                }
+                                continue;
+                            }
+                            if !one_way && !bound.admit() {
+                                if let Some(count) = warnings.shed.note() {
+                                    tracing::warn!(
+                                        limit = bound.limit,
+                                        calls = count,
+                                        "overloaded: shedding calls (at most one line every 10 s; `calls` counts them since the last)"
+                                    );
+                                }
+                                let e = actor_core::Error::Overloaded {
+                                    silo: silo.name().to_owned(),
+                                    limit: bound.limit,
+                                };
+                                answer(error_envelope(number, &e), &tx).await;
+                                continue;
+                            }
+                            match handle_request(&silo, env, admission.as_ref(), &warnings) {
+                                Ok(call) => {
+                                    start_call(
+                                        &silo,
+                                        number,
+                                        call,
+                                        &mut admitted.running,
+                                        &tx,
+                                        &bound,
+                                    );
+                                }
+                                Err(refusal) => {
+                                    if !one_way {
+                                        bound.release(1);
+                                    }
+                                    if let Some(env) = refusal {
+                                        answer(*env, &tx).await;
+                                    }
+                                }
                             }
                         }
                     }
@@ -216,8 +355,8 @@ impl SiloLink for LinkService {
             }
             // The calls already running still answer (the caller may still
             // be reading).
-            while let Some((call_id, reply)) = running.next().await {
-                forward_reply(call_id, false, reply, &tx);
+            while let Some((call_id, reply)) = admitted.running.next().await {
+                forward_reply(call_id, false, reply, &tx, &bound);
             }
             // Before `tx` goes: the reply stream, once it has sent every
             // reply, finds the error here.
@@ -284,13 +423,24 @@ fn refuse_request(silo: &Silo, env: Envelope, replies: &mpsc::Sender<Envelope>) 
     let _ = replies.try_send(error_envelope(env.call_id, &error));
 }
 
+/// Sends an answer the stream's task made itself (a refusal), waiting
+/// for room if the reply queue is full: a caller that does not read its
+/// replies then stops being read, rather than making the silo buffer
+/// refusals for it.
+async fn answer(env: Envelope, replies: &mpsc::Sender<Envelope>) {
+    if let Err(mpsc::error::TrySendError::Full(env)) = replies.try_send(env) {
+        let _ = replies.send(env).await;
+    }
+}
+
+/// The call `env` asks for, or why it will not run: the answer to send
+/// (none for a one-way call; boxed, as refusals are rare).
 fn handle_request(
     silo: &Silo,
     env: Envelope,
-    replies: &mpsc::Sender<Envelope>,
     admission: Option<&Admission>,
     warnings: &Warnings,
-) -> Option<EncodedCall> {
+) -> std::result::Result<EncodedCall, Option<Box<Envelope>>> {
     let call_id = env.call_id;
     let one_way = env.kind() == Kind::OneWay;
     let call = match decode_request(env, Some(silo)) {
@@ -299,10 +449,7 @@ fn handle_request(
             if let Some(count) = warnings.undecodable.note() {
                 tracing::warn!(error = %e, envelopes = count, "dropped undecodable call envelopes (at most one line every 10 s; `envelopes` counts them since the last)");
             }
-            if !one_way {
-                let _ = replies.try_send(error_envelope(call_id, &e));
-            }
-            return None;
+            return Err((!one_way).then(|| Box::new(error_envelope(call_id, &e))));
         }
     };
     if let Some(hosted) = admission
@@ -314,10 +461,9 @@ fn handle_request(
             grain: call.target,
             silo: silo.name().to_owned(),
         };
-        let _ = replies.try_send(error_envelope(call_id, &e));
-        return None;
+        return Err(Some(Box::new(error_envelope(call_id, &e))));
     }
-    Some(call)
+    Ok(call)
 }
 
 /// A call this silo runs for a link, waiting for its grain's reply.
@@ -335,31 +481,35 @@ impl Future for Running {
     }
 }
 
-/// Queues `call` (the caller's request `number` on this stream) on its
-/// grain now (so calls are queued in the order they arrived) and adds the
-/// wait for its reply to `running`; a call that fails at once is answered
-/// at once, a one-way call needs no answer.
+/// Queues `call` (the caller's request `number` on this stream, holding
+/// a unit of `bound` unless one-way) on its grain now (so calls are
+/// queued in the order they arrived) and adds the wait for its reply to
+/// `running`; a call that fails at once is answered at once, a one-way
+/// call needs no answer.
 fn start_call(
     silo: &Silo,
     number: u64,
     call: EncodedCall,
     running: &mut FuturesUnordered<Running>,
     replies: &mpsc::Sender<Envelope>,
+    bound: &Arc<CallBound>,
 ) {
     let (call_id, one_way) = (number, call.one_way);
     match silo.queue_encoded(call) {
         Ok(reply) if !one_way => running.push(Running { call_id, reply }),
         Ok(_) => {}
-        Err(e) => forward_reply(call_id, one_way, Err(e), replies),
+        Err(e) => forward_reply(call_id, one_way, Err(e), replies, bound),
     }
 }
 
-/// Sends a finished call's reply (none for a one-way call) to its caller.
+/// Sends a finished call's reply (none for a one-way call) to its caller,
+/// and gives its unit of `bound` back once the reply is on the stream.
 fn forward_reply(
     call_id: u64,
     one_way: bool,
     outcome: actor_core::Result<Vec<u8>>,
     replies: &mpsc::Sender<Envelope>,
+    bound: &Arc<CallBound>,
 ) {
     if one_way {
         if let Err(e) = outcome {
@@ -377,15 +527,18 @@ fn forward_reply(
         Err(e) => error_envelope(call_id, &e),
     };
     match replies.try_send(env) {
-        Ok(()) => {}
+        Ok(()) => bound.release(1),
         // The caller may be gone; its pending call then fails there.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Closed(_)) => bound.release(1),
         // The caller reads slowly: wait for room without holding up the
-        // other calls of this stream.
+        // other calls of this stream. The reply keeps its unit until it
+        // is sent, so these waits are bounded too.
         Err(mpsc::error::TrySendError::Full(env)) => {
             let replies = replies.clone();
+            let permit = Permit(bound.clone());
             tokio::spawn(async move {
                 let _ = replies.send(env).await;
+                drop(permit);
             });
         }
     }
@@ -443,5 +596,45 @@ mod tests {
         )));
         assert!(!bad_frame(&Status::cancelled("stream no longer needed")));
         assert!(!bad_frame(&Status::unavailable("connection reset")));
+    }
+
+    /// A reply that finds its caller's queue full keeps its unit of the
+    /// bound until it is on the stream, then gives it back; so do replies
+    /// sent at once and replies to a caller that is gone.
+    #[tokio::test]
+    async fn a_reply_waiting_for_room_holds_its_unit_until_sent() {
+        let bound = Arc::new(CallBound::new(3));
+        let (tx, mut rx) = mpsc::channel::<Envelope>(1);
+        for _ in 0..3 {
+            assert!(bound.admit());
+        }
+        assert!(!bound.admit(), "past the bound");
+        assert_eq!(bound.in_flight.load(Ordering::Relaxed), 3);
+        forward_reply(1, false, Ok(vec![1]), &tx, &bound);
+        assert_eq!(bound.in_flight.load(Ordering::Relaxed), 2, "sent at once");
+        forward_reply(2, false, Ok(vec![2]), &tx, &bound);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            bound.in_flight.load(Ordering::Relaxed),
+            2,
+            "waiting for room"
+        );
+        assert_eq!(rx.recv().await.unwrap().call_id, 1);
+        assert_eq!(rx.recv().await.unwrap().call_id, 2);
+        for _ in 0..100 {
+            if bound.in_flight.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            bound.in_flight.load(Ordering::Relaxed),
+            1,
+            "sent after waiting"
+        );
+        drop(rx);
+        forward_reply(3, false, Ok(vec![3]), &tx, &bound);
+        assert_eq!(bound.in_flight.load(Ordering::Relaxed), 0, "caller gone");
+        assert!(bound.admit(), "room again");
     }
 }

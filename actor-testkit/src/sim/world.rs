@@ -507,7 +507,11 @@ impl SimActivations {
         self.oracle.activated(ctx.id(), ctx.silo().name());
         if let Ok(mut up) = self.up.lock() {
             let silo = ctx.silo().name();
-            *up = Some((ctx.id().to_string(), silo.to_owned(), self.oracle.incarnation(silo)));
+            *up = Some((
+                ctx.id().to_string(),
+                silo.to_owned(),
+                self.oracle.incarnation(silo),
+            ));
         }
         self.trace
             .event(format!("{} up on {}", ctx.id(), ctx.silo().name()));
