@@ -593,12 +593,11 @@ fn serializable(bank: &Bank) -> Result<(), String> {
 }
 
 /// The silos' call timeout: an account's turn makes at most a few calls
-/// to its state's participant, so it stays within the two leases (1 s
-/// each, `ClusterConfig::fast`) for which the fence keeps a silo declared
-/// dead from running it beside a new activation. With 2 s, a turn caught
-/// on an isolated silo outlives them and the strict oracle sees the old
-/// activation live beside the new one (seeds 31, 57 and 58 of
-/// `SIM_SEEDS=48 SIM_SEED=17`; see `a_turn_longer_than_two_leases_...`).
+/// to its state's participant. A turn still waiting on them when its
+/// silo's lease (1 s, `ClusterConfig::fast`) runs out is cut off there,
+/// before the others activate the grain (1.25 leases after its last
+/// heartbeat); `a_turn_waiting_past_its_silos_lease_is_cut_off` runs the
+/// bank with 2 s, where turns do outlive the lease.
 const CALL_TIMEOUT: Duration = Duration::from_millis(400);
 
 fn bank() -> Simulation<Bank> {
@@ -776,46 +775,31 @@ fn the_bank_oracles_catch_lost_torn_phantom_and_dirty_transfers() {
     assert!(serializable(&dirty).unwrap_err().contains("dirty read"));
 }
 
-/// Issue 17 item 6, still open: a turn that runs longer than two leases
-/// on a silo declared dead is neither cut off nor fenced, so its
-/// activation stays live beside the new one on another silo. Here an
-/// account's turn waits up to 2 s for its participant from a silo the
-/// nemesis isolated (seed 31: `acct-1` stays up on the dead `silo-0` until
-/// its turn ends at 8.0 s, while it is up on `silo-2` from 7.25 s). Run
-/// with `--ignored` once the runtime fences such turns.
+/// Issue 17 item 6: a turn still waiting when its silo's lease runs out
+/// is cut off there (`actor_core::TurnFence`), before the others may
+/// activate the grain. Here an account's turn waits up to 2 s for its
+/// participant from a silo the nemesis isolated (seed 31: before the
+/// cut-off, `acct-1` stayed up on the dead `silo-0` until its turn ended
+/// at 8.0 s, while it was up on `silo-2` from 7.25 s). The runtime has
+/// changed since and seeds replay differently: with the cut-off disabled,
+/// seed 109 was the one of `SIM_SEEDS=40 SIM_SEED=100` that failed
+/// (`acct-5` live on `silo-0` and `silo-2`); run such a sweep again with
+/// `SIM_SEEDS` set when the runtime changes.
 #[test]
-#[ignore]
-fn a_turn_longer_than_two_leases_on_a_dead_silo_is_fenced() {
-    let report = bank_with(Duration::from_secs(2)).run(31);
-    assert!(report.duplicates.is_empty(), "{}", report.failure());
-}
-
-/// The trace of one run of `seed` in a fresh process (this test binary,
-/// running `print_the_trace_of_a_seed`), as a user replays a seed.
-fn trace_in_a_fresh_process(seed: u64) -> Vec<String> {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "print_the_trace_of_a_seed",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SIM_SEED", seed.to_string())
-        .env("SIM_SEEDS", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(TRACE_LINE))
-        .map(str::to_owned)
-        .collect()
+fn a_turn_waiting_past_its_silos_lease_is_cut_off() {
+    let seeds: Vec<u64> = match std::env::var_os("SIM_SEEDS") {
+        Some(_) => sim::seeds_from_env(1).collect(),
+        None => vec![109],
+    };
+    let mut failed = Vec::new();
+    for seed in seeds {
+        let report = bank_with(Duration::from_secs(2)).run(seed);
+        if !report.duplicates.is_empty() {
+            println!("{}", report.failure());
+            failed.push(seed);
+        }
+    }
+    assert!(failed.is_empty(), "duplicates with seeds {failed:?}");
 }
 
 #[test]
@@ -824,22 +808,14 @@ fn a_seed_of_the_bank_replays_the_same_run() {
     // traces mean actor-tx drew its ids, ages and deadlines from the seed
     // and the simulated clock, not from the OS.
     let seed = sim::seeds_from_env(1).start;
-    let first = trace_in_a_fresh_process(seed);
-    let again = trace_in_a_fresh_process(seed);
+    let first = sim::trace_in_a_fresh_process("print_the_trace_of_a_seed", seed);
+    let again = sim::trace_in_a_fresh_process("print_the_trace_of_a_seed", seed);
     assert!(
         first.iter().filter(|l| l.contains(": committed")).count() > 20,
         "{} events",
         first.len()
     );
-    if let Some((i, (a, b))) = first
-        .iter()
-        .zip(&again)
-        .enumerate()
-        .find(|(_, (a, b))| a != b)
-    {
-        panic!("seed {seed} diverged at event {i}: `{a}` then `{b}`");
-    }
-    assert_eq!(first.len(), again.len());
+    sim::assert_same_trace(seed, &first, &again);
 }
 
 /// Prints the trace of seed `SIM_SEED` (`--ignored --nocapture`): what to
@@ -852,18 +828,5 @@ fn print_the_trace_of_a_seed() {
         .try_init();
     let seed = sim::seeds_from_env(1).start;
     let r = bank().run(seed);
-    for line in &r.trace {
-        println!("{TRACE_LINE}{line}");
-    }
-    println!(
-        "{}",
-        if r.passed() {
-            "passed".to_owned()
-        } else {
-            r.failure()
-        }
-    );
+    sim::print_trace(&r);
 }
-
-/// Marks the trace lines `print_the_trace_of_a_seed` prints.
-const TRACE_LINE: &str = "trace| ";
