@@ -200,6 +200,78 @@ pub fn seeds_from_env(default_count: u64) -> std::ops::Range<u64> {
     first..first + count
 }
 
+/// Marks the lines [`print_trace`] prints.
+const TRACE_LINE: &str = "trace| ";
+
+/// Prints `report`'s trace, one marked line per event, then `passed` or
+/// what failed: the body of the ignored test that
+/// [`trace_in_a_fresh_process`] runs (read its output when a seed fails).
+pub fn print_trace(report: &SimReport) {
+    for line in &report.trace {
+        println!("{TRACE_LINE}{line}");
+    }
+    if report.passed() {
+        println!("passed");
+    } else {
+        println!("{}", report.failure());
+    }
+}
+
+/// The trace of seed `seed` as a user replays it: runs the ignored test
+/// `test` of this test binary (one that runs seed `SIM_SEED` and calls
+/// [`print_trace`]) in a process of its own, with `SIM_SEED=<seed>
+/// SIM_SEEDS=1`. Two runs in one process are not comparable: something
+/// process-wide that the first initializes shifts the second (see the
+/// testing guide).
+///
+/// # Panics
+///
+/// If the process cannot be started or its test fails.
+pub fn trace_in_a_fresh_process(test: &str, seed: u64) -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SIM_SEED", seed.to_string())
+        .env("SIM_SEEDS", "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the test binary runs again");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(TRACE_LINE))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Panics naming the first event at which two traces of `seed` differ,
+/// or their lengths if one is a prefix of the other.
+pub fn assert_same_trace(seed: u64, first: &[String], again: &[String]) {
+    if let Some((i, (a, b))) = first
+        .iter()
+        .zip(again)
+        .enumerate()
+        .find(|(_, (a, b))| a != b)
+    {
+        panic!("seed {seed} diverged at event {i}: `{a}` then `{b}`");
+    }
+    assert_eq!(
+        first.len(),
+        again.len(),
+        "seed {seed}: one run's trace is a prefix of the other's"
+    );
+}
+
 /// Simulated milliseconds since the Unix epoch inside a simulation (the
 /// simulator's clock), `None` outside one: the clock to give a library
 /// that keeps its own ([`SimulationBuilder::setup`]).

@@ -7,7 +7,7 @@
 //! (default 1). A failing seed is printed; replay it with
 //! `SIM_SEED=<seed> SIM_SEEDS=1 cargo test -p actor-testkit --test simulation`.
 
-use actor_testkit::sim::{SimConfig, run, run_seeds, seeds_from_env};
+use actor_testkit::sim::{self, SimConfig, run, run_seeds, seeds_from_env};
 
 /// What CI affords on 2 cores in a few minutes.
 const CI_SEEDS: u64 = 200;
@@ -65,37 +65,6 @@ fn an_unfenced_cluster_is_caught_within_the_seeds() {
     panic!("no seed of {seeds:?} caught the unfenced cluster");
 }
 
-/// The trace of one run of `seed` in a fresh process (this test binary,
-/// running `print_the_trace_of_a_seed`): how a user replays a seed.
-fn trace_in_a_fresh_process(seed: u64) -> Vec<String> {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "print_the_trace_of_a_seed",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SIM_SEED", seed.to_string())
-        .env("SIM_SEEDS", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(TRACE_LINE))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Marks the trace lines `print_the_trace_of_a_seed` prints.
-const TRACE_LINE: &str = "trace| ";
-
 #[test]
 fn a_seed_replays_the_same_run() {
     // Each run in a process of its own, as a user replays a failing seed
@@ -103,19 +72,11 @@ fn a_seed_replays_the_same_run() {
     // compared: something process-wide that the first run initializes
     // shifts the second one (left to find; see the testing guide).
     let seed = seeds_from_env(1).start;
-    let first = trace_in_a_fresh_process(seed);
-    let again = trace_in_a_fresh_process(seed);
+    let first = sim::trace_in_a_fresh_process("print_the_trace_of_a_seed", seed);
+    let again = sim::trace_in_a_fresh_process("print_the_trace_of_a_seed", seed);
     assert!(first.len() > 100, "{} events", first.len());
-    if let Some((i, (a, b))) = first
-        .iter()
-        .zip(&again)
-        .enumerate()
-        .find(|(_, (a, b))| a != b)
-    {
-        panic!("seed {seed} diverged at event {i}: `{a}` then `{b}`");
-    }
-    assert_eq!(first.len(), again.len());
-    let other = trace_in_a_fresh_process(seed + 1);
+    sim::assert_same_trace(seed, &first, &again);
+    let other = sim::trace_in_a_fresh_process("print_the_trace_of_a_seed", seed + 1);
     assert_ne!(first, other, "another seed is another run");
 }
 
@@ -130,15 +91,5 @@ fn print_the_trace_of_a_seed() {
         .try_init();
     let seed = seeds_from_env(1).start;
     let r = run(&SimConfig::new(seed));
-    for line in &r.trace {
-        println!("{TRACE_LINE}{line}");
-    }
-    println!(
-        "{}",
-        if r.passed() {
-            "passed".to_owned()
-        } else {
-            r.failure()
-        }
-    );
+    sim::print_trace(&r);
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actor_core::prelude::*;
 use actor_persistence::PersistentState;
 use actor_testkit::CallOutcome;
-use actor_testkit::sim::{Nemesis, SimActivations, SimClient, Simulation, seeds_from_env};
+use actor_testkit::sim::{self, Nemesis, SimActivations, SimClient, Simulation, seeds_from_env};
 use parking_lot::Mutex;
 
 const CI_SEEDS: u64 = 3;
@@ -285,51 +285,13 @@ fn a_grain_that_loses_acknowledged_writes_is_caught() {
     println!("caught at seed {}: {}", r.seed, r.writes[0]);
 }
 
-/// The trace of one run of `seed` in a fresh process (this test binary,
-/// running `print_the_trace_of_a_seed`).
-fn trace_in_a_fresh_process(seed: u64) -> Vec<String> {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "print_the_trace_of_a_seed",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SIM_SEED", seed.to_string())
-        .env("SIM_SEEDS", "1")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(TRACE_LINE))
-        .map(str::to_owned)
-        .collect()
-}
-
-const TRACE_LINE: &str = "trace| ";
-
 #[test]
 fn a_seed_of_a_user_simulation_replays_the_same_run() {
     let seed = seeds_from_env(1).start;
-    let first = trace_in_a_fresh_process(seed);
-    let again = trace_in_a_fresh_process(seed);
+    let first = sim::trace_in_a_fresh_process("print_the_trace_of_a_seed", seed);
+    let again = sim::trace_in_a_fresh_process("print_the_trace_of_a_seed", seed);
     assert!(first.len() > 100, "{} events", first.len());
-    if let Some((i, (a, b))) = first
-        .iter()
-        .zip(&again)
-        .enumerate()
-        .find(|(_, (a, b))| a != b)
-    {
-        panic!("seed {seed} diverged at event {i}: `{a}` then `{b}`");
-    }
-    assert_eq!(first.len(), again.len());
+    sim::assert_same_trace(seed, &first, &again);
 }
 
 /// Prints the trace of seed `SIM_SEED` (`--ignored --nocapture`).
@@ -338,15 +300,5 @@ fn a_seed_of_a_user_simulation_replays_the_same_run() {
 fn print_the_trace_of_a_seed() {
     let seed = seeds_from_env(1).start;
     let r = ledgers(false).build().run(seed);
-    for line in &r.trace {
-        println!("{TRACE_LINE}{line}");
-    }
-    println!(
-        "{}",
-        if r.passed() {
-            "passed".to_owned()
-        } else {
-            r.failure()
-        }
-    );
+    sim::print_trace(&r);
 }
