@@ -118,12 +118,9 @@ impl Gate {
     }
 }
 
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// One test of this file at a time (see the module docs).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// One test of this file at a time (see the module docs); a test that
+/// fails releases it too (a tokio mutex is not poisoned).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The process's resident memory in bytes (Linux: /proc/self/statm).
 fn rss() -> u64 {
@@ -263,7 +260,7 @@ async fn linked_silo(gate: &Gate, limit: usize) -> (Silo, LinkService, Arc<Link>
 /// reply goes out, never later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_count_of_calls_in_flight_returns_to_zero() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let gate = Gate::new();
     const LIMIT: usize = 100;
     let (_silo, service, link) = linked_silo(&gate, LIMIT).await;
@@ -361,7 +358,7 @@ async fn the_count_of_calls_in_flight_returns_to_zero() {
 /// same); below it they are delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_way_calls_are_dropped_only_at_the_bound() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let gate = Gate::new();
     const LIMIT: usize = 20;
     let (_silo, service, link) = linked_silo(&gate, LIMIT).await;
@@ -461,7 +458,7 @@ async fn assert_no_suspicion(table: &Arc<dyn MembershipTable>) {
 /// every caller succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_is_shed_without_false_deaths_and_then_served() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let gate = Gate::new();
     const LIMIT: usize = 200;
     const CALLERS: usize = 3_000;
@@ -539,7 +536,7 @@ async fn a_storm_is_shed_without_false_deaths_and_then_served() {
 /// failed with "no gateway answered".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_clients_storm_of_first_calls_shares_one_connection() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let gate = Gate::new();
     gate.set(true);
     let table: Arc<dyn MembershipTable> = Arc::new(InMemoryMembership::new());
@@ -579,7 +576,7 @@ async fn a_new_clients_storm_of_first_calls_shares_one_connection() {
 /// (1,000,000) the same storm was buffered and grew it by 239 MB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_large_calls_costs_bounded_memory() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let gate = Gate::new();
     const LIMIT: usize = 200;
     const CALLS: u64 = 6_000;
@@ -652,7 +649,7 @@ async fn a_storm_of_large_calls_costs_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the issue's full-size storm (about a minute); run by hand"]
 async fn the_issue_storm_of_50_000_calls() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let gate = Gate::new();
     const CALLS: u64 = 50_000;
     const CLIENTS: u64 = 4;
