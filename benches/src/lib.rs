@@ -159,6 +159,19 @@ pub fn run(config: &Config, command: &str) -> Report {
         .map_or(0, |d| d.as_secs());
     let mut scenarios = scenarios::local::run(config);
     let mut not_measured = Vec::new();
+    if cfg!(feature = "mimalloc") {
+        for (count, _) in &config.memory {
+            let scenario = format!("activation/idle_memory_{}", scenarios::local::human(*count));
+            if config.only.as_deref().is_none_or(|o| scenario.contains(o)) {
+                not_measured.push(NotMeasured {
+                    scenario,
+                    reason: "built with the mimalloc feature: the counting allocator \
+                             that measures idle memory is not installed"
+                        .to_owned(),
+                });
+            }
+        }
+    }
     match scenarios::remote::run(config) {
         Ok(remote) => scenarios.extend(remote),
         Err(reason) => not_measured.push(NotMeasured {

@@ -10,6 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// The opt-in allocator (feature `mimalloc`); without it, the counting
+/// allocator of `allocation-counter` over the system's malloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some(benches::REMOTE_PEER_FLAG) {
         return match benches::serve_remote_peer() {

@@ -203,6 +203,7 @@ pub(crate) fn activation_rate<S: Subject>(flavor: Flavor, count: u64, creators: 
 /// each with one ask answered, lets them go idle, and counts the bytes
 /// still allocated on the thread: bytes per idle actor. The handles' own
 /// slots (a pre-sized `Vec`) are not counted; what they point to is.
+#[cfg(not(feature = "mimalloc"))]
 pub(crate) fn idle_memory<S: Subject>(count: u64) -> Sample {
     let exec = S::executor(Flavor::CurrentThread);
     let env = exec.block_on(S::env());
@@ -243,6 +244,7 @@ pub(crate) fn idle_memory<S: Subject>(count: u64) -> Sample {
 
 /// Lets tasks that finished their last turn go idle (an actor-core drain
 /// task yields once before it gives the grain back).
+#[cfg(not(feature = "mimalloc"))]
 async fn settle() {
     for _ in 0..64 {
         tokio::task::yield_now().await;
