@@ -572,8 +572,11 @@ async fn a_new_clients_storm_of_first_calls_shares_one_connection() {
 /// by a client through a silo's gateway, at grains that do not answer,
 /// against a bound of 200. The client's link frees each payload once it
 /// is written, so what stays is what the silos keep: shed, the process
-/// grew by 19 MB at its peak here; with the bound out of the way
-/// (1,000,000) the same storm was buffered and grew it by 239 MB.
+/// grew by 19 MB at its peak here (30 MB in a release build, which sends
+/// faster and so has more frames on the way at once); with the bound out
+/// of the way (1,000,000) the same storm was buffered and grew it by
+/// 239 MB. The ceiling, 64 MB, is below the 94 MB that buffering would
+/// have to hold at the very least.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_large_calls_costs_bounded_memory() {
     let _serial = SERIAL.lock().await;
@@ -631,7 +634,7 @@ async fn a_storm_of_large_calls_costs_bounded_memory() {
         assert!(shed >= CALLS - 2 * LIMIT as u64, "only {shed} shed");
         let grown = at_peak.saturating_sub(before);
         assert!(
-            grown < 48 * MB,
+            grown < 64 * MB,
             "the storm grew the process by {} MB: buffered rather than shed",
             grown / MB
         );
@@ -645,9 +648,14 @@ async fn a_storm_of_large_calls_costs_bounded_memory() {
 /// answer until every refusal is in. Prints what was shed and the
 /// process's memory (clients and silos together) before, at its peak and
 /// after. Run with `cargo test -p actor-cluster --release --test overload
-/// -- --ignored --nocapture`.
+/// -- --ignored --nocapture` (about 10 s). Two release runs here: 27,311 and
+/// 29,045 answered, 22,689 and 20,955 shed, refusals all in about 0.6 s
+/// after the storm began, 267-273 MB at the peak (38 and 8 MB before).
+/// A debug build is too slow for this size on 2 cores: a silo's runtime,
+/// busy with the admitted calls, renewed its lease too late and let its
+/// grains go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the issue's full-size storm (about a minute); run by hand"]
+#[ignore = "the issue's full-size storm; run by hand, in a release build"]
 async fn the_issue_storm_of_50_000_calls() {
     let _serial = SERIAL.lock().await;
     let gate = Gate::new();

@@ -54,6 +54,18 @@ struct Warnings {
     shed: LogLimit,
 }
 
+impl Warnings {
+    fn note_shed(&self, limit: usize) {
+        if let Some(count) = self.shed.note() {
+            tracing::warn!(
+                limit,
+                calls = count,
+                "overloaded: shedding calls (at most one line every 10 s; `calls` counts them since the last)"
+            );
+        }
+    }
+}
+
 /// The default bound on the calls a silo has in flight from its links
 /// (see [`LinkService::with_max_calls_in_flight`]).
 pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 20_000;
@@ -290,23 +302,11 @@ impl SiloLink for LinkService {
                             let number = env.call_id;
                             let one_way = env.kind() == Kind::OneWay;
                             if one_way && bound.is_full() {
-                                if let Some(count) = warnings.shed.note() {
-                                    tracing::warn!(
-                                        limit = bound.limit,
-                                        calls = count,
-                                        "overloaded: shedding calls (at most one line every 10 s; `calls` counts them since the last)"
-                                    );
-                                }
+                                warnings.note_shed(bound.limit);
                                 continue;
                             }
                             if !one_way && !bound.admit() {
-                                if let Some(count) = warnings.shed.note() {
-                                    tracing::warn!(
-                                        limit = bound.limit,
-                                        calls = count,
-                                        "overloaded: shedding calls (at most one line every 10 s; `calls` counts them since the last)"
-                                    );
-                                }
+                                warnings.note_shed(bound.limit);
                                 let e = actor_core::Error::Overloaded {
                                     silo: silo.name().to_owned(),
                                     limit: bound.limit,
