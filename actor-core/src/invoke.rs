@@ -185,33 +185,51 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// What a turn cut off at its silo's lease end logs and drops its
-/// activation with (see [`until_fence`]).
+/// activation with (see `UntilFence`).
 pub(crate) const CUT_OFF: &str = "the turn was cut off at its silo's lease end (the silo may have been declared dead, and another silo may run the grain now)";
 
-/// Runs `fut` to its end, unless `fence`'s deadline passes while it waits:
-/// then `None`, and `fut` is dropped where it waited (a turn of a silo
-/// whose lease ran out must not go on beside the grain's next activation
-/// elsewhere: the others activate a dead silo's grains once its lease has
-/// surely run out, so a turn that outlives the lease is cut off before
-/// they can). The first poll, where most turns end, arms no timer; a turn
-/// that waits arms one for the deadline and re-arms it when the lease is
-/// renewed meanwhile.
-async fn until_fence<F: std::future::Future>(
-    fut: F,
-    fence: &crate::turn_fence::TurnFence,
-) -> Option<F::Output> {
-    use std::task::Poll;
-    let mut fut = std::pin::pin!(fut);
-    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+pin_project_lite::pin_project! {
+    /// Runs `fut` to its end, unless its silo's fence deadline passes
+    /// while it waits: then `None`, and `fut` is dropped where it waited (a
+    /// turn of a silo whose lease ran out must not go on beside the
+    /// grain's next activation elsewhere: the others activate a dead
+    /// silo's grains once its lease has surely run out, so a turn that
+    /// outlives the lease is cut off before they can). The first poll,
+    /// where most turns end, arms no timer; a turn that waits arms one
+    /// for the deadline and re-arms it when the lease is renewed
+    /// meanwhile. A struct rather than an `async fn`, so that the turn's
+    /// future is held once (an `async fn` taking it would hold it twice
+    /// and push remote turns past `TURN_INLINE`).
+    struct UntilFence<'f, F> {
+        #[pin]
+        fut: F,
+        fence: Option<&'f crate::turn_fence::TurnFence>,
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for UntilFence<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
             return Poll::Ready(Some(out));
         }
+        let Some(fence) = this.fence else {
+            return Poll::Pending;
+        };
         loop {
             let Some(deadline) = fence.deadline() else {
                 return Poll::Pending;
             };
-            let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            let t = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
             if t.deadline() != deadline {
                 t.as_mut().reset(deadline);
             }
@@ -222,8 +240,7 @@ async fn until_fence<F: std::future::Future>(
                 Poll::Ready(()) => {}
             }
         }
-    })
-    .await
+    }
 }
 
 async fn finish<M: Message>(
@@ -233,24 +250,22 @@ async fn finish<M: Message>(
     on_end: OnEnd<'_>,
     silo: &Silo,
 ) -> TurnEnd {
-    let guarded = AssertUnwindSafe(fut).catch_unwind();
-    let outcome = match silo.turn_fence() {
-        None => guarded.await,
-        Some(fence) => match until_fence(guarded, fence).await {
-            Some(outcome) => outcome,
-            None => {
-                on_end.ended(true);
-                // Whether the turn did what it was asked is unknown: as
-                // for a silo that went away mid-call.
-                reply.send(Err(Error::SiloUnavailable {
-                    silo: silo.name().to_owned(),
-                }));
-                return TurnEnd {
-                    panic: Some(CUT_OFF.to_owned()),
-                    ended: None,
-                };
-            }
-        },
+    let guarded = UntilFence {
+        fut: AssertUnwindSafe(fut).catch_unwind(),
+        fence: silo.turn_fence(),
+        timer: None,
+    };
+    let Some(outcome) = guarded.await else {
+        on_end.ended(true);
+        // Whether the turn did what it was asked is unknown: as for a
+        // silo that went away mid-call.
+        reply.send(Err(Error::SiloUnavailable {
+            silo: silo.name().to_owned(),
+        }));
+        return TurnEnd {
+            panic: Some(CUT_OFF.to_owned()),
+            ended: None,
+        };
     };
     match outcome {
         Ok(r) => {
