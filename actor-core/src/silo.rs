@@ -63,6 +63,9 @@ pub(crate) struct SiloInner {
     // than the lookup's other work); built once, from registered names.
     types: FastMap<TypeId, Arc<dyn ErasedType>>,
     by_name: FastMap<GrainType, Arc<dyn ErasedType>>,
+    /// The stateless worker types registered here (few, usually none):
+    /// their calls run on this silo, never through the router.
+    local_types: Vec<GrainType>,
     // A seeded fast hasher: ids come from callers, so keep it keyed.
     table: DashMap<GrainId, Arc<dyn Slot>, foldhash::fast::RandomState>,
     incoming: Vec<Arc<dyn IncomingCallFilter>>,
@@ -385,10 +388,20 @@ impl Silo {
         // An activation here is the grain's one activation until it is
         // deactivated (then its queued calls are routed anew): call it here
         // whatever the router would decide for a new activation.
-        self.inner
-            .router
-            .as_ref()
-            .filter(|r| !r.is_local(id) && !self.inner.table.contains_key(id))
+        self.inner.router.as_ref().filter(|r| {
+            !self.is_local_type(id) && !r.is_local(id) && !self.inner.table.contains_key(id)
+        })
+    }
+
+    /// Whether `id`'s type runs on this silo whatever the router says: a
+    /// stateless worker registered here. As in Orleans, such a grain has
+    /// a pool of activations on every silo that registers it, is never
+    /// entered in the grain directory, and serves its callers on their
+    /// own silo (or a client's gateway).
+    #[inline]
+    fn is_local_type(&self, id: &GrainId) -> bool {
+        let local = &self.inner.local_types;
+        !local.is_empty() && local.contains(&id.grain_type)
     }
 
     /// The fence of this silo's turns, if it has one (see

@@ -262,6 +262,7 @@ impl SiloBuilder {
         }
         let mut types = FastMap::default();
         let mut by_name: FastMap<GrainType, Arc<dyn ErasedType>> = FastMap::default();
+        let mut local_types = Vec::new();
         let mut min_age = self.idle_timeout;
         for (tid, name, reg) in self.registrations {
             if types.contains_key(&tid) {
@@ -278,6 +279,9 @@ impl SiloBuilder {
             let (tid, name, erased) = reg(opts);
             if let Some(age) = erased_age(&*erased) {
                 min_age = min_age.min(age);
+            }
+            if erased.stateless_worker() {
+                local_types.push(GrainType::new(name));
             }
             types.insert(tid, erased.clone());
             by_name.insert(GrainType::new(name), erased);
@@ -300,6 +304,7 @@ impl SiloBuilder {
             },
             types,
             by_name,
+            local_types,
             table: DashMap::default(),
             plain_turns: self.incoming.is_empty()
                 && self.layers.is_empty()

@@ -360,6 +360,8 @@ pub(crate) trait ErasedType: Send + Sync {
     fn metrics(&self) -> &Arc<TypeMetrics>;
     fn as_any(&self) -> &dyn std::any::Any;
     fn idle_timeout(&self) -> Option<std::time::Duration>;
+    /// Whether the type is a stateless worker (local to each silo).
+    fn stateless_worker(&self) -> bool;
     /// Decodes and queues a serialized call; `make_header` receives the
     /// method's static name.
     fn dispatch_encoded(
@@ -393,6 +395,9 @@ impl<G: Grain> ErasedType for TypeHandle<G> {
     }
     fn idle_timeout(&self) -> Option<std::time::Duration> {
         self.0.options.idle_timeout
+    }
+    fn stateless_worker(&self) -> bool {
+        self.0.options.stateless_worker.is_some()
     }
     fn dispatch_encoded(
         &self,
