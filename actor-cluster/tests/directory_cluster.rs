@@ -671,8 +671,15 @@ async fn grains_collected_when_idle_leave_the_directory_and_come_back_once() {
     for c in calls {
         c.await.unwrap().expect("calls after collection succeed");
     }
+    // Never two activations of a grain at once (the oracle), and every
+    // grain came back. Not necessarily exactly once more: on a loaded
+    // machine one of a grain's three calls can arrive after its new
+    // activation has been idle for the 300 ms idle timeout and was
+    // collected again (seen: 3 of 60 grains activated a third time, one
+    // after the other, while a chaos run and a release build shared the
+    // two cores).
     oracle.check();
     let activations = oracle.activations();
-    assert!(activations.values().all(|n| *n == 2), "{activations:?}");
-    assert_eq!(registered(), KEYS as usize);
+    assert!(activations.values().all(|n| *n >= 2), "{activations:?}");
+    assert_eq!(activations.len(), KEYS as usize, "{activations:?}");
 }
