@@ -268,8 +268,22 @@ async fn silo_processes_killed_mid_stream_lose_no_acknowledged_item() {
             }
         }
     };
-    // Mid-stream, SIGKILL one process, later another.
+    // Mid-stream, SIGKILL one process, later another. The first victim
+    // is a process that has run consumers: acknowledged publishes run
+    // ahead of deliveries (a consumer gets its stream's items one after
+    // another), so at 120 acks none may have reached a process yet.
     wait_acked(120).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !processes
+        .iter()
+        .any(|p| p.alive && p.delivered.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no silo process ran a consumer within 60 s of 120 acknowledged publishes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let first = victim(&processes);
     processes[first].kill().await;
     wait_acked(360).await;
