@@ -91,6 +91,10 @@ pub struct TimingConfig {
     pub i_am_alive_interval_ms: Option<u64>,
     /// The membership lease, in milliseconds.
     pub lease_ms: Option<u64>,
+    /// The most calls this silo accepts in flight from its links before
+    /// it sheds more with `Overloaded` (default 20,000; see
+    /// `ClusterConfig::max_calls_in_flight`).
+    pub max_calls_in_flight: Option<usize>,
 }
 
 /// One `[storage.NAME]` provider.
@@ -356,6 +360,15 @@ impl SiloConfig {
             }
             c.missed_probes = n;
         }
+        if let Some(n) = t.max_calls_in_flight {
+            if n == 0 {
+                return Err(invalid(
+                    "cluster.max_calls_in_flight",
+                    "must be at least 1 (a silo that accepts no call serves nothing)".into(),
+                ));
+            }
+            c.max_calls_in_flight = n;
+        }
         if let Some(n) = t.votes_to_kill {
             if n == 0 {
                 return Err(invalid(
@@ -512,6 +525,36 @@ mod tests {
         assert_eq!(c.health.bind, "127.0.0.1:8081");
         let t = c.cluster_config().unwrap();
         assert_eq!(t.lease, actor_cluster::ClusterConfig::default().lease);
+        assert_eq!(
+            t.max_calls_in_flight,
+            actor_cluster::ClusterConfig::default().max_calls_in_flight
+        );
+    }
+
+    #[test]
+    fn the_bound_on_calls_in_flight_is_set_by_the_file() {
+        let c = load(
+            &format!(
+                "{GOOD}
+[cluster]
+max_calls_in_flight = 500
+"
+            ),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cluster_config().unwrap().max_calls_in_flight, 500);
+        let e = load(
+            &format!(
+                "{GOOD}
+[cluster]
+max_calls_in_flight = 0
+"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert!(message(e).contains("max_calls_in_flight"));
     }
 
     #[test]

@@ -30,8 +30,9 @@
 //!
 //! [cluster]                          # failure detection; all optional
 //! profile = "default"                # or "fast" (tests on loopback)
-//! lease_ms = 5000
+//! lease_ms = 2000
 //! probe_interval_ms = 1000
+//! max_calls_in_flight = 20000        # past it calls are shed: Overloaded
 //!
 //! [storage.default]                  # what grains load from
 //! url = "postgres://postgres@127.0.0.1:5432/test"   # memory, sqlite://, redis://
