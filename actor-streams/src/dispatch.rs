@@ -166,6 +166,34 @@ fn targets(
     targets
 }
 
+/// A run of one stream's items about to be delivered: its consumers, its
+/// namespace's counters, and how many deliveries it counted in flight.
+struct Run {
+    targets: Vec<Target>,
+    counters: std::sync::Arc<crate::metrics::Counters>,
+    n: i64,
+}
+
+/// The consumers of `items` (one stream's), with their deliveries counted
+/// in flight; `None` if there are no items or no consumers.
+fn start_run(streams: &Streams, items: &[RawItem], explicit: &[Subscription]) -> Option<Run> {
+    let first = items.first()?;
+    let targets = targets(streams, first, explicit, true);
+    if targets.is_empty() {
+        return None;
+    }
+    let counters = streams.counters(&first.stream.namespace);
+    let n = (items.len() * targets.len()) as i64;
+    counters
+        .in_flight
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    Some(Run {
+        targets,
+        counters,
+        n,
+    })
+}
+
 /// Delivers a batch of items of one stream (a memory provider's push):
 /// each consumer gets every item queued in order at once, and the replies
 /// are awaited together; an item whose first delivery failed goes through
@@ -179,17 +207,15 @@ pub(crate) async fn deliver_batch(
     first_attempt: u32,
 ) -> Outcome {
     use std::sync::atomic::Ordering::Relaxed;
-    let Some(first) = items.first() else {
+    let Some(Run {
+        targets,
+        counters,
+        n,
+    }) = start_run(streams, items, explicit)
+    else {
         return Outcome::Done;
     };
-    let targets = targets(streams, first, explicit, true);
-    if targets.is_empty() {
-        return Outcome::Done;
-    }
-    let counters = streams.counters(&first.stream.namespace);
     let policy = streams.policy();
-    let n = (items.len() * targets.len()) as i64;
-    counters.in_flight.fetch_add(n, Relaxed);
     let mut pending = Vec::with_capacity(items.len() * targets.len());
     let mut unstored = false;
     for target in &targets {
@@ -282,16 +308,14 @@ pub(crate) async fn deliver_in_order(
     first_attempt: u32,
 ) -> Outcome {
     use std::sync::atomic::Ordering::Relaxed;
-    let Some(first) = items.first() else {
+    let Some(Run {
+        targets,
+        counters,
+        n,
+    }) = start_run(streams, items, explicit)
+    else {
         return Outcome::Done;
     };
-    let targets = targets(streams, first, explicit, true);
-    if targets.is_empty() {
-        return Outcome::Done;
-    }
-    let counters = streams.counters(&first.stream.namespace);
-    let n = (items.len() * targets.len()) as i64;
-    counters.in_flight.fetch_add(n, Relaxed);
     let outcomes = futures::future::join_all(
         targets
             .iter()
