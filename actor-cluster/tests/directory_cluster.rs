@@ -682,4 +682,18 @@ async fn grains_collected_when_idle_leave_the_directory_and_come_back_once() {
     let activations = oracle.activations();
     assert!(activations.values().all(|n| *n >= 2), "{activations:?}");
     assert_eq!(activations.len(), KEYS as usize, "{activations:?}");
+    // And the directory agrees with the silos: one entry per activation
+    // (a grain collected again leaves it within two sweeps).
+    eventually(
+        "the directory holds exactly the live activations",
+        Duration::from_secs(10),
+        || {
+            registered()
+                == silos
+                    .iter()
+                    .map(|s| s.silo().activation_count())
+                    .sum::<usize>()
+        },
+    )
+    .await;
 }
